@@ -1,0 +1,70 @@
+"""
+aetnet: Alignment-Enriched Tuning (AETNet, Wang et al., AAAI 2023) for LayoutLMv3, native to Hugging Face transformers.
+
+Importing the package registers the config, the models and the processor with the `Auto*` classes, and marks them for
+`register_for_auto_class`, so that every `save_pretrained` folder carries the modeling code and an `auto_map` and
+loads with `trust_remote_code=True` where aetnet is not installed.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForDocumentQuestionAnswering,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoProcessor,
+)
+
+from .configuration_aetnet import AETNetConfig
+from .modeling_aetnet import (
+    AETNetForQuestionAnswering,
+    AETNetForSequenceClassification,
+    AETNetForTokenClassification,
+    AETNetModel,
+    AETNetPreTrainedModel,
+)
+from .processing_aetnet import AETNetProcessor
+
+
+__version__ = "0.1.0"
+
+_AUTO_MODELS = (
+    (AutoModel, AETNetModel),
+    (AutoModelForTokenClassification, AETNetForTokenClassification),
+    (AutoModelForSequenceClassification, AETNetForSequenceClassification),
+    (AutoModelForQuestionAnswering, AETNetForQuestionAnswering),
+    (AutoModelForDocumentQuestionAnswering, AETNetForQuestionAnswering),
+)
+
+AutoConfig.register(AETNetConfig.model_type, AETNetConfig, exist_ok=True)
+AETNetConfig.register_for_auto_class()
+for _auto_class, _model_class in _AUTO_MODELS:
+    _auto_class.register(AETNetConfig, _model_class, exist_ok=True)
+    if _auto_class is not AutoModelForDocumentQuestionAnswering:
+        _model_class.register_for_auto_class(_auto_class.__name__)
+AutoProcessor.register(AETNetConfig, AETNetProcessor, exist_ok=True)
+AETNetProcessor.register_for_auto_class()
+
+
+def __getattr__(name: str):
+    # The trainer pulls in the Trainer stack (accelerate, datasets helpers); load it only when asked for.
+    if name in ("AETNetTrainer", "AETNetTrainingArguments", "MomentumUpdateCallback"):
+        from . import trainer_aetnet
+
+        return getattr(trainer_aetnet, name)
+    raise AttributeError(f"module 'aetnet' has no attribute {name!r}")
+
+
+__all__ = [
+    "AETNetConfig",
+    "AETNetForQuestionAnswering",
+    "AETNetForSequenceClassification",
+    "AETNetForTokenClassification",
+    "AETNetModel",
+    "AETNetPreTrainedModel",
+    "AETNetProcessor",
+    "AETNetTrainer",
+    "AETNetTrainingArguments",
+    "MomentumUpdateCallback",
+]

@@ -1,0 +1,38 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Form-understanding data: the FUNSD reader and the embedded synthetic forms, both in one FUNSD-shaped schema."""
+
+from .funsd import (
+    FUNSD_LABELS,
+    bio_tags,
+    funsd_features,
+    load_funsd,
+    load_funsd_like,
+    normalize_bbox,
+    union_bbox,
+)
+from .synthetic import generate_synthetic_forms, load_synthetic_funsd
+
+
+__all__ = [
+    "FUNSD_LABELS",
+    "bio_tags",
+    "funsd_features",
+    "generate_synthetic_forms",
+    "load_funsd",
+    "load_funsd_like",
+    "load_synthetic_funsd",
+    "normalize_bbox",
+    "union_bbox",
+]

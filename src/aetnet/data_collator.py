@@ -1,0 +1,175 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Data collator for AETNet: pads and stacks processor features and draws a fresh momentum view every batch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .augmentation import AugmentationConfig, augment_pixel_values
+
+
+# Inputs accepted by the AETNet models; everything else (word_ids, overflow_to_sample_mapping, OCR words, raw
+# dataset columns, token_type_ids which LayoutLMv3 does not use) is dropped unless listed in `keep_keys`.
+MODEL_INPUT_KEYS = (
+    "input_ids",
+    "bbox",
+    "attention_mask",
+    "pixel_values",
+    "pixel_values_aug",
+    "labels",
+    "start_positions",
+    "end_positions",
+)
+
+
+@dataclass
+class AETNetDataCollator:
+    """
+    Collate a list of features (rows of a dataset mapped with [`AETNetProcessor`] and `return_tensors=None`, or
+    rows that are already tensors) into a batch of tensors for an AETNet model.
+
+    Per-token sequences of different lengths are padded on the right (or the tokenizer's `padding_side`):
+    `input_ids` with the pad token id, `attention_mask` / `token_type_ids` with 0, `bbox` with `[0, 0, 0, 0]`,
+    token `labels` with -100 and `word_ids` with -1. Images and scalar targets are stacked.
+
+    With `augment=True` (training) a new `pixel_values_aug` is drawn from `pixel_values` at every call, so each
+    epoch sees a different momentum view; an existing `pixel_values_aug` column is then replaced. With
+    `augment=False` a `pixel_values_aug` present in the features is kept, and none is created.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`, *optional*): gives the pad token id and the padding side.
+        pad_token_id (`int`, *optional*): pad id without a tokenizer; defaults to 1 (RoBERTa / LayoutLMv3).
+        augment (`bool`, *optional*, defaults to `False`): add a fresh `pixel_values_aug`.
+        augmentation_config (`AugmentationConfig`, *optional*): augmentation strengths; its `image_mean` /
+            `image_std` must match the image processor (LayoutLMv3: 0.5 / 0.5, the default).
+        keep_keys (`Sequence[str]`, *optional*): extra keys to keep, e.g. `("word_ids", "overflow_to_sample_mapping")`
+            for evaluation-time merging of window predictions.
+        pad_to_multiple_of (`int`, *optional*): round the padded length up to a multiple of this.
+        label_pad_token_id (`int`, *optional*, defaults to -100): pad value of token labels.
+        seed (`int`, *optional*): seed of the augmentation generator, for reproducible runs. In DataLoader worker
+            processes the worker id is added to the seed, so workers do not repeat each other's augmentations.
+        generator (`torch.Generator`, *optional*): explicit CPU generator, used as is (takes precedence over
+            `seed`). Without both, the global torch RNG is used (seeded per worker by the DataLoader).
+    """
+
+    tokenizer: Any = None
+    pad_token_id: int | None = None
+    augment: bool = False
+    augmentation_config: AugmentationConfig | None = None
+    keep_keys: Sequence[str] = ()
+    pad_to_multiple_of: int | None = None
+    label_pad_token_id: int = -100
+    seed: int | None = None
+    generator: torch.Generator | None = None
+    _worker_generators: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self):
+        if isinstance(self.keep_keys, str):
+            raise ValueError(f"`keep_keys` must be a sequence of key names, got the string {self.keep_keys!r}")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ValueError(f"`pad_to_multiple_of` must be a positive int, got {self.pad_to_multiple_of}")
+
+    def _pad_values(self) -> dict[str, Any]:
+        pad_id = self.pad_token_id
+        if pad_id is None:
+            pad_id = getattr(self.tokenizer, "pad_token_id", None)
+        return {
+            "input_ids": 1 if pad_id is None else pad_id,
+            "attention_mask": 0,
+            "token_type_ids": 0,
+            "bbox": [0, 0, 0, 0],
+            "labels": self.label_pad_token_id,
+            "word_ids": -1,
+            "special_tokens_mask": 1,
+        }
+
+    def _generator(self) -> torch.Generator | None:
+        if self.generator is not None or self.seed is None:
+            return self.generator
+        worker = torch.utils.data.get_worker_info()
+        worker_id = 0 if worker is None else worker.id + 1
+        if worker_id not in self._worker_generators:
+            self._worker_generators[worker_id] = torch.Generator().manual_seed(self.seed + worker_id)
+        return self._worker_generators[worker_id]
+
+    def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("Cannot collate an empty list of features.")
+        keys = [key for key in features[0] if key in MODEL_INPUT_KEYS or key in self.keep_keys]
+        for index, feature in enumerate(features):
+            missing = [key for key in keys if key not in feature]
+            if missing:
+                raise ValueError(f"`features[{index}]` lacks the key(s) {missing} present in `features[0]`.")
+        pad_values = self._pad_values()
+        padding_side = getattr(self.tokenizer, "padding_side", "right")
+        token_keys = [key for key in keys if key in pad_values and _is_sequence(features[0][key])]
+        lengths = [len(feature[key]) for feature in features for key in token_keys]
+        target_length = max(lengths, default=0)
+        if self.pad_to_multiple_of and target_length % self.pad_to_multiple_of:
+            target_length += self.pad_to_multiple_of - target_length % self.pad_to_multiple_of
+
+        batch = {}
+        for key in keys:
+            values = [_to_tensor(feature[key], key, index) for index, feature in enumerate(features)]
+            if key in token_keys:
+                values = [_pad(value, target_length, pad_values[key], padding_side) for value in values]
+            shapes = {tuple(value.shape) for value in values}
+            if len(shapes) > 1:
+                raise ValueError(f"Cannot stack `{key}`: features have different shapes {sorted(shapes)}.")
+            batch[key] = torch.stack(values)
+
+        if self.augment:
+            if "pixel_values" not in batch:
+                raise ValueError("`augment=True` needs `pixel_values` in the features.")
+            batch["pixel_values_aug"] = augment_pixel_values(
+                batch["pixel_values"], self._generator(), config=self.augmentation_config
+            )
+        return batch
+
+
+def _is_sequence(value) -> bool:
+    return isinstance(value, (list, tuple)) or (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim >= 1)
+
+
+def _to_tensor(value, key: str, index: int) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        array = np.asarray(value)
+    except ValueError as error:
+        raise ValueError(
+            f"`features[{index}]['{key}']` is ragged and cannot be turned into a tensor: {error}"
+        ) from None
+    if array.dtype == object:
+        raise ValueError(f"`features[{index}]['{key}']` is ragged or not numeric and cannot be turned into a tensor.")
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+    return torch.from_numpy(array)
+
+
+def _pad(value: torch.Tensor, length: int, pad_value, side: str) -> torch.Tensor:
+    missing = length - value.shape[0]
+    if missing == 0:
+        return value
+    filler = torch.tensor(pad_value, dtype=value.dtype).expand(missing, *value.shape[1:])
+    return torch.cat([value, filler] if side == "right" else [filler, value])
+
+
+__all__ = ["AETNetDataCollator", "MODEL_INPUT_KEYS"]

@@ -1,0 +1,720 @@
+"""
+AETNet models: LayoutLMv3 fine-tuned with a ViT and a RoBERTa alignment encoder, their momentum copies, two feature
+queues and four alignment objectives (Wang et al., AAAI 2023). Stock transformers classes do all the encoding; this
+file only wires them together.
+
+This module imports only torch, transformers and its sibling modules, so that `save_pretrained` can ship it as Hub
+remote code (`trust_remote_code=True`).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from transformers import (
+    AutoModel,
+    LayoutLMv3ForQuestionAnswering,
+    LayoutLMv3ForSequenceClassification,
+    LayoutLMv3ForTokenClassification,
+    LayoutLMv3Model,
+    PreTrainedModel,
+)
+from transformers import initialization as init
+from transformers.modeling_outputs import (
+    ModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.models.layoutlmv3.modeling_layoutlmv3 import LayoutLMv3ClassificationHead
+from transformers.utils import logging
+
+from .configuration_aetnet import AETNetConfig
+from .fast_attention import set_layoutlmv3_attention
+from .losses import (
+    DocumentContrastiveLoss,
+    GlobalLocalContrastiveLoss,
+    IntraModalContrastiveLoss,
+    PatchTokenAlignmentLoss,
+    concat_all_gather,
+)
+
+
+logger = logging.get_logger(__name__)
+
+TEMPERATURE_RANGE = (0.001, 0.5)
+MOMENTUM_MODULES = ("vision_model_m", "vision_proj_m", "text_model_m", "text_proj_m")
+
+
+@dataclass
+class AETNetModelOutput(ModelOutput):
+    """
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, text_length + 1 + num_patches, hidden_size)`):
+            LayoutLMv3's output: the text tokens, then the visual [CLS] and patch tokens.
+        hidden_states, attentions: LayoutLMv3's, when asked for.
+        image_embeds (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`, *optional*):
+            The online ViT aligner's output ([CLS] then patches), when the aligners ran.
+        text_embeds (`torch.FloatTensor` of shape `(batch_size, text_length, hidden_size)`, *optional*):
+            The online RoBERTa aligner's output, when the aligners ran.
+        alignment_losses (`dict[str, torch.FloatTensor]`, *optional*):
+            One unweighted scalar per enabled objective (`ditc`, `imc`, `glitc`, `pita`); computed in training mode,
+            or in eval mode with `return_alignment_losses=True`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    alignment_losses: dict[str, torch.FloatTensor] | None = None
+
+
+@dataclass
+class AETNetTokenClassifierOutput(TokenClassifierOutput):
+    """`TokenClassifierOutput` (`loss` is the task loss only) plus the unweighted `alignment_losses`."""
+
+    alignment_losses: dict[str, torch.FloatTensor] | None = None
+
+
+@dataclass
+class AETNetSequenceClassifierOutput(SequenceClassifierOutput):
+    """`SequenceClassifierOutput` (`loss` is the task loss only) plus the unweighted `alignment_losses`."""
+
+    alignment_losses: dict[str, torch.FloatTensor] | None = None
+
+
+@dataclass
+class AETNetQuestionAnsweringModelOutput(QuestionAnsweringModelOutput):
+    """`QuestionAnsweringModelOutput` (`loss` is the task loss only) plus the unweighted `alignment_losses`."""
+
+    alignment_losses: dict[str, torch.FloatTensor] | None = None
+
+
+class AETNetLayoutLMv3Model(LayoutLMv3Model):
+    """
+    The stock LayoutLMv3Model, plus two optional inputs that are added where the paper injects the aligned features:
+    `aligned_text_embeds` to the text embeddings (after their LayerNorm and dropout) and `aligned_image_embeds` to
+    the visual embeddings (after the visual LayerNorm, before text and image are concatenated). Without them it is
+    exactly LayoutLMv3, weights and outputs.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._aligned_text_embeds = None
+        self._aligned_image_embeds = None
+        if config.text_embed:
+            self.embeddings.register_forward_hook(self._add_aligned_text)
+
+    def _add_aligned_text(self, module, args, output):
+        return output if self._aligned_text_embeds is None else output + self._aligned_text_embeds
+
+    def forward_image(self, pixel_values):
+        embeddings = super().forward_image(pixel_values)
+        return embeddings if self._aligned_image_embeds is None else embeddings + self._aligned_image_embeds
+
+    def forward(self, *args, aligned_text_embeds=None, aligned_image_embeds=None, **kwargs):
+        self._aligned_text_embeds, self._aligned_image_embeds = aligned_text_embeds, aligned_image_embeds
+        try:
+            return super().forward(*args, **kwargs)
+        finally:
+            self._aligned_text_embeds = self._aligned_image_embeds = None
+
+
+class AETNetPreTrainedModel(PreTrainedModel):
+    config: AETNetConfig
+    base_model_prefix = "aetnet"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    # The task loss is a plain mean, so the Trainer must divide it by the accumulation steps itself.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, AETNetModel):
+            init.constant_(module.temp, module.config.temperature)
+            for gate in (module.text_gate, module.image_gate):
+                if gate is not None:
+                    init.zeros_(gate)
+            if module.config.uses_momentum:
+                init.copy_(module.image_queue, F.normalize(torch.randn_like(module.image_queue), dim=0))
+                init.copy_(module.text_queue, F.normalize(torch.randn_like(module.text_queue), dim=0))
+                init.zeros_(module.queue_ptr)
+                init.zeros_(module.queue_filled)
+                # Children are initialised before their parent, so the online encoders are final here.
+                for online, momentum in module.momentum_pairs():
+                    for param, param_m in zip(online.parameters(), momentum.parameters()):
+                        init.copy_(param_m, param)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """
+        `PreTrainedModel.from_pretrained`, plus two AETNet rules: momentum encoders missing from the checkpoint are
+        copied from the online encoders (a checkpoint saved without them starts with momentum == online), and every
+        momentum parameter is frozen again (loading re-creates parameters with `requires_grad=True`).
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        base = model.base_model
+        missing = [key.split(".") for key in loading_info["missing_keys"]]
+        stale = {name for name in MOMENTUM_MODULES if any(name in parts for parts in missing)}
+        if stale:
+            logger.info(f"Copying online weights into momentum modules missing from the checkpoint: {sorted(stale)}")
+            base.copy_params(only=stale)
+        base.freeze_momentum()
+        return (model, loading_info) if output_loading_info else model
+
+
+    @classmethod
+    def from_encoders_pretrained(
+        cls,
+        layout_model_name_or_path: str,
+        vision_model_name_or_path: str,
+        text_model_name_or_path: str,
+        **kwargs,
+    ):
+        """
+        Build an AETNet model from three separately pretrained checkpoints (hub ids or local folders): LayoutLMv3
+        (its task head too, when the checkpoint has a compatible one), a ViT/DeiT and a RoBERTa. Momentum encoders
+        start equal to the online ones; the projections are new and untrained.
+
+        Keyword arguments prefixed `layout_`, `vision_` or `text_` go to the matching `from_pretrained` (e.g.
+        `vision_revision="main"`); the others are `AETNetConfig` fields (`num_labels`, `id2label`, `queue_size`...).
+        """
+        prefixed = {"layout_": {}, "vision_": {}, "text_": {}}
+        config_kwargs = {}
+        for key, value in kwargs.items():
+            prefix = next((p for p in prefixed if key.startswith(p)), None)
+            if prefix is None:
+                config_kwargs[key] = value
+            else:
+                prefixed[prefix][key[len(prefix) :]] = value
+        label_kwargs = {k: config_kwargs[k] for k in ("num_labels", "id2label", "label2id") if k in config_kwargs}
+        layout_class = getattr(cls, "_layoutlmv3_class", LayoutLMv3Model)
+        if layout_class is not LayoutLMv3Model:
+            prefixed["layout_"] = {"ignore_mismatched_sizes": True, **label_kwargs, **prefixed["layout_"]}
+        layout = layout_class.from_pretrained(layout_model_name_or_path, **prefixed["layout_"])
+        vision = AutoModel.from_pretrained(vision_model_name_or_path, add_pooling_layer=False, **prefixed["vision_"])
+        text = AutoModel.from_pretrained(text_model_name_or_path, add_pooling_layer=False, **prefixed["text_"])
+
+        config = AETNetConfig(
+            layout_config=layout.config.to_dict(),
+            vision_config=vision.config.to_dict(),
+            text_config=text.config.to_dict(),
+            **config_kwargs,
+        )
+        model = cls(config)
+        base = model.base_model
+        layout_base = layout if layout_class is LayoutLMv3Model else layout.layoutlmv3
+        base.layoutlmv3.load_state_dict(layout_base.state_dict())
+        base.vision_model.load_state_dict(vision.state_dict())
+        base.text_model.load_state_dict(text.state_dict())
+        for name in getattr(cls, "_layoutlmv3_head_names", ()):
+            getattr(model, name).load_state_dict(getattr(layout, name).state_dict())
+        base.copy_params()
+        logger.warning(
+            "The AETNet projections (vision_proj, text_proj) are newly initialised: fine-tune before using the model."
+        )
+        return model
+
+
+class AETNetModel(AETNetPreTrainedModel):
+    """
+    The AETNet encoder: LayoutLMv3 (`layoutlmv3`), the ViT and RoBERTa aligners (`vision_model`, `text_model`) with
+    their projections into the contrastive space (`vision_proj`, `text_proj`), the frozen momentum copies (`_m`
+    suffix), the learnable temperature `temp` and the feature queues `image_queue` / `text_queue` (ALBEF layout:
+    `(embed_dim, queue_size)`, with `queue_ptr` and `queue_filled`, the number of real entries so far).
+
+    `forward` never updates the momentum weights: call `momentum_update()` once per optimizer step (`AETNetTrainer`
+    does). The queues are updated by `forward` in training mode only.
+    """
+
+    def __init__(self, config: AETNetConfig):
+        super().__init__(config)
+        self.layoutlmv3 = AETNetLayoutLMv3Model(config.layout_config)
+        if config.fusion_attention != "eager":
+            set_layoutlmv3_attention(self.layoutlmv3, config.fusion_attention)
+        self.vision_model = AutoModel.from_config(config.vision_config, add_pooling_layer=False)
+        self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
+        self.vision_proj = nn.Linear(config.vision_config.hidden_size, config.embed_dim)
+        self.text_proj = nn.Linear(config.text_config.hidden_size, config.embed_dim)
+        self.temp = nn.Parameter(torch.tensor(config.temperature))
+        gated = config.fusion_injection == "gated"
+        self.text_gate = nn.Parameter(torch.zeros(config.layout_config.hidden_size)) if gated else None
+        self.image_gate = nn.Parameter(torch.zeros(config.layout_config.hidden_size)) if gated else None
+        # DeiT adds a distillation token after [CLS]; patches start after all prefix tokens.
+        self.vision_prefix_tokens = 2 if config.vision_config.model_type == "deit" else 1
+
+        if config.uses_momentum:
+            self.vision_model_m = AutoModel.from_config(config.vision_config, add_pooling_layer=False)
+            self.text_model_m = AutoModel.from_config(config.text_config, add_pooling_layer=False)
+            self.vision_proj_m = nn.Linear(config.vision_config.hidden_size, config.embed_dim)
+            self.text_proj_m = nn.Linear(config.text_config.hidden_size, config.embed_dim)
+            self.register_buffer("image_queue", torch.zeros(config.embed_dim, config.queue_size))
+            self.register_buffer("text_queue", torch.zeros(config.embed_dim, config.queue_size))
+            self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+            self.register_buffer("queue_filled", torch.zeros(1, dtype=torch.long))
+
+        objectives = config.alignment_objectives
+        self.ditc_loss = DocumentContrastiveLoss() if "ditc" in objectives else None
+        self.imc_loss = IntraModalContrastiveLoss() if "imc" in objectives else None
+        self.glitc_loss = GlobalLocalContrastiveLoss() if "glitc" in objectives else None
+        self.pita_loss = (
+            PatchTokenAlignmentLoss(config.grid_size, config.pita_loss, config.pita_span_policy)
+            if "pita" in objectives
+            else None
+        )
+        self.post_init()
+        self.freeze_momentum()
+
+    def get_input_embeddings(self):
+        return self.layoutlmv3.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.layoutlmv3.set_input_embeddings(value)
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, momentum) module pairs; empty when no enabled objective needs momentum."""
+        if not self.config.uses_momentum:
+            return []
+        return [
+            (self.vision_model, self.vision_model_m),
+            (self.vision_proj, self.vision_proj_m),
+            (self.text_model, self.text_model_m),
+            (self.text_proj, self.text_proj_m),
+        ]
+
+    @torch.no_grad()
+    def copy_params(self, only: set[str] | None = None) -> None:
+        """Set momentum weights equal to the online weights (all pairs, or the momentum modules named in `only`)."""
+        for online, momentum in self.momentum_pairs():
+            if only is None or any(getattr(self, name) is momentum for name in only):
+                for param, param_m in zip(online.parameters(), momentum.parameters()):
+                    param_m.copy_(param)
+
+    def freeze_momentum(self) -> None:
+        for _, momentum in self.momentum_pairs():
+            momentum.requires_grad_(False)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """EMA step `param_m = m * param_m + (1 - m) * param` for every momentum parameter. Once per optimizer step."""
+        pairs = [
+            (param, param_m)
+            for online, momentum in self.momentum_pairs()
+            for param, param_m in zip(online.parameters(), momentum.parameters())
+        ]
+        if not pairs:
+            return
+        online_params, momentum_params = (list(group) for group in zip(*pairs))
+        m = self.config.momentum
+        torch._foreach_mul_(momentum_params, m)
+        torch._foreach_add_(momentum_params, online_params, alpha=1 - m)
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self, image_feat_m: torch.Tensor, text_feat_m: torch.Tensor) -> None:
+        """
+        Write the batch's momentum features (gathered over ranks) into the ring buffers at `queue_ptr`. Any batch
+        size works: a batch larger than the queue keeps its last `queue_size` features.
+        """
+        image_feats, text_feats = concat_all_gather(image_feat_m), concat_all_gather(text_feat_m)
+        queue_size, num_new = self.config.queue_size, image_feats.shape[0]
+        skipped = max(0, num_new - queue_size)
+        image_feats, text_feats = image_feats[skipped:], text_feats[skipped:]
+        index = (self.queue_ptr + skipped + torch.arange(image_feats.shape[0], device=image_feats.device)) % queue_size
+        self.image_queue[:, index] = image_feats.t().to(self.image_queue.dtype)
+        self.text_queue[:, index] = text_feats.t().to(self.text_queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + num_new) % queue_size)
+        self.queue_filled.copy_((self.queue_filled + num_new).clamp(max=queue_size))
+
+    def _clamped_temperature(self) -> torch.Tensor:
+        if self.training:
+            # ALBEF clamps the parameter itself so that the optimizer state never runs away outside the range.
+            with torch.no_grad():
+                self.temp.clamp_(*TEMPERATURE_RANGE)
+        return self.temp.clamp(*TEMPERATURE_RANGE)
+
+    def _alignable_tokens(self, input_ids: torch.Tensor, bbox: torch.Tensor, attention_mask: torch.Tensor):
+        """Tokens PITA may align: attended, not special, and with a box (special and question tokens have [0,0,0,0])."""
+        layout = self.config.layout_config
+        special = torch.tensor(
+            [i for i in (layout.bos_token_id, layout.eos_token_id, layout.pad_token_id) if i is not None],
+            device=input_ids.device,
+        )
+        return attention_mask.bool() & (bbox != 0).any(dim=-1) & ~torch.isin(input_ids, special)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """L2-normalised projected [CLS] features of the ViT aligner, `(batch_size, embed_dim)`."""
+        return F.normalize(self.vision_proj(self.vision_model(pixel_values).last_hidden_state[:, 0]), dim=-1)
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """L2-normalised projected [CLS] features of the RoBERTa aligner, `(batch_size, embed_dim)`."""
+        hidden = self.text_model(input_ids, attention_mask=attention_mask).last_hidden_state
+        return F.normalize(self.text_proj(hidden[:, 0]), dim=-1)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        bbox: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_aug: torch.FloatTensor | None = None,
+        return_alignment_losses: bool | None = None,
+        distill_alpha: float | None = None,
+        **kwargs,
+    ) -> AETNetModelOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
+                Token ids, read by LayoutLMv3 and by the RoBERTa aligner.
+            bbox (`torch.LongTensor` of shape `(batch_size, text_length, 4)`):
+                Token boxes in 0-1000 units (x0, y0, x1, y1); special tokens have `[0, 0, 0, 0]`.
+            attention_mask (`torch.Tensor` of shape `(batch_size, text_length)`, *optional*):
+                1 for real tokens, 0 for padding.
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
+                The page, as prepared by the processor; read by LayoutLMv3 and by the online ViT aligner.
+            pixel_values_aug (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+                An augmented view of the page for the momentum ViT (IMC's image positive). Defaults to
+                `pixel_values`.
+            return_alignment_losses (`bool`, *optional*):
+                Compute `alignment_losses`. Defaults to `self.training`. In eval mode nothing is enqueued.
+            distill_alpha (`float`, *optional*):
+                Overrides `config.distill_alpha` for this call (the trainer ramps it up).
+        """
+        config = self.config
+        if return_alignment_losses is None:
+            return_alignment_losses = self.training
+        compute_losses = return_alignment_losses and bool(config.alignment_objectives)
+        use_aligners = compute_losses or config.fusion_injection != "none"
+        if use_aligners and (input_ids is None or pixel_values is None):
+            raise ValueError(
+                "AETNet's aligners need both `input_ids` and `pixel_values` (got input_ids="
+                f"{None if input_ids is None else tuple(input_ids.shape)}, pixel_values="
+                f"{None if pixel_values is None else tuple(pixel_values.shape)})"
+            )
+        if attention_mask is None and input_ids is not None:
+            attention_mask = torch.ones_like(input_ids)
+        if bbox is None and input_ids is not None:
+            bbox = torch.zeros(*input_ids.shape, 4, dtype=torch.long, device=input_ids.device)
+
+        image_embeds = text_embeds = aligned_text = aligned_image = None
+        if use_aligners:
+            image_embeds = self.vision_model(pixel_values).last_hidden_state
+            text_embeds = self.text_model(input_ids, attention_mask=attention_mask).last_hidden_state
+            if config.fusion_injection != "none":
+                aligned_text = text_embeds
+                aligned_image = torch.cat([image_embeds[:, :1], image_embeds[:, self.vision_prefix_tokens :]], dim=1)
+                if config.fusion_injection == "gated":
+                    aligned_text, aligned_image = aligned_text * self.text_gate, aligned_image * self.image_gate
+
+        outputs = self.layoutlmv3(
+            input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            aligned_text_embeds=aligned_text,
+            aligned_image_embeds=aligned_image,
+            **kwargs,
+        )
+        alignment_losses = None
+        if compute_losses:
+            alignment_losses = self._alignment_losses(
+                input_ids,
+                bbox,
+                attention_mask,
+                image_embeds,
+                text_embeds,
+                pixel_values if pixel_values_aug is None else pixel_values_aug,
+                config.distill_alpha if distill_alpha is None else distill_alpha,
+            )
+        return AETNetModelOutput(
+            last_hidden_state=outputs.last_hidden_state,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            alignment_losses=alignment_losses,
+        )
+
+    def _alignment_losses(
+        self, input_ids, bbox, attention_mask, image_embeds, text_embeds, pixel_values_m, distill_alpha
+    ) -> dict[str, torch.Tensor]:
+        temp = self._clamped_temperature()
+        prefix = self.vision_prefix_tokens
+        image_feat = F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)
+        text_feat = F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1)
+        losses = {}
+        if self.config.uses_momentum:
+            with torch.no_grad():
+                image_embeds_m = self.vision_model_m(pixel_values_m).last_hidden_state
+                text_embeds_m = self.text_model_m(input_ids, attention_mask=attention_mask).last_hidden_state
+                image_feat_m = F.normalize(self.vision_proj_m(image_embeds_m[:, 0]), dim=-1)
+                text_feat_m = F.normalize(self.text_proj_m(text_embeds_m[:, 0]), dim=-1)
+            # Clones: the queues are overwritten in place below, before backward reads them.
+            queues = (self.image_queue.clone(), self.text_queue.clone())
+            queue_valid = torch.arange(self.config.queue_size, device=queues[0].device) < self.queue_filled
+            features = (image_feat, text_feat, image_feat_m, text_feat_m, *queues, temp)
+            if self.ditc_loss is not None:
+                losses["ditc"] = self.ditc_loss(*features, alpha=distill_alpha, queue_valid=queue_valid)
+            if self.imc_loss is not None:
+                losses["imc"] = self.imc_loss(*features, queue_valid=queue_valid)
+            if self.glitc_loss is not None:
+                with torch.no_grad():
+                    patches_m = F.normalize(self.vision_proj_m(image_embeds_m[:, prefix:]), dim=-1)
+                    tokens_m = F.normalize(self.text_proj_m(text_embeds_m), dim=-1)
+                patch_mask = torch.ones(patches_m.shape[:2], dtype=torch.bool, device=patches_m.device)
+                token_mask = attention_mask.bool().clone()
+                token_mask[:, 0] = False  # [CLS] is the text anchor itself
+                losses["glitc"] = (
+                    self.glitc_loss(image_feat, patches_m, patch_mask, temp)
+                    + self.glitc_loss(text_feat, tokens_m, token_mask, temp)
+                ) / 2
+            if self.training:
+                self._dequeue_and_enqueue(image_feat_m, text_feat_m)
+        if self.pita_loss is not None:
+            losses["pita"] = self.pita_loss(
+                self.vision_proj(image_embeds[:, prefix:]),
+                self.text_proj(text_embeds),
+                bbox,
+                self._alignable_tokens(input_ids, bbox, attention_mask),
+                temp,
+            )
+        return losses
+
+class _AETNetHeadMixin:
+    """Shared plumbing of the task heads: run `AETNetModel` and return its LayoutLMv3 output with the losses."""
+
+    def get_input_embeddings(self):
+        return self.aetnet.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.aetnet.set_input_embeddings(value)
+
+    def _head_config(self):
+        """LayoutLMv3's head reads hidden size, dropout and `num_labels` from one config: the layout config's
+        fields with AETNet's label count."""
+        head_config = self.config.layout_config.__class__(**self.config.layout_config.to_dict())
+        head_config.num_labels = self.config.num_labels
+        return head_config
+
+    def momentum_update(self) -> None:
+        self.aetnet.momentum_update()
+
+
+class AETNetForTokenClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
+    """AETNet with LayoutLMv3's token classification head (linear below 10 labels, an MLP from 10), e.g. FUNSD, CORD."""
+
+    _layoutlmv3_class = LayoutLMv3ForTokenClassification
+    _layoutlmv3_head_names = ("classifier",)
+
+    def __init__(self, config: AETNetConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.aetnet = AETNetModel(config)
+        self.dropout = nn.Dropout(config.layout_config.hidden_dropout_prob)
+        if config.num_labels < 10:
+            self.classifier = nn.Linear(config.layout_config.hidden_size, config.num_labels)
+        else:
+            self.classifier = LayoutLMv3ClassificationHead(self._head_config(), pool_feature=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        bbox: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_aug: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        return_alignment_losses: bool | None = None,
+        distill_alpha: float | None = None,
+        **kwargs,
+    ) -> AETNetTokenClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
+            Token labels in `[0, num_labels)`, -100 for ignored tokens. `loss` is the task loss only.
+
+        See `AETNetModel.forward` for the other arguments.
+        """
+        outputs = self.aetnet(
+            input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            pixel_values_aug=pixel_values_aug,
+            return_alignment_losses=return_alignment_losses,
+            distill_alpha=distill_alpha,
+            **kwargs,
+        )
+        sequence_output = self.dropout(outputs.last_hidden_state[:, : input_ids.shape[1]])
+        logits = self.classifier(sequence_output)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+        return AETNetTokenClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            alignment_losses=outputs.alignment_losses,
+        )
+
+
+class AETNetForSequenceClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
+    """AETNet with LayoutLMv3's document classification head on the [CLS] output, e.g. RVL-CDIP."""
+
+    _layoutlmv3_class = LayoutLMv3ForSequenceClassification
+    _layoutlmv3_head_names = ("classifier",)
+
+    def __init__(self, config: AETNetConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.aetnet = AETNetModel(config)
+        self.classifier = LayoutLMv3ClassificationHead(self._head_config(), pool_feature=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        bbox: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_aug: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        return_alignment_losses: bool | None = None,
+        distill_alpha: float | None = None,
+        **kwargs,
+    ) -> AETNetSequenceClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Document labels; regression, single- or multi-label as in `LayoutLMv3ForSequenceClassification`.
+
+        See `AETNetModel.forward` for the other arguments.
+        """
+        outputs = self.aetnet(
+            input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            pixel_values_aug=pixel_values_aug,
+            return_alignment_losses=return_alignment_losses,
+            distill_alpha=distill_alpha,
+            **kwargs,
+        )
+        logits = self.classifier(outputs.last_hidden_state[:, 0, :])
+        loss = None
+        if labels is not None:
+            if self.config.problem_type is None:
+                if self.num_labels == 1:
+                    self.config.problem_type = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    self.config.problem_type = "single_label_classification"
+                else:
+                    self.config.problem_type = "multi_label_classification"
+            if self.config.problem_type == "regression":
+                loss = MSELoss()(logits.squeeze(), labels.squeeze()) if self.num_labels == 1 else MSELoss()(logits, labels)
+            elif self.config.problem_type == "single_label_classification":
+                loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+            else:
+                loss = BCEWithLogitsLoss()(logits, labels)
+        return AETNetSequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            alignment_losses=outputs.alignment_losses,
+        )
+
+
+class AETNetForQuestionAnswering(_AETNetHeadMixin, AETNetPreTrainedModel):
+    """AETNet with LayoutLMv3's extractive QA head (start/end logits over every position), e.g. DocVQA."""
+
+    _layoutlmv3_class = LayoutLMv3ForQuestionAnswering
+    _layoutlmv3_head_names = ("qa_outputs",)
+
+    def __init__(self, config: AETNetConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.aetnet = AETNetModel(config)
+        self.qa_outputs = LayoutLMv3ClassificationHead(self._head_config(), pool_feature=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        bbox: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_aug: torch.FloatTensor | None = None,
+        start_positions: torch.LongTensor | None = None,
+        end_positions: torch.LongTensor | None = None,
+        return_alignment_losses: bool | None = None,
+        distill_alpha: float | None = None,
+        **kwargs,
+    ) -> AETNetQuestionAnsweringModelOutput:
+        r"""
+        start_positions, end_positions (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Token indices of the answer span; positions outside the sequence are ignored.
+
+        See `AETNetModel.forward` for the other arguments.
+        """
+        outputs = self.aetnet(
+            input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            pixel_values_aug=pixel_values_aug,
+            return_alignment_losses=return_alignment_losses,
+            distill_alpha=distill_alpha,
+            **kwargs,
+        )
+        logits = self.qa_outputs(outputs.last_hidden_state)
+        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            ignored_index = start_logits.size(1)
+            start_positions = start_positions.view(-1).clamp(0, ignored_index)
+            end_positions = end_positions.view(-1).clamp(0, ignored_index)
+            loss_fct = CrossEntropyLoss(ignore_index=ignored_index)
+            loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
+        return AETNetQuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            alignment_losses=outputs.alignment_losses,
+        )
+
+
+__all__ = [
+    "AETNetForQuestionAnswering",
+    "AETNetForSequenceClassification",
+    "AETNetForTokenClassification",
+    "AETNetLayoutLMv3Model",
+    "AETNetModel",
+    "AETNetModelOutput",
+    "AETNetPreTrainedModel",
+    "AETNetQuestionAnsweringModelOutput",
+    "AETNetSequenceClassifierOutput",
+    "AETNetTokenClassifierOutput",
+]
