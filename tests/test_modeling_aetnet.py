@@ -399,3 +399,22 @@ def test_from_encoders_pretrained(tester, tmp_path):
     inputs = tester.prepare_inputs()
     with torch.no_grad():
         torch.testing.assert_close(model(**inputs).logits, layout(**inputs).logits, rtol=0, atol=1e-5)
+
+
+def test_non_finite_features_never_enter_the_queue(tester):
+    model = AETNetModel(tester.get_config()).train()
+    before = model.image_queue.clone()
+    features = torch.nn.functional.normalize(torch.randn(3, tester.embed_dim), dim=-1)
+    features[1, 0] = float("nan")
+    model._dequeue_and_enqueue(features, features.clone())
+    assert torch.isfinite(model.image_queue).all() and torch.isfinite(model.text_queue).all()
+    torch.testing.assert_close(model.image_queue[:, 1], before[:, 1])
+    torch.testing.assert_close(model.image_queue[:, [0, 2]].t(), features[[0, 2]])
+    assert model.queue_ptr.item() == 3
+
+
+def test_layoutlmv3_no_grad_bias_tables_are_frozen_after_loading(tester, tmp_path):
+    AETNetForTokenClassification(tester.get_config()).save_pretrained(tmp_path)
+    loaded = AETNetForTokenClassification.from_pretrained(tmp_path)
+    encoder = loaded.aetnet.layoutlmv3.encoder
+    assert not any(t.weight.requires_grad for t in (encoder.rel_pos_bias, encoder.rel_pos_x_bias, encoder.rel_pos_y_bias))

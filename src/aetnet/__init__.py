@@ -47,12 +47,21 @@ AutoProcessor.register(AETNetConfig, AETNetProcessor, exist_ok=True)
 AETNetProcessor.register_for_auto_class()
 
 
-def __getattr__(name: str):
-    # The trainer pulls in the Trainer stack (accelerate, datasets helpers); load it only when asked for.
-    if name in ("AETNetTrainer", "AETNetTrainingArguments", "MomentumUpdateCallback"):
-        from . import trainer_aetnet
+_LAZY = {
+    "AETNetTrainer": "trainer_aetnet",
+    "AETNetTrainingArguments": "trainer_aetnet",
+    "MomentumUpdateCallback": "trainer_aetnet",
+    "DocumentPredictor": "inference",
+    "predict": "inference",
+}
 
-        return getattr(trainer_aetnet, name)
+
+def __getattr__(name: str):
+    # The trainer pulls in the Trainer stack and inference the OCR/PDF helpers: load them only when asked for.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'aetnet' has no attribute {name!r}")
 
 
@@ -66,5 +75,7 @@ __all__ = [
     "AETNetProcessor",
     "AETNetTrainer",
     "AETNetTrainingArguments",
+    "DocumentPredictor",
     "MomentumUpdateCallback",
+    "predict",
 ]

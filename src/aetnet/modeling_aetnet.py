@@ -296,8 +296,17 @@ class AETNetModel(AETNetPreTrainedModel):
                     param_m.copy_(param)
 
     def freeze_momentum(self) -> None:
+        """
+        Freeze the momentum encoders, and LayoutLMv3's relative-position bias tables: transformers builds their
+        biases under `no_grad`, so they never receive a gradient, and DDP without `find_unused_parameters` (the
+        Trainer's choice with gradient checkpointing) fails on trainable parameters that get none.
+        """
         for _, momentum in self.momentum_pairs():
             momentum.requires_grad_(False)
+        for name in ("rel_pos_bias", "rel_pos_x_bias", "rel_pos_y_bias"):
+            table = getattr(self.layoutlmv3.encoder, name, None)
+            if table is not None:
+                table.requires_grad_(False)
 
     @torch.no_grad()
     def momentum_update(self) -> None:
@@ -325,8 +334,10 @@ class AETNetModel(AETNetPreTrainedModel):
         skipped = max(0, num_new - queue_size)
         image_feats, text_feats = image_feats[skipped:], text_feats[skipped:]
         index = (self.queue_ptr + skipped + torch.arange(image_feats.shape[0], device=image_feats.device)) % queue_size
-        self.image_queue[:, index] = image_feats.t().to(self.image_queue.dtype)
-        self.text_queue[:, index] = text_feats.t().to(self.text_queue.dtype)
+        # A non-finite feature (one bad page) would poison every later DITC/IMC loss: keep the old entry instead.
+        finite = (torch.isfinite(image_feats).all(dim=1) & torch.isfinite(text_feats).all(dim=1))[None, :]
+        for queue, feats in ((self.image_queue, image_feats), (self.text_queue, text_feats)):
+            queue[:, index] = torch.where(finite, feats.t().to(queue.dtype), queue[:, index])
         self.queue_ptr.copy_((self.queue_ptr + num_new) % queue_size)
         self.queue_filled.copy_((self.queue_filled + num_new).clamp(max=queue_size))
 

@@ -1,0 +1,195 @@
+"""End-to-end test of examples/run_funsd.py: a 2-step run on a few synthetic forms, then reloading what it saved."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForTokenClassification,
+    AutoProcessor,
+    LayoutLMv3Config,
+    LayoutLMv3ImageProcessorPil,
+    LayoutLMv3Model,
+    RobertaConfig,
+    RobertaModel,
+    ViTConfig,
+    ViTModel,
+)
+
+import aetnet  # noqa: F401  (registers the Auto classes)
+from aetnet.data.funsd import FUNSD_LABELS
+from aetnet.data.synthetic import load_synthetic_funsd
+from aetnet.modeling_aetnet import AETNetForTokenClassification
+from aetnet.processing_aetnet import AETNetProcessor
+from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
+
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_funsd.py"
+NUM_TRAIN, NUM_TEST, SEED, MAX_LENGTH = 4, 2, 7, 96
+
+
+def offline_env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("run_funsd")
+    command = [
+        sys.executable, str(SCRIPT),
+        "--output_dir", str(output_dir),
+        "--synthetic_train_size", str(NUM_TRAIN),
+        "--synthetic_test_size", str(NUM_TEST),
+        "--seed", str(SEED),
+        "--max_steps", "2",
+        "--per_device_train_batch_size", "2",
+        "--logging_steps", "1",
+        # Short windows, so that the forms are split and merged back.
+        "--max_seq_length", str(MAX_LENGTH),
+        "--doc_stride", "16",
+        "--disable_tqdm", "True",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=offline_env(), timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output_dir, result.stdout
+
+
+def test_prints_metrics_and_the_save_path(run):
+    output_dir, stdout = run
+    match = re.search(r"precision = ([0-9.]+)\s+recall = ([0-9.]+)\s+f1 = ([0-9.]+)", stdout)
+    assert match, stdout[-2000:]
+    precision, recall, f1 = (float(value) for value in match.groups())
+    assert all(0.0 <= value <= 1.0 for value in (precision, recall, f1))
+    eval_results = json.loads((output_dir / "eval_results.json").read_text())
+    assert eval_results["eval_f1"] == pytest.approx(f1, abs=1e-4)
+    for name in ("task", "ditc", "imc", "glitc", "pita"):
+        assert f"eval_loss_{name}" in eval_results
+    assert f"Model saved to {output_dir}" in stdout
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "loss_ditc" in entry] == [1, 2]
+
+
+def test_writes_one_prediction_per_word(run):
+    output_dir, _ = run
+    records = [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
+    test_split = load_synthetic_funsd(NUM_TRAIN, NUM_TEST, seed=SEED)["test"]
+    assert [record["id"] for record in records] == test_split["id"]
+    for record, example in zip(records, test_split):
+        assert record["words"] == example["words"]
+        assert record["labels"] == [FUNSD_LABELS[tag] for tag in example["ner_tags"]]
+        assert len(record["predicted_labels"]) == len(record["words"])
+        assert set(record["predicted_labels"]) <= set(FUNSD_LABELS)
+
+
+def test_output_reloads_and_reproduces_the_predictions(run):
+    output_dir, _ = run
+    model = AutoModelForTokenClassification.from_pretrained(output_dir).eval()
+    processor = AutoProcessor.from_pretrained(output_dir)
+    assert isinstance(model, AETNetForTokenClassification) and isinstance(processor, AETNetProcessor)
+    assert list(model.config.id2label.values()) == FUNSD_LABELS
+    assert (output_dir / "README.md").read_text().count("eval") > 0
+
+    document = load_synthetic_funsd(NUM_TRAIN, NUM_TEST, seed=SEED)["test"][0]
+    encoding = processor(
+        document["image"], document["words"], boxes=document["bboxes"], boxes_normalized=True,
+        max_length=MAX_LENGTH, stride=16, return_tensors="pt",
+    )
+    assert encoding["input_ids"].shape[0] > 1, "the form should need several windows"
+    with torch.no_grad():
+        logits = model(**{name: encoding[name] for name in processor.model_input_names}).logits
+    word_logits = processor.merge_window_predictions(
+        logits, encoding["word_ids"], encoding["overflow_to_sample_mapping"]
+    )[0]
+    predicted = [model.config.id2label[i] for i in word_logits.argmax(-1).tolist()]
+    record = json.loads((output_dir / "predictions.jsonl").read_text().splitlines()[0])
+    assert predicted == record["predicted_labels"]
+
+
+def make_encoders(root: Path) -> list[str]:
+    """Tiny local LayoutLMv3 (with tokenizer and image processor), ViT and RoBERTa checkpoints."""
+    words = [word for doc in load_synthetic_funsd(NUM_TRAIN, 1, seed=SEED)["train"]["words"] for word in doc]
+    tokenizer = train_layoutlmv3_tokenizer([" ".join(words)] * 2, vocab_size=400)
+    shared = dict(hidden_size=36, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37)
+    paths = [root / "layoutlmv3", root / "vit", root / "roberta"]
+    LayoutLMv3Model(
+        LayoutLMv3Config(
+            **shared, vocab_size=len(tokenizer), coordinate_size=6, shape_size=6, input_size=16, patch_size=4
+        )
+    ).save_pretrained(paths[0])
+    tokenizer.save_pretrained(paths[0])
+    LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": 16, "width": 16}).save_pretrained(paths[0])
+    ViTModel(ViTConfig(**shared, image_size=16, patch_size=4), add_pooling_layer=False).save_pretrained(paths[1])
+    RobertaModel(RobertaConfig(**shared, vocab_size=len(tokenizer)), add_pooling_layer=False).save_pretrained(paths[2])
+    return [str(path) for path in paths]
+
+
+def test_starts_from_three_encoder_checkpoints(tmp_path, monkeypatch):
+    layout, vision, text = make_encoders(tmp_path)
+    output_dir = tmp_path / "out"
+    argv = [
+        str(SCRIPT), "--output_dir", str(output_dir),
+        "--layout_model", layout, "--vision_model", vision, "--text_model", text,
+        "--synthetic_train_size", str(NUM_TRAIN), "--synthetic_test_size", "1", "--seed", str(SEED),
+        "--max_steps", "1", "--per_device_train_batch_size", "2", "--do_predict", "False", "--disable_tqdm", "True",
+        "--dataloader_pin_memory", "False",
+    ]
+    # In-process (a second interpreter start costs more than the run); the script sets the torch thread count.
+    spec = importlib.util.spec_from_file_location("run_funsd", SCRIPT)
+    run_funsd = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "run_funsd", run_funsd)  # dataclasses look their module up
+    spec.loader.exec_module(run_funsd)
+    monkeypatch.setattr(sys, "argv", argv)
+    threads = torch.get_num_threads()
+    try:
+        metrics = run_funsd.main()
+    finally:
+        torch.set_num_threads(threads)
+    assert 0.0 <= metrics["eval_f1"] <= 1.0 and not (output_dir / "predictions.jsonl").exists()
+    model = AutoModelForTokenClassification.from_pretrained(output_dir)
+    assert model.config.text_config.num_hidden_layers == 1 and model.config.num_labels == len(FUNSD_LABELS)
+    # Stock LayoutLMv3 never trains its relative-position tables: equal to the checkpoint's means they were loaded.
+    loaded = LayoutLMv3Model.from_pretrained(layout).encoder.rel_pos_bias.weight
+    torch.testing.assert_close(model.aetnet.layoutlmv3.encoder.rel_pos_bias.weight, loaded)
+    # One warm-up step at most moves the aligners by the learning rate; a fresh initialisation would not be close.
+    for name, path in (("vision_model", vision), ("text_model", text)):
+        fresh = AutoModel.from_pretrained(path).embeddings
+        trained = getattr(model.aetnet, name).embeddings.state_dict()
+        torch.testing.assert_close(trained, fresh.state_dict(), atol=5e-3, rtol=0)
+
+
+def test_output_loads_with_remote_code_where_aetnet_is_not_importable(run):
+    output_dir, _ = run
+    code = f"""
+import sys
+sys.modules["aetnet"] = None  # any `import aetnet` now raises ImportError
+from transformers import (
+    AutoModel,
+    AutoModelForTokenClassification,
+    AutoProcessor,
+    LayoutLMv3Config,
+    LayoutLMv3ImageProcessorPil,
+    LayoutLMv3Model,
+    RobertaConfig,
+    RobertaModel,
+    ViTConfig,
+    ViTModel,
+)
+model = AutoModelForTokenClassification.from_pretrained({str(output_dir)!r}, trust_remote_code=True)
+processor = AutoProcessor.from_pretrained({str(output_dir)!r}, trust_remote_code=True)
+print(type(model).__module__, type(model).__name__, type(processor).__module__, type(processor).__name__)
+"""
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, env=offline_env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model_module, model_class, processor_module, processor_class = result.stdout.split()[-4:]
+    assert model_class == "AETNetForTokenClassification" and processor_class == "AETNetProcessor"
+    assert model_module.startswith("transformers_modules.") and processor_module.startswith("transformers_modules.")
