@@ -36,3 +36,20 @@ __all__ = [
     "normalize_bbox",
     "union_bbox",
 ]
+
+# Document classification, DocVQA and CORD readers.
+from .cord import CORD_LABELS, load_cord  # noqa: E402
+from .docvqa import add_answer_spans, find_answer_span, load_docvqa, postprocess_qa_predictions  # noqa: E402
+from .rvlcdip import RVLCDIP_LABELS, load_rvlcdip  # noqa: E402
+
+
+__all__ += [
+    "CORD_LABELS",
+    "RVLCDIP_LABELS",
+    "add_answer_spans",
+    "find_answer_span",
+    "load_cord",
+    "load_docvqa",
+    "load_rvlcdip",
+    "postprocess_qa_predictions",
+]

@@ -109,3 +109,17 @@ def compute_token_classification_metrics(
 
 
 __all__ = ["SEQEVAL_METRIC_PATH", "compute_token_classification_metrics", "load_seqeval"]
+
+# Document classification and DocVQA scores (numpy only; the confusion-matrix plot imports matplotlib on use).
+from .anls import anls, compute_docvqa_metrics, exact_match  # noqa: E402
+from .classification import classification_metrics, confusion_matrix, plot_confusion_matrix  # noqa: E402
+
+
+__all__ += [
+    "anls",
+    "classification_metrics",
+    "compute_docvqa_metrics",
+    "confusion_matrix",
+    "exact_match",
+    "plot_confusion_matrix",
+]

@@ -1,0 +1,457 @@
+#!/usr/bin/env python
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "aetnet[examples,ocr]",
+#     "transformers>=5.23,<6",
+#     "accelerate>=1.1",
+#     "datasets>=3",
+#     "tqdm",
+# ]
+# ///
+"""
+Fine-tune AETNet for extractive document question answering on DocVQA, from the official JSON files and page images.
+
+Each page is OCR-ed with Tesseract (cached on disk by page content, `--ocr_cache_dir`), the free-text gold answer is
+located in the OCR words by the normalised, fuzzy span finder of `aetnet.data.docvqa` (questions whose answer is
+not found are skipped for training and counted), and the model learns start/end positions over the words of
+overlapping windows (`--max_seq_length`, `--doc_stride`). Predictions take the best span over a question's windows
+and map it back to the page's words; evaluation reports ANLS (the official DocVQA metric) and exact match, over all
+questions, found or not.
+
+The model starts as in `run_funsd.py`: an AETNet checkpoint, three pretrained encoders, or random weights of a named
+size (`--model_size`) with a tokenizer trained on the training words and questions.
+
+    python examples/run_docvqa.py --output_dir outputs/docvqa-smoke \
+        --train_file ../shared/data/docvqa-smallval/val_v1.0.json \
+        --validation_file ../shared/data/docvqa-smallval/val_v1.0.json --max_steps 20
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+import torch
+import transformers
+from PIL import Image
+from transformers import AutoModelForQuestionAnswering, HfArgumentParser, LayoutLMv3ImageProcessorPil, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import check_min_version
+from transformers.utils.versions import require_version
+
+from aetnet.configuration_aetnet import AETNetConfig
+from aetnet.data.docvqa import add_answer_spans, answer_token_positions, load_docvqa, postprocess_qa_predictions
+from aetnet.data_collator import AETNetDataCollator
+from aetnet.metrics.anls import anls_score, compute_docvqa_metrics
+from aetnet.modeling_aetnet import AETNetForQuestionAnswering
+from aetnet.ocr_cache import OCRCache, ocr_dataset, with_page_pixels
+from aetnet.processing_aetnet import AETNetProcessor
+from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
+from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
+
+
+check_min_version("5.23.0")
+require_version("datasets>=3", "pip install 'aetnet[examples]'")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    """Where the model starts from. Give at most one of the three starts; none means `--model_size`."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "An AETNet checkpoint (folder or Hub id), saved with its processor."}
+    )
+    layout_model: str | None = field(
+        default=None, metadata={"help": "LayoutLMv3 checkpoint (with --vision_model and --text_model)."}
+    )
+    vision_model: str | None = field(default=None, metadata={"help": "ViT / DeiT checkpoint of the image aligner."})
+    text_model: str | None = field(default=None, metadata={"help": "RoBERTa checkpoint of the text aligner."})
+    model_size: str = field(
+        default="tiny",
+        metadata={"help": "Random-weight preset when no checkpoint is given.", "choices": ["tiny", "small", "base"]},
+    )
+    tokenizer_vocab_size: int = field(
+        default=4000, metadata={"help": "Vocabulary of the tokenizer trained on the training words (--model_size)."}
+    )
+    queue_size: int | None = field(
+        default=None,
+        metadata={"help": "Feature queue length of a new model; default: half the training windows, at most 4096."},
+    )
+    alignment_objectives: list[str] | None = field(
+        default=None, metadata={"help": "Objectives of a new model, among ditc imc glitc pita (default: all four)."}
+    )
+    fusion_injection: str | None = field(
+        default=None,
+        metadata={
+            "help": "How aligned features enter LayoutLMv3 (new model).",
+            "choices": ["add", "gated", "none"],
+        },
+    )
+
+
+@dataclass
+class DataTrainingArguments:
+    """The DocVQA files, their OCR, answer matching and windows."""
+
+    train_file: str | None = field(default=None, metadata={"help": "DocVQA annotation file for training (JSON)."})
+    validation_file: str | None = field(default=None, metadata={"help": "DocVQA annotation file for evaluation."})
+    test_file: str | None = field(default=None, metadata={"help": "DocVQA file to predict (answers not needed)."})
+    image_root: str | None = field(
+        default=None, metadata={"help": "Folder image paths are relative to (default: the file's)."}
+    )
+    ocr_cache_dir: str | None = field(
+        default=None, metadata={"help": "OCR cache folder (default: $AETNET_OCR_CACHE or ~/.cache/aetnet/ocr)."}
+    )
+    ocr_lang: str = field(default="eng", metadata={"help": "Tesseract language(s)."})
+    tesseract_config: str = field(default="", metadata={"help": "Extra Tesseract flags, e.g. '--psm 6'."})
+    ocr_num_workers: int = field(
+        default=1, metadata={"help": "Tesseract processes run at once (about the CPU cores)."}
+    )
+    min_answer_similarity: float = field(
+        default=0.8,
+        metadata={"help": "Lowest normalised Levenshtein similarity of a fuzzy answer match (1 = exact only)."},
+    )
+    max_seq_length: int = field(default=512, metadata={"help": "Window length in tokens (question included)."})
+    doc_stride: int = field(default=128, metadata={"help": "Tokens shared by consecutive windows of a page."})
+    max_answer_length: int = field(default=30, metadata={"help": "Longest predicted answer, in tokens."})
+    n_best_size: int = field(default=20, metadata={"help": "Start and end candidates tried per window."})
+    pad_to_max_length: bool = field(
+        default=False, metadata={"help": "Pad every window to max_seq_length (default: pad each batch dynamically)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test questions."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for dataset.map."})
+
+
+@dataclass
+class DocVQATrainingArguments(AETNetTrainingArguments):
+    """`AETNetTrainingArguments` with defaults for a tiny random model on CPU; from pretrained encoders use the
+    LayoutLMv3 DocVQA recipe instead (`--learning_rate 2e-5`)."""
+
+    do_train: bool = field(default=True, metadata={"help": "Run training (needs --train_file)."})
+    do_eval: bool = field(default=True, metadata={"help": "Evaluate on --validation_file (ANLS, exact match)."})
+    do_predict: bool = field(default=True, metadata={"help": "Predict --test_file (official submission format)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW)."})
+    num_train_epochs: float = field(default=20.0, metadata={"help": "Training epochs."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Batch size per device for training."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Batch size per device for evaluation."})
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps (a float < 1 is a ratio)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
+    save_strategy: str = field(
+        default="no", metadata={"help": "Checkpoints during training; the final model is saved."}
+    )
+    alpha_warmup_steps: int = field(default=100, metadata={"help": "Ramp distill_alpha from 0 over N steps."})
+    torch_num_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "CPU threads of torch ops. Default on CPU: 1, because these models' small matrices gain little "
+            "from a second thread and slow down several-fold when the cores are shared; try 2 on an idle machine."
+        },
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Keep False: page pixels are loaded from the `image` column when a batch is drawn."},
+    )
+
+
+def build_processor_and_model(model_args, data_args, train_texts, num_train_windows_hint):
+    """Processor and AETNet QA model for the three starts; returns them with the base model names for the card."""
+    encoders = [model_args.layout_model, model_args.vision_model, model_args.text_model]
+    if model_args.model_name_or_path and any(encoders):
+        raise ValueError("Give either --model_name_or_path or --layout_model/--vision_model/--text_model, not both.")
+    new_config = {
+        key: value
+        for key, value in (
+            ("alignment_objectives", model_args.alignment_objectives),
+            ("fusion_injection", model_args.fusion_injection),
+        )
+        if value is not None
+    }
+    queue_size = model_args.queue_size or max(8, min(4096, num_train_windows_hint // 2))
+
+    if model_args.model_name_or_path:
+        if new_config or model_args.queue_size:
+            raise ValueError(
+                "--queue_size, --alignment_objectives and --fusion_injection configure a new model; the checkpoint "
+                f"{model_args.model_name_or_path} keeps its own."
+            )
+        processor = AETNetProcessor.from_pretrained(model_args.model_name_or_path)
+        model = AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path)
+        return processor, model, [model_args.model_name_or_path]
+    if any(encoders):
+        if not all(encoders):
+            raise ValueError(f"--layout_model, --vision_model and --text_model go together, got {encoders}.")
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model_args.layout_model)
+        image_processor = LayoutLMv3ImageProcessorPil.from_pretrained(model_args.layout_model, apply_ocr=False)
+        model = AETNetForQuestionAnswering.from_encoders_pretrained(*encoders, queue_size=queue_size, **new_config)
+        return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model, encoders
+
+    tokenizer = train_layoutlmv3_tokenizer(
+        train_texts, vocab_size=model_args.tokenizer_vocab_size, model_max_length=data_args.max_seq_length
+    )
+    config = AETNetConfig.from_preset(
+        model_args.model_size,
+        vocab_size=len(tokenizer),
+        max_length=data_args.max_seq_length,
+        queue_size=queue_size,
+        **new_config,
+    )
+    size = config.layout_config.input_size
+    image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": size, "width": size})
+    model = AETNetForQuestionAnswering(config)
+    return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model, []
+
+
+def prepare_windows(dataset, processor, data_args, num_proc, description):
+    """Questions -> windows of (question, page words), with the answer's token positions where the answer is known,
+    each window's `word_ids` and `example_index`; `with_page_pixels` adds the page pixels when a batch is drawn."""
+    # The boxes are already on the 0-1000 scale, so the processor needs nothing from the page but its pixels, which
+    # are dropped here: a blank stand-in saves decoding every page once per question.
+    blank = Image.new("RGB", (8, 8), "white")
+
+    def process(batch, indices):
+        encoding = processor(
+            [blank] * len(batch["question"]),
+            text=batch["question"],
+            text_pair=batch["words"],
+            boxes=batch["bboxes"],
+            boxes_normalized=True,
+            max_length=data_args.max_seq_length,
+            stride=data_args.doc_stride,
+            padding="max_length" if data_args.pad_to_max_length else False,
+            truncation=True,
+            return_overflowing_tokens=True,
+        )
+        mapping = encoding["overflow_to_sample_mapping"]
+        positions = [
+            answer_token_positions(ids, batch["answer_start_word"][doc], batch["answer_end_word"][doc])
+            for ids, doc in zip(encoding["word_ids"], mapping)
+        ]
+        return {
+            "input_ids": encoding["input_ids"],
+            "attention_mask": encoding["attention_mask"],
+            "bbox": encoding["bbox"],
+            "word_ids": encoding["word_ids"],
+            "example_index": [indices[doc] for doc in mapping],
+            "start_positions": [start for start, _ in positions],
+            "end_positions": [end for _, end in positions],
+            "image": [batch["image"][doc] for doc in mapping],
+        }
+
+    windows = dataset.map(
+        process,
+        batched=True,
+        batch_size=32,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        desc=description,
+    )
+    return windows, with_page_pixels(windows, processor.image_processor)
+
+
+def predict_answers(trainer, windows, pixel_windows, examples, data_args, metric_key_prefix):
+    """Run the model on the windows and return (one answer dict per question, the trainer's metrics)."""
+    output = trainer.predict(pixel_windows, metric_key_prefix=metric_key_prefix)
+    start_logits, end_logits = output.predictions[:2]
+    answers = postprocess_qa_predictions(
+        start_logits,
+        end_logits,
+        windows["word_ids"],
+        windows["example_index"],
+        examples["words"],
+        n_best_size=data_args.n_best_size,
+        max_answer_length=data_args.max_answer_length,
+    )
+    return answers, output.metrics
+
+
+def main():
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, DocVQATrainingArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+    logger.warning(
+        f"Process rank: {training_args.local_process_index}, device: {training_args.device}, "
+        f"n_gpu: {training_args.n_gpu}, distributed: {training_args.parallel_mode.value == 'distributed'}, "
+        f"bf16: {training_args.bf16}, fp16: {training_args.fp16}"
+    )
+    logger.info(f"Training/evaluation parameters {training_args}")
+    if training_args.device.type == "cpu" or training_args.torch_num_threads:
+        torch.set_num_threads(training_args.torch_num_threads or 1)
+    set_seed(training_args.seed)
+
+    # ---- Data: questions, their pages' OCR (cached), and where the answers are in the words ----
+    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+    needed = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
+    for split in ("train", "validation"):
+        if needed[split] and files[split] is None:
+            raise ValueError(f"--do_{'train' if split == 'train' else 'eval'} needs --{split}_file.")
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_predict_samples,
+    }
+    ocr = OCRCache(data_args.ocr_cache_dir, ocr_lang=data_args.ocr_lang, tesseract_config=data_args.tesseract_config)
+    raw = {}
+    with training_args.main_process_first(desc="OCR"):
+        for split, path in files.items():
+            if path is None or not needed[split]:
+                continue
+            dataset = load_docvqa(path, image_root=data_args.image_root)
+            if limits[split] is not None:
+                dataset = dataset.select(range(min(len(dataset), limits[split])))
+            raw[split] = ocr_dataset(dataset, ocr, num_workers=data_args.ocr_num_workers, desc=f"OCR {split}")
+    logger.info(f"OCR cache {ocr.cache_dir}: {ocr.hits} page(s) read from it, {ocr.misses} OCR-ed now")
+    if "train" in raw:
+        raw["train"] = add_answer_spans(raw["train"], data_args.min_answer_similarity, drop_unmatched=True)
+        if len(raw["train"]) == 0:
+            raise ValueError("No training question has its answer in the OCR words; nothing to train on.")
+    for split in ("validation", "test"):
+        if split in raw:
+            has_answers = all(raw[split]["answers"])
+            if split == "validation" and not has_answers:
+                raise ValueError("Every validation question needs gold answers for ANLS; use --test_file otherwise.")
+            if has_answers:
+                raw[split] = add_answer_spans(raw[split], data_args.min_answer_similarity, drop_unmatched=False)
+            else:
+                raw[split] = raw[split].add_column("answer_start_word", [-1] * len(raw[split]))
+                raw[split] = raw[split].add_column("answer_end_word", [-1] * len(raw[split]))
+
+    if not raw:
+        raise ValueError("Nothing to do: give --train_file, --validation_file or --test_file with its --do_* flag.")
+
+    # ---- Processor and model ----
+    source = raw["train"] if "train" in raw else next(iter(raw.values()))
+    train_texts = list(source["words"]) + [question.split() for question in source["question"]]
+    processor, model, base_models = build_processor_and_model(
+        model_args, data_args, train_texts, len(raw["train"]) if "train" in raw else 0
+    )
+    if base_models and training_args.learning_rate > 1e-4:
+        logger.warning(
+            f"learning_rate {training_args.learning_rate} is the from-scratch default; pretrained encoders are "
+            "usually fine-tuned at 1e-5 to 5e-5."
+        )
+    with training_args.main_process_first(desc="dataset map pre-processing"):
+        windows = {
+            split: prepare_windows(
+                raw[split], processor, data_args, data_args.preprocessing_num_workers, f"{split} windows"
+            )
+            for split in raw
+        }
+    for split, (plain, _) in windows.items():
+        answered = int(np.count_nonzero(np.asarray(plain["start_positions"]) > 0))
+        logger.info(f"{split}: {len(raw[split])} questions -> {len(plain)} windows, {answered} holding their answer")
+
+    trainer = AETNetTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=windows["train"][1] if "train" in windows else None,
+        processing_class=processor,
+        data_collator=AETNetDataCollator(tokenizer=processor.tokenizer, augment=True, seed=training_args.seed),
+    )
+
+    # ---- Train ----
+    if training_args.do_train:
+        checkpoint = training_args.resume_from_checkpoint
+        if checkpoint is None and os.path.isdir(training_args.output_dir):
+            checkpoint = get_last_checkpoint(training_args.output_dir)
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        metrics = train_result.metrics
+        metrics["train_samples"] = len(windows["train"][0])
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+    trainer.data_collator = AETNetDataCollator(tokenizer=processor.tokenizer, augment=False)
+
+    # ---- Evaluate: ANLS and exact match over every question, answer found in the OCR words or not ----
+    metrics = {}
+    if "validation" in windows:
+        examples = raw["validation"]
+        answers, metrics = predict_answers(trainer, *windows["validation"], examples, data_args, "eval")
+        predicted = [answer["answer"] for answer in answers]
+        scores = compute_docvqa_metrics(predicted, examples["answers"])
+        metrics.update({f"eval_{name}": value for name, value in scores.items()})
+        metrics["eval_answers_in_ocr"] = float(np.mean(np.asarray(examples["answer_start_word"]) >= 0))
+        metrics["eval_samples"] = len(examples)
+        trainer.log(dict(metrics))
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero():
+            path = os.path.join(training_args.output_dir, "eval_predictions.json")
+            records = [
+                {
+                    "questionId": example["question_id"],
+                    "question": example["question"],
+                    "answer": answer["answer"],
+                    "gold_answers": example["answers"],
+                    "anls": anls_score(answer["answer"], example["answers"]),
+                }
+                for example, answer in zip(examples, answers)
+            ]
+            with open(path, "w", encoding="utf-8") as writer:
+                json.dump(records, writer, indent=1)
+            logger.info(f"Validation answers written to {path}")
+
+    # ---- Predict: the official submission format, [{"questionId": ..., "answer": ...}] ----
+    if "test" in windows:
+        answers, _ = predict_answers(trainer, *windows["test"], raw["test"], data_args, "predict")
+        if trainer.is_world_process_zero():
+            path = os.path.join(training_args.output_dir, "test_predictions.json")
+            with open(path, "w", encoding="utf-8") as writer:
+                records = [
+                    {"questionId": question_id, "answer": answer["answer"]}
+                    for question_id, answer in zip(raw["test"]["question_id"], answers)
+                ]
+                json.dump(records, writer, indent=1)
+            logger.info(f"Test answers written to {path}")
+
+    card_kwargs = {
+        "finetuned_from": base_models or None,
+        "tasks": "document-question-answering",
+        "dataset": "DocVQA",
+        "dataset_tags": "docvqa",
+        "language": "en",
+    }
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card_kwargs)
+    else:
+        trainer.create_model_card(**card_kwargs)
+
+    if metrics:
+        print(f"anls = {metrics['eval_anls']:.4f}  exact_match = {metrics['eval_exact_match']:.4f}")
+    print(f"Model saved to {os.path.abspath(training_args.output_dir)}")
+    return metrics
+
+
+def _mp_fn(index):
+    # For xla_spawn (TPUs)
+    main()
+
+
+if __name__ == "__main__":
+    main()
