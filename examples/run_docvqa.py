@@ -32,69 +32,38 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 
-import datasets
 import numpy as np
-import torch
-import transformers
 from PIL import Image
-from transformers import AutoModelForQuestionAnswering, HfArgumentParser, LayoutLMv3ImageProcessorPil, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import HfArgumentParser
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.data.docvqa import add_answer_spans, answer_token_positions, load_docvqa, postprocess_qa_predictions
 from aetnet.data_collator import AETNetDataCollator
+from aetnet.example_utils import (
+    ExampleTrainingArguments,
+    ModelArguments,
+    build_processor_and_model,
+    finish_run,
+    map_to_windows,
+    parse_arguments,
+    setup_logging_and_seed,
+    train_and_save,
+    warn_if_from_scratch_learning_rate,
+    window_kwargs,
+)
 from aetnet.metrics.anls import anls_score, compute_docvqa_metrics
 from aetnet.modeling_aetnet import AETNetForQuestionAnswering
 from aetnet.ocr_cache import OCRCache, ocr_dataset, with_page_pixels
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
+from aetnet.trainer_aetnet import AETNetTrainer
 
 
 check_min_version("5.23.0")
 require_version("datasets>=3", "pip install 'aetnet[examples]'")
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ModelArguments:
-    """Where the model starts from. Give at most one of the three starts; none means `--model_size`."""
-
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "An AETNet checkpoint (folder or Hub id), saved with its processor."}
-    )
-    layout_model: str | None = field(
-        default=None, metadata={"help": "LayoutLMv3 checkpoint (with --vision_model and --text_model)."}
-    )
-    vision_model: str | None = field(default=None, metadata={"help": "ViT / DeiT checkpoint of the image aligner."})
-    text_model: str | None = field(default=None, metadata={"help": "RoBERTa checkpoint of the text aligner."})
-    model_size: str = field(
-        default="tiny",
-        metadata={"help": "Random-weight preset when no checkpoint is given.", "choices": ["tiny", "small", "base"]},
-    )
-    tokenizer_vocab_size: int = field(
-        default=4000, metadata={"help": "Vocabulary of the tokenizer trained on the training words (--model_size)."}
-    )
-    queue_size: int | None = field(
-        default=None,
-        metadata={"help": "Feature queue length of a new model; default: half the training windows, at most 4096."},
-    )
-    alignment_objectives: list[str] | None = field(
-        default=None, metadata={"help": "Objectives of a new model, among ditc imc glitc pita (default: all four)."}
-    )
-    fusion_injection: str | None = field(
-        default=None,
-        metadata={
-            "help": "How aligned features enter LayoutLMv3 (new model).",
-            "choices": ["add", "gated", "none"],
-        },
-    )
 
 
 @dataclass
@@ -133,7 +102,7 @@ class DataTrainingArguments:
 
 
 @dataclass
-class DocVQATrainingArguments(AETNetTrainingArguments):
+class DocVQATrainingArguments(ExampleTrainingArguments):
     """`AETNetTrainingArguments` with defaults for a tiny random model on CPU; from pretrained encoders use the
     LayoutLMv3 DocVQA recipe instead (`--learning_rate 2e-5`)."""
 
@@ -142,74 +111,10 @@ class DocVQATrainingArguments(AETNetTrainingArguments):
     do_predict: bool = field(default=True, metadata={"help": "Predict --test_file (official submission format)."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW)."})
     num_train_epochs: float = field(default=20.0, metadata={"help": "Training epochs."})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Batch size per device for training."})
-    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Batch size per device for evaluation."})
-    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps (a float < 1 is a ratio)."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
-    save_strategy: str = field(
-        default="no", metadata={"help": "Checkpoints during training; the final model is saved."}
-    )
-    alpha_warmup_steps: int = field(default=100, metadata={"help": "Ramp distill_alpha from 0 over N steps."})
-    torch_num_threads: int | None = field(
-        default=None,
-        metadata={
-            "help": "CPU threads of torch ops. Default on CPU: 1, because these models' small matrices gain little "
-            "from a second thread and slow down several-fold when the cores are shared; try 2 on an idle machine."
-        },
-    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Keep False: page pixels are loaded from the `image` column when a batch is drawn."},
     )
-
-
-def build_processor_and_model(model_args, data_args, train_texts, num_train_windows_hint):
-    """Processor and AETNet QA model for the three starts; returns them with the base model names for the card."""
-    encoders = [model_args.layout_model, model_args.vision_model, model_args.text_model]
-    if model_args.model_name_or_path and any(encoders):
-        raise ValueError("Give either --model_name_or_path or --layout_model/--vision_model/--text_model, not both.")
-    new_config = {
-        key: value
-        for key, value in (
-            ("alignment_objectives", model_args.alignment_objectives),
-            ("fusion_injection", model_args.fusion_injection),
-        )
-        if value is not None
-    }
-    queue_size = model_args.queue_size or max(8, min(4096, num_train_windows_hint // 2))
-
-    if model_args.model_name_or_path:
-        if new_config or model_args.queue_size:
-            raise ValueError(
-                "--queue_size, --alignment_objectives and --fusion_injection configure a new model; the checkpoint "
-                f"{model_args.model_name_or_path} keeps its own."
-            )
-        processor = AETNetProcessor.from_pretrained(model_args.model_name_or_path)
-        model = AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path)
-        return processor, model, [model_args.model_name_or_path]
-    if any(encoders):
-        if not all(encoders):
-            raise ValueError(f"--layout_model, --vision_model and --text_model go together, got {encoders}.")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model_args.layout_model)
-        image_processor = LayoutLMv3ImageProcessorPil.from_pretrained(model_args.layout_model, apply_ocr=False)
-        model = AETNetForQuestionAnswering.from_encoders_pretrained(*encoders, queue_size=queue_size, **new_config)
-        return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model, encoders
-
-    tokenizer = train_layoutlmv3_tokenizer(
-        train_texts, vocab_size=model_args.tokenizer_vocab_size, model_max_length=data_args.max_seq_length
-    )
-    config = AETNetConfig.from_preset(
-        model_args.model_size,
-        vocab_size=len(tokenizer),
-        max_length=data_args.max_seq_length,
-        queue_size=queue_size,
-        **new_config,
-    )
-    size = config.layout_config.input_size
-    image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": size, "width": size})
-    model = AETNetForQuestionAnswering(config)
-    return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model, []
 
 
 def prepare_windows(dataset, processor, data_args, num_proc, description):
@@ -225,12 +130,7 @@ def prepare_windows(dataset, processor, data_args, num_proc, description):
             text=batch["question"],
             text_pair=batch["words"],
             boxes=batch["bboxes"],
-            boxes_normalized=True,
-            max_length=data_args.max_seq_length,
-            stride=data_args.doc_stride,
-            padding="max_length" if data_args.pad_to_max_length else False,
-            truncation=True,
-            return_overflowing_tokens=True,
+            **window_kwargs(data_args),
         )
         mapping = encoding["overflow_to_sample_mapping"]
         positions = [
@@ -248,15 +148,7 @@ def prepare_windows(dataset, processor, data_args, num_proc, description):
             "image": [batch["image"][doc] for doc in mapping],
         }
 
-    windows = dataset.map(
-        process,
-        batched=True,
-        batch_size=32,
-        with_indices=True,
-        remove_columns=dataset.column_names,
-        num_proc=num_proc,
-        desc=description,
-    )
+    windows = map_to_windows(dataset, process, 32, num_proc, description)
     return windows, with_page_pixels(windows, processor.image_processor)
 
 
@@ -278,31 +170,8 @@ def predict_answers(trainer, windows, pixel_windows, examples, data_args, metric
 
 def main():
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, DocVQATrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-    logger.warning(
-        f"Process rank: {training_args.local_process_index}, device: {training_args.device}, "
-        f"n_gpu: {training_args.n_gpu}, distributed: {training_args.parallel_mode.value == 'distributed'}, "
-        f"bf16: {training_args.bf16}, fp16: {training_args.fp16}"
-    )
-    logger.info(f"Training/evaluation parameters {training_args}")
-    if training_args.device.type == "cpu" or training_args.torch_num_threads:
-        torch.set_num_threads(training_args.torch_num_threads or 1)
-    set_seed(training_args.seed)
+    model_args, data_args, training_args = parse_arguments(parser)
+    setup_logging_and_seed(logger, training_args)
 
     # ---- Data: questions, their pages' OCR (cached), and where the answers are in the words ----
     files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
@@ -348,13 +217,13 @@ def main():
     source = raw["train"] if "train" in raw else next(iter(raw.values()))
     train_texts = list(source["words"]) + [question.split() for question in source["question"]]
     processor, model, base_models = build_processor_and_model(
-        model_args, data_args, train_texts, len(raw["train"]) if "train" in raw else 0
+        model_args,
+        AETNetForQuestionAnswering,
+        train_texts,
+        data_args.max_seq_length,
+        num_train_examples=len(raw["train"]) if "train" in raw else 0,
     )
-    if base_models and training_args.learning_rate > 1e-4:
-        logger.warning(
-            f"learning_rate {training_args.learning_rate} is the from-scratch default; pretrained encoders are "
-            "usually fine-tuned at 1e-5 to 5e-5."
-        )
+    warn_if_from_scratch_learning_rate(logger, training_args, base_models)
     with training_args.main_process_first(desc="dataset map pre-processing"):
         windows = {
             split: prepare_windows(
@@ -376,16 +245,7 @@ def main():
 
     # ---- Train ----
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint is None and os.path.isdir(training_args.output_dir):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        metrics = train_result.metrics
-        metrics["train_samples"] = len(windows["train"][0])
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
+        train_and_save(trainer, training_args, len(windows["train"][0]))
     trainer.data_collator = AETNetDataCollator(tokenizer=processor.tokenizer, augment=False)
 
     # ---- Evaluate: ANLS and exact match over every question, answer found in the OCR words or not ----
@@ -431,20 +291,12 @@ def main():
             logger.info(f"Test answers written to {path}")
 
     card_kwargs = {
-        "finetuned_from": base_models or None,
         "tasks": "document-question-answering",
         "dataset": "DocVQA",
         "dataset_tags": "docvqa",
         "language": "en",
     }
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card_kwargs)
-    else:
-        trainer.create_model_card(**card_kwargs)
-
-    if metrics:
-        print(f"anls = {metrics['eval_anls']:.4f}  exact_match = {metrics['eval_exact_match']:.4f}")
-    print(f"Model saved to {os.path.abspath(training_args.output_dir)}")
+    finish_run(trainer, training_args, metrics, ("anls", "exact_match"), base_models, **card_kwargs)
     return metrics
 
 

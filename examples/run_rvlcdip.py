@@ -37,36 +37,37 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import datasets
 import numpy as np
-import torch
 import transformers
 from PIL import Image
 from transformers import (
-    AutoModelForSequenceClassification,
     HfArgumentParser,
     LayoutLMv3Config,
     LayoutLMv3ForSequenceClassification,
-    LayoutLMv3ImageProcessorPil,
-    set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
-from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.data.rvlcdip import load_rvlcdip
 from aetnet.data_collator import AETNetDataCollator
+from aetnet.example_utils import (
+    ExampleTrainingArguments,
+    ModelArguments,
+    build_processor_and_model,
+    finish_run,
+    first_logits,
+    parse_arguments,
+    setup_logging_and_seed,
+    train_and_save,
+    warn_if_from_scratch_learning_rate,
+)
 from aetnet.metrics.classification import classification_metrics, confusion_matrix, plot_confusion_matrix
 from aetnet.modeling_aetnet import AETNetForSequenceClassification
 from aetnet.ocr_cache import OCRCache, ocr_dataset, with_page_pixels
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
+from aetnet.trainer_aetnet import AETNetTrainer
 
 
 check_min_version("5.23.0")
@@ -76,37 +77,12 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments:
-    """Where the model starts from. Give at most one of the three starts; none means `--model_size`."""
+class RvlcdipModelArguments(ModelArguments):
+    """The shared model starts (`aetnet.example_utils.ModelArguments`), and the plain LayoutLMv3 baseline."""
 
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "An AETNet checkpoint (folder or Hub id), saved with its processor."}
-    )
-    layout_model: str | None = field(
-        default=None, metadata={"help": "LayoutLMv3 checkpoint (with --vision_model and --text_model)."}
-    )
-    vision_model: str | None = field(default=None, metadata={"help": "ViT / DeiT checkpoint of the image aligner."})
-    text_model: str | None = field(default=None, metadata={"help": "RoBERTa checkpoint of the text aligner."})
-    model_size: str = field(
-        default="tiny",
-        metadata={"help": "Random-weight preset when no checkpoint is given.", "choices": ["tiny", "small", "base"]},
-    )
-    tokenizer_vocab_size: int = field(
-        default=4000, metadata={"help": "Vocabulary of the tokenizer trained on the training words (--model_size)."}
-    )
     queue_size: int | None = field(
         default=None,
         metadata={"help": "Feature queue length of a new model; default: half the training pages, at most 4096."},
-    )
-    alignment_objectives: list[str] | None = field(
-        default=None, metadata={"help": "Objectives of a new model, among ditc imc glitc pita (default: all four)."}
-    )
-    fusion_injection: str | None = field(
-        default=None,
-        metadata={
-            "help": "How aligned features enter LayoutLMv3 (new model).",
-            "choices": ["add", "gated", "none"],
-        },
     )
     baseline: str | None = field(
         default=None,
@@ -152,7 +128,7 @@ class DataTrainingArguments:
 
 
 @dataclass
-class RvlcdipTrainingArguments(AETNetTrainingArguments):
+class RvlcdipTrainingArguments(ExampleTrainingArguments):
     """
     `AETNetTrainingArguments` whose defaults train a tiny random model on a few hundred pages on a CPU. From
     pretrained encoders use the LayoutLMv3 RVL-CDIP recipe instead (`--learning_rate 2e-5`). The official AET code
@@ -160,98 +136,16 @@ class RvlcdipTrainingArguments(AETNetTrainingArguments):
     --glitc_loss_weight 0 --pita_loss_weight 0` reproduces that.
     """
 
-    do_train: bool = field(default=True, metadata={"help": "Run training."})
     do_eval: bool = field(default=True, metadata={"help": "Evaluate on the validation split."})
     do_predict: bool = field(
         default=True, metadata={"help": "Write predictions for the test (else validation) split."}
     )
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate (AdamW)."})
     num_train_epochs: float = field(default=30.0, metadata={"help": "Training epochs."})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Batch size per device for training."})
-    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Batch size per device for evaluation."})
-    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps (a float < 1 is a ratio)."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
-    save_strategy: str = field(
-        default="no", metadata={"help": "Checkpoints during training; the final model is saved."}
-    )
-    alpha_warmup_steps: int = field(default=100, metadata={"help": "Ramp distill_alpha from 0 over N steps."})
-    torch_num_threads: int | None = field(
-        default=None,
-        metadata={
-            "help": "CPU threads of torch ops. Default on CPU: 1, because these models' small matrices gain little "
-            "from a second thread and slow down several-fold when the cores are shared; try 2 on an idle machine."
-        },
-    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Keep False: page pixels are loaded from the `image` column when a batch is drawn."},
     )
-
-
-def build_processor_and_model(model_args, data_args, label_list, train_words):
-    """Processor and AETNet model for the three starts; returns them with the base model names for the model card."""
-    id2label = dict(enumerate(label_list))
-    label2id = {label: i for i, label in id2label.items()}
-    encoders = [model_args.layout_model, model_args.vision_model, model_args.text_model]
-    if model_args.model_name_or_path and any(encoders):
-        raise ValueError("Give either --model_name_or_path or --layout_model/--vision_model/--text_model, not both.")
-    new_config = {
-        key: value
-        for key, value in (
-            ("alignment_objectives", model_args.alignment_objectives),
-            ("fusion_injection", model_args.fusion_injection),
-        )
-        if value is not None
-    }
-    queue_size = model_args.queue_size or max(8, min(4096, len(train_words) // 2))
-
-    if model_args.model_name_or_path:
-        if new_config or model_args.queue_size:
-            raise ValueError(
-                "--queue_size, --alignment_objectives and --fusion_injection configure a new model; the checkpoint "
-                f"{model_args.model_name_or_path} keeps its own."
-            )
-        processor = AETNetProcessor.from_pretrained(model_args.model_name_or_path)
-        model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path)
-        if sorted(model.config.label2id) != sorted(label_list):
-            raise ValueError(
-                f"The checkpoint's labels {sorted(model.config.label2id)} are not the dataset's {label_list}; "
-                "start from encoders (--layout_model ...) to train a new head."
-            )
-        return processor, model, [model_args.model_name_or_path]
-    if any(encoders):
-        if not all(encoders):
-            raise ValueError(f"--layout_model, --vision_model and --text_model go together, got {encoders}.")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model_args.layout_model)
-        image_processor = LayoutLMv3ImageProcessorPil.from_pretrained(model_args.layout_model, apply_ocr=False)
-        model = AETNetForSequenceClassification.from_encoders_pretrained(
-            *encoders,
-            num_labels=len(label_list),
-            id2label=id2label,
-            label2id=label2id,
-            queue_size=queue_size,
-            **new_config,
-        )
-        return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model, encoders
-
-    tokenizer = train_layoutlmv3_tokenizer(
-        train_words, vocab_size=model_args.tokenizer_vocab_size, model_max_length=data_args.max_seq_length
-    )
-    config = AETNetConfig.from_preset(
-        model_args.model_size,
-        vocab_size=len(tokenizer),
-        max_length=data_args.max_seq_length,
-        num_labels=len(label_list),
-        id2label=id2label,
-        label2id=label2id,
-        queue_size=queue_size,
-        **new_config,
-    )
-    size = config.layout_config.input_size
-    image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": size, "width": size})
-    model = AETNetForSequenceClassification(config)
-    return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model, []
 
 
 def layoutlmv3_baseline(model: AETNetForSequenceClassification) -> LayoutLMv3ForSequenceClassification:
@@ -326,32 +220,9 @@ def prepare_pages(dataset, processor, data_args, label_ids, num_proc, descriptio
 
 
 def main():
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, RvlcdipTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-    logger.warning(
-        f"Process rank: {training_args.local_process_index}, device: {training_args.device}, "
-        f"n_gpu: {training_args.n_gpu}, distributed: {training_args.parallel_mode.value == 'distributed'}, "
-        f"bf16: {training_args.bf16}, fp16: {training_args.fp16}"
-    )
-    logger.info(f"Training/evaluation parameters {training_args}")
-    if training_args.device.type == "cpu" or training_args.torch_num_threads:
-        torch.set_num_threads(training_args.torch_num_threads or 1)
-    set_seed(training_args.seed)
+    parser = HfArgumentParser((RvlcdipModelArguments, DataTrainingArguments, RvlcdipTrainingArguments))
+    model_args, data_args, training_args = parse_arguments(parser)
+    setup_logging_and_seed(logger, training_args)
 
     # ---- Data: labelled pages, then their words (cached Tesseract unless the files carry OCR) ----
     raw = load_rvlcdip(
@@ -382,12 +253,10 @@ def main():
 
     # ---- Processor and model ----
     train_words = raw["train"]["words"] if "train" in raw else [["document"]]
-    processor, model, base_models = build_processor_and_model(model_args, data_args, label_list, train_words)
-    if base_models and training_args.learning_rate > 1e-4:
-        logger.warning(
-            f"learning_rate {training_args.learning_rate} is the from-scratch default; pretrained encoders are "
-            "usually fine-tuned at 1e-5 to 5e-5."
-        )
+    processor, model, base_models = build_processor_and_model(
+        model_args, AETNetForSequenceClassification, train_words, data_args.max_seq_length, label_list
+    )
+    warn_if_from_scratch_learning_rate(logger, training_args, base_models)
     if model_args.baseline == "layoutlmv3":
         model = layoutlmv3_baseline(model)
         logger.info("Training the plain LayoutLMv3 baseline, from the same LayoutLMv3 and head weights as AETNet.")
@@ -404,7 +273,7 @@ def main():
         }
 
     def compute_metrics(prediction):
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        logits = first_logits(prediction.predictions)
         names = [id2label[i] for i in range(len(id2label))]
         return classification_metrics(logits, prediction.label_ids, names)
 
@@ -423,16 +292,7 @@ def main():
 
     # ---- Train ----
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint is None and os.path.isdir(training_args.output_dir):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        metrics = train_result.metrics
-        metrics["train_samples"] = len(pages["train"])
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
+        train_and_save(trainer, training_args, len(pages["train"]))
 
     names = [id2label[i] for i in range(len(id2label))]
     trainer.data_collator = eval_collator  # evaluation sees the deterministic page only
@@ -447,7 +307,7 @@ def main():
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         if trainer.is_world_process_zero():
-            logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+            logits = first_logits(output.predictions)
             matrix = confusion_matrix(logits, output.label_ids, num_labels=len(names))
             with open(os.path.join(training_args.output_dir, "confusion_matrix.json"), "w", encoding="utf-8") as f:
                 json.dump({"labels": names, "rows_true_columns_predicted": matrix.tolist()}, f, indent=2)
@@ -464,7 +324,7 @@ def main():
         else:
             output = trainer.predict(pages[split], metric_key_prefix="predict")
             if trainer.is_world_process_zero():
-                logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+                logits = first_logits(output.predictions)
                 probabilities = np.exp(logits - logits.max(-1, keepdims=True))
                 probabilities /= probabilities.sum(-1, keepdims=True)
                 path = os.path.join(training_args.output_dir, "predictions.jsonl")
@@ -481,19 +341,11 @@ def main():
 
     dataset_name = os.path.basename(os.path.normpath(data_args.dataset_dir)) if data_args.dataset_dir else None
     card_kwargs = {
-        "finetuned_from": base_models or None,
         "tasks": "text-classification",
         "dataset": dataset_name or "RVL-CDIP-style page images",
         "language": "en",
     }
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card_kwargs)
-    else:
-        trainer.create_model_card(**card_kwargs)
-
-    if metrics:
-        print(f"accuracy = {metrics['eval_accuracy']:.4f}  macro_f1 = {metrics['eval_macro_f1']:.4f}")
-    print(f"Model saved to {os.path.abspath(training_args.output_dir)}")
+    finish_run(trainer, training_args, metrics, ("accuracy", "macro_f1"), base_models, **card_kwargs)
     return metrics
 
 

@@ -39,7 +39,7 @@ def form():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, form):
-    """A token / sequence / QA checkpoint with random weights (schema tests need no accuracy) and some pages."""
+    """A token checkpoint trained a few steps, sequence / QA checkpoints with random weights, and some pages."""
     root = tmp_path_factory.mktemp("cli")
     tokenizer = train_layoutlmv3_tokenizer([form["words"]] * 4, vocab_size=400, min_frequency=1)
     processor = AETNetProcessor(
@@ -58,7 +58,10 @@ def workspace(tmp_path_factory, form):
             else {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
         )
         config = AETNetConfig.from_preset("tiny", vocab_size=len(tokenizer), queue_size=8, **kwargs)
-        model_class(config).save_pretrained(root / name)
+        model = model_class(config)
+        if model_class is AETNetForTokenClassification:
+            _train_a_few_steps(model, processor, form)
+        model.save_pretrained(root / name)
         processor.save_pretrained(root / name)
 
     form["image"].save(root / "form.png")
@@ -74,6 +77,28 @@ def workspace(tmp_path_factory, form):
     png = (root / "form.png").read_bytes()
     (root / "truncated.png").write_bytes(png[: len(png) // 3])
     return root
+
+
+def _train_a_few_steps(model, processor, form, steps=15):
+    """Train the token checkpoint on its form, so that the CLI runs a trained model (and the loss shows it)."""
+    encoding = processor(
+        form["image"], form["words"], boxes=form["bboxes"], word_labels=form["ner_tags"], boxes_normalized=True,
+        return_tensors="pt",
+    )
+    inputs = {k: encoding[k] for k in ("input_ids", "bbox", "attention_mask", "pixel_values", "labels")}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        outputs = model(**inputs)
+        loss = outputs.loss + sum(outputs.alignment_losses.values())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        model.momentum_update()
+        losses.append(outputs.loss.item())
+    assert losses[-1] < losses[0]
+    model.eval()
 
 
 def run_cli(*args, cwd=None):

@@ -63,8 +63,12 @@ class AETNetDataCollator:
             for evaluation-time merging of window predictions.
         pad_to_multiple_of (`int`, *optional*): round the padded length up to a multiple of this.
         label_pad_token_id (`int`, *optional*, defaults to -100): pad value of token labels.
-        seed (`int`, *optional*): seed of the augmentation generator, for reproducible runs. In DataLoader worker
-            processes the worker id is added to the seed, so workers do not repeat each other's augmentations.
+        seed (`int`, *optional*): seed of the augmentations, for reproducible runs. Batch number `i` (counted from
+            `batch_index`, see [`~AETNetDataCollator.set_batch_index`]) is augmented with a generator seeded from
+            `(seed, i)`, so a batch's view depends on its position in training only: DataLoader workers (which
+            collate batches `i = worker_id, worker_id + num_workers, ...`) do not repeat each other, and a run resumed
+            from a checkpoint draws the same views as an uninterrupted one when [`AugmentationStepCallback`] keeps
+            `batch_index` in step with the Trainer.
         generator (`torch.Generator`, *optional*): explicit CPU generator, used as is (takes precedence over
             `seed`). Without both, the global torch RNG is used (seeded per worker by the DataLoader).
     """
@@ -78,7 +82,8 @@ class AETNetDataCollator:
     label_pad_token_id: int = -100
     seed: int | None = None
     generator: torch.Generator | None = None
-    _worker_generators: dict = field(default_factory=dict, init=False, repr=False)
+    batch_index: int = field(default=0, init=False)
+    _calls: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self):
         if isinstance(self.keep_keys, str):
@@ -100,14 +105,22 @@ class AETNetDataCollator:
             "special_tokens_mask": 1,
         }
 
+    def set_batch_index(self, batch_index: int) -> None:
+        """Number the next collated batch `batch_index` (the number of training batches already drawn); set before a
+        DataLoader iterator is created, so that worker copies start from it too."""
+        if batch_index < 0:
+            raise ValueError(f"`batch_index` must be >= 0, got {batch_index}")
+        self.batch_index, self._calls = batch_index, 0
+
     def _generator(self) -> torch.Generator | None:
         if self.generator is not None or self.seed is None:
             return self.generator
         worker = torch.utils.data.get_worker_info()
-        worker_id = 0 if worker is None else worker.id + 1
-        if worker_id not in self._worker_generators:
-            self._worker_generators[worker_id] = torch.Generator().manual_seed(self.seed + worker_id)
-        return self._worker_generators[worker_id]
+        worker_id, num_workers = (0, 1) if worker is None else (worker.id, getattr(worker, "num_workers", 1))
+        index = self.batch_index + worker_id + self._calls * num_workers
+        self._calls += 1
+        seed = int(np.random.SeedSequence([self.seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+        return torch.Generator().manual_seed(seed)
 
     def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not features:

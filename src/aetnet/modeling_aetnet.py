@@ -152,13 +152,47 @@ class AETNetPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         """
-        `PreTrainedModel.from_pretrained`, plus two AETNet rules: momentum encoders missing from the checkpoint are
-        copied from the online encoders (a checkpoint saved without them starts with momentum == online), and every
-        momentum parameter is frozen again (loading re-creates parameters with `requires_grad=True`).
+        `PreTrainedModel.from_pretrained`, plus three AETNet rules: momentum encoders missing from the checkpoint are
+        copied from the online encoders (a checkpoint saved without them starts with momentum == online), every
+        momentum parameter is frozen again (loading re-creates parameters with `requires_grad=True`), and a checkpoint
+        whose encoders do not match the config (missing, unexpected or resized weights of the AETNet base model, other
+        than momentum ones) raises a `ValueError` listing the keys instead of silently re-initialising them. Task
+        heads (e.g. `classifier`) may be missing or unexpected, as when fine-tuning a pretrained base. Pass
+        `allow_missing_keys=True` (or `ignore_mismatched_sizes=True` for resized weights) to accept the mismatch.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
-        model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        allow_missing_keys = kwargs.pop("allow_missing_keys", False)
+        # Load resized weights as re-initialised so that they can be listed below (transformers' own error does not).
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        model, loading_info = super().from_pretrained(
+            *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
         base = model.base_model
+        base_children = {name for name, _ in base.named_children()} | {name for name, _ in base.named_parameters()}
+        base_children |= {name for name, _ in base.named_buffers()}
+        prefix = "" if model is base else f"{cls.base_model_prefix}."
+
+        def in_base(key: str) -> bool:
+            key = key[len(prefix) :] if prefix and key.startswith(prefix) else key
+            return key.split(".")[0] in base_children or key in base_children
+
+        problems = {}
+        if not allow_missing_keys:
+            problems["missing"] = [k for k in loading_info["missing_keys"] if in_base(k) and "_m." not in k]
+            problems["unexpected"] = [k for k in loading_info["unexpected_keys"] if in_base(k)]
+        if not ignore_mismatched_sizes:
+            problems["mismatched"] = [
+                " ".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in loading_info["mismatched_keys"]
+            ]
+        problems = {kind: sorted(keys) for kind, keys in problems.items() if keys}
+        if problems:
+            listed = "; ".join(f"{kind} ({len(keys)}): {keys[:10]}" for kind, keys in problems.items())
+            raise ValueError(
+                f"The checkpoint does not match the config of {cls.__name__}, whose sub-configs (layout_config, "
+                f"vision_config, text_config) must describe the saved encoders: {listed}. Fix the config, or pass "
+                "`allow_missing_keys=True` (missing / unexpected) or `ignore_mismatched_sizes=True` (mismatched) to "
+                "load anyway with those weights freshly initialised."
+            )
         missing = [key.split(".") for key in loading_info["missing_keys"]]
         stale = {name for name in MOMENTUM_MODULES if any(name in parts for parts in missing)}
         if stale:

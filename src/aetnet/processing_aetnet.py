@@ -45,6 +45,10 @@ def _to_rgb_image(image, index: int) -> Image.Image:
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     if isinstance(image, Image.Image):
+        try:
+            image.load()  # PIL decodes lazily: a truncated or corrupt file only fails here
+        except (OSError, SyntaxError) as error:
+            raise ValueError(f"`images[{index}]` could not be decoded (truncated or corrupt file?): {error}") from None
         if image.mode == "RGB":
             return image
         if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
@@ -258,6 +262,7 @@ class AETNetProcessor(ProcessorMixin):
         boxes=None,
         word_labels=None,
         *,
+        label2id: dict[str, int] | None = None,
         boxes_normalized: bool = False,
         apply_ocr: bool | None = None,
         ocr_lang: str | None = None,
@@ -286,7 +291,10 @@ class AETNetProcessor(ProcessorMixin):
             text_pair (`list[str]` or `list[list[str]]`, *optional*): the words when `text` holds questions.
             boxes (`list[list[float]]` or `list[list[list[float]]]`, *optional*): one `(x0, y0, x1, y1)` per word,
                 in pixels of the original image unless `boxes_normalized=True`.
-            word_labels (`list[int]` or `list[list[int]]`, *optional*): one label per word, for training.
+            word_labels (`list[int]` or `list[list[int]]`, *optional*): one label per word, for training: an int
+                id (>= 0, or -100 to ignore the word), or a label name when `label2id` is given.
+            label2id (`dict[str, int]`, *optional*): maps label names in `word_labels` to ids (e.g.
+                `model.config.label2id`); unknown names, and ids that are none of its values, raise `ValueError`.
             boxes_normalized (`bool`, *optional*, defaults to `False`): whether `boxes` are already on the 0-1000
                 scale.
             apply_ocr (`bool`, *optional*): run Tesseract to get words and boxes. Defaults to
@@ -332,6 +340,8 @@ class AETNetProcessor(ProcessorMixin):
         else:
             words, boxes, labels, questions = self._batch_inputs(text, text_pair, boxes, word_labels)
         self._validate_lengths(words, boxes, labels, questions, num_pages=len(pages))
+        if labels is not None:
+            labels = self._label_ids(labels, label2id)
         words = self._replace_empty_words(words)
         prepared_boxes, clipped = [], 0
         for doc_index, (doc_boxes, page) in enumerate(zip(boxes, pages)):
@@ -474,6 +484,38 @@ class AETNetProcessor(ProcessorMixin):
         for index, question in enumerate(questions or []):
             if not isinstance(question, str) or not question.strip():
                 raise ValueError(f"`question[{index}]` must be a non-empty string, got {question!r}")
+
+    @staticmethod
+    def _label_ids(labels: list[list], label2id: dict[str, int] | None) -> list[list[int]]:
+        """Label ids per word; a name, a float or a negative id would reach the loss as a wrong class silently."""
+        known = None if label2id is None else set(label2id.values())
+        ids = []
+        for doc_index, doc_labels in enumerate(labels):
+            doc_ids = []
+            for word_index, label in enumerate(doc_labels):
+                if isinstance(label, torch.Tensor) and label.ndim == 0 and not label.is_floating_point():
+                    label = label.item()
+                if isinstance(label, str) and label2id is not None:
+                    if label not in label2id:
+                        raise ValueError(
+                            f"`word_labels[{doc_index}][{word_index}]` is the unknown label name {label!r}; known "
+                            f"names: {sorted(label2id)[:20]}"
+                        )
+                    label = label2id[label]
+                if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
+                    hint = " (pass `label2id` to use label names)" if isinstance(label, str) else ""
+                    raise ValueError(
+                        f"`word_labels[{doc_index}][{word_index}]` must be an int label id{hint}, got {label!r}"
+                    )
+                label = int(label)
+                if label != -100 and (label < 0 or (known is not None and label not in known)):
+                    expected = "a value of `label2id`" if known is not None else ">= 0"
+                    raise ValueError(
+                        f"`word_labels[{doc_index}][{word_index}]` must be {expected} or -100, got {label}"
+                    )
+                doc_ids.append(label)
+            ids.append(doc_ids)
+        return ids
 
     def _replace_empty_words(self, words: list[list[str]]) -> list[list[str]]:
         """Empty strings produce no token and would silently vanish with their label; map them to `<unk>`."""

@@ -13,15 +13,19 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.modelcard import extract_hyperparameters_from_trainer, make_markdown_table, parse_log_history
 from transformers.utils import logging
+
+from .data_collator import AETNetDataCollator
 
 
 logger = logging.get_logger(__name__)
@@ -168,6 +172,38 @@ class _NonFiniteGradientGuard(TrainerCallback):
                 grad.zero_()
 
 
+class AugmentationStepCallback(TrainerCallback):
+    """
+    Keep a seeded [`AETNetDataCollator`]'s batch numbering in step with the Trainer, so that a run resumed with
+    `resume_from_checkpoint` draws exactly the momentum views of an uninterrupted run (the Trainer restores its own
+    RNG states, but not the collator's). At the start of every epoch, resumed ones included, the next batch is
+    numbered `global_step * gradient_accumulation_steps`: the number of training batches drawn so far. Batches that
+    `Trainer.evaluate` collates with the same collator are not counted.
+
+    Args:
+        collator (`AETNetDataCollator`): the training collator, built with `seed`.
+
+    Example: `trainer.add_callback(AugmentationStepCallback(trainer.data_collator))`.
+    """
+
+    def __init__(self, collator: AETNetDataCollator):
+        if collator.seed is None or collator.generator is not None:
+            raise ValueError("`AugmentationStepCallback` needs a collator built with `seed` and without `generator`.")
+        self.collator = collator
+        self._calls_before_evaluation: int | None = None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.set_batch_index(state.global_step * args.gradient_accumulation_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._calls_before_evaluation = self.collator._calls
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        # The Trainer evaluates with the training collator: its batches must not shift the training numbering.
+        if self._calls_before_evaluation is not None:
+            self.collator._calls = self._calls_before_evaluation
+
+
 class AETNetTrainer(Trainer):
     """
     [`Trainer`] for AETNet models: the loss is the model's task loss plus the weighted alignment objectives
@@ -211,6 +247,14 @@ class AETNetTrainer(Trainer):
             unwrapped.add_model_tags(self._tag_names)
         if not any(isinstance(cb, MomentumUpdateCallback) for cb in self.callback_handler.callbacks):
             self.add_callback(MomentumUpdateCallback(self.accelerator))
+        collator = self.data_collator
+        if (
+            isinstance(collator, AETNetDataCollator)
+            and collator.seed is not None
+            and collator.generator is None
+            and not any(isinstance(cb, AugmentationStepCallback) for cb in self.callback_handler.callbacks)
+        ):
+            self.add_callback(AugmentationStepCallback(collator))
         if self._argument("skip_nonfinite_loss"):
             self.add_callback(_NonFiniteGradientGuard())
         self._warn_if_queue_exceeds_dataset(unwrapped)
@@ -350,6 +394,39 @@ class AETNetTrainer(Trainer):
         )
         output.metrics.update(self._flush_loss_components("eval", prefix=f"{metric_key_prefix}_"))
         return output
+
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
+        """`Trainer.evaluate`, leaving the random states as it found them: the evaluation data loader draws a seed,
+        which would otherwise change every later dropout mask of a run that evaluates."""
+        states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+            if cuda_states is not None:
+                torch.cuda.set_rng_state_all(cuda_states)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """
+        Load a checkpoint's weights through `from_pretrained`. The stock loader reads `model.safetensors` with a plain
+        `load_state_dict(strict=False)`, which skips transformers' key conversions: `save_pretrained` writes the ViT
+        aligners under their legacy names, so a resumed run would silently keep freshly initialised ViT weights.
+        `AETNetPreTrainedModel.from_pretrained` converts the names and raises on any missing encoder weight.
+        """
+        model = self.model if model is None else model
+        target = _unwrap(model, self.accelerator)
+        if not isinstance(target, PreTrainedModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        loaded = type(target).from_pretrained(resume_from_checkpoint, config=target.config)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+
+    def _load_best_model(self) -> None:
+        """`load_best_model_at_end` through the same converting loader as resuming."""
+        logger.info(f"Loading best model from {self.state.best_model_checkpoint} (score: {self.state.best_metric}).")
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # the periodic training log
@@ -546,4 +623,10 @@ def _framework_versions() -> dict[str, str]:
     return versions
 
 
-__all__ = ["AETNetTrainer", "AETNetTrainingArguments", "LOSS_COMPONENTS", "MomentumUpdateCallback"]
+__all__ = [
+    "AETNetTrainer",
+    "AETNetTrainingArguments",
+    "AugmentationStepCallback",
+    "LOSS_COMPONENTS",
+    "MomentumUpdateCallback",
+]

@@ -36,7 +36,7 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
-from .funsd import bio_tags, normalize_bbox, union_bbox
+from .funsd import bio_tags, clip_bbox, normalize_bbox, union_bbox
 
 
 logger = logging.getLogger(__name__)
@@ -141,12 +141,7 @@ def _read_receipt(path: Path, image_path: Path, word_level: bool, counts: Counte
             if "quad" not in word:
                 raise ValueError(f"{path}: valid_line[{line_index}].words[{word_index}] has no `quad`.")
             x0, y0, x1, y1 = quad_to_box(word["quad"])
-            clipped = [
-                min(max(x0, 0), width),
-                min(max(y0, 0), height),
-                min(max(x1, 0), width),
-                min(max(y1, 0), height),
-            ]
+            clipped = clip_bbox((x0, y0, x1, y1), width, height)
             if clipped != [x0, y0, x1, y1]:
                 counts["clipped_boxes"] += 1
             line_words.append(text)

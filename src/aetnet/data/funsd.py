@@ -65,6 +65,13 @@ def normalize_bbox(box: Sequence[float], width: int, height: int) -> list[int]:
     return [int(1000 * x0 / width), int(1000 * y0 / height), int(1000 * x1 / width), int(1000 * y1 / height)]
 
 
+def clip_bbox(box: Sequence[float], width: int, height: int) -> list[float]:
+    """Clip a pixel box `[x0, y0, x1, y1]` to a `width` x `height` page (annotations may overshoot the edges); a result
+    that differs from `box` tells the reader to count a clipped box."""
+    x0, y0, x1, y1 = box
+    return [min(max(x0, 0), width), min(max(y0, 0), height), min(max(x1, 0), width), min(max(y1, 0), height)]
+
+
 def union_bbox(boxes: Iterable[Sequence[int]]) -> list[int]:
     """The smallest box that covers all `boxes`: the box of a segment (text line or entity) made of words."""
     x0s, y0s, x1s, y1s = zip(*boxes)
@@ -105,12 +112,7 @@ def _read_form(annotation_path: Path, image_path: Path, word_level: bool, counts
                 raise ValueError(
                     f"{annotation_path}: entity {entity_index}, word {word_index} has an inverted box {word['box']}."
                 )
-            clipped = [
-                min(max(x0, 0), width),
-                min(max(y0, 0), height),
-                min(max(x1, 0), width),
-                min(max(y1, 0), height),
-            ]
+            clipped = clip_bbox((x0, y0, x1, y1), width, height)
             if clipped != [x0, y0, x1, y1]:
                 counts["clipped_boxes"] += 1
             entity_words.append(text)
@@ -252,6 +254,7 @@ def load_funsd_like(
 __all__ = [
     "FUNSD_LABELS",
     "bio_tags",
+    "clip_bbox",
     "funsd_features",
     "load_funsd",
     "load_funsd_like",

@@ -1,0 +1,442 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Helpers shared by the example scripts (`examples/run_funsd.py`, `run_cord.py`, `run_rvlcdip.py`,
+`run_docvqa.py`).
+
+The scripts fine-tune different AETNet heads on different data, but start the model the same three ways (an AETNet
+checkpoint, three pretrained encoder checkpoints, or random weights of a named size with a tokenizer trained on the
+training words), parse, log, train, save and publish the same way, and the two token-classification scripts merge
+window logits back to words the same way. Those pieces live here, parametrised by the head class, so that each script
+keeps only its task: its data, its pre-processing, its metrics and the files it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+import transformers
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    HfArgumentParser,
+    LayoutLMv3ImageProcessorPil,
+    PreTrainedModel,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from aetnet.configuration_aetnet import AETNetConfig
+from aetnet.modeling_aetnet import (
+    AETNetForQuestionAnswering,
+    AETNetForSequenceClassification,
+    AETNetForTokenClassification,
+)
+from aetnet.processing_aetnet import AETNetProcessor
+from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
+from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
+
+
+logger = logging.getLogger(__name__)
+
+# A checkpoint is loaded through the Auto class of its head, so that it is whatever model its config names.
+_AUTO_CLASSES = {
+    AETNetForTokenClassification: AutoModelForTokenClassification,
+    AETNetForSequenceClassification: AutoModelForSequenceClassification,
+    AETNetForQuestionAnswering: AutoModelForQuestionAnswering,
+}
+
+
+@dataclass
+class ModelArguments:
+    """Where the model starts from. Give at most one of the three starts; none means `--model_size`."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "An AETNet checkpoint (folder or Hub id), saved with its processor."}
+    )
+    layout_model: str | None = field(
+        default=None, metadata={"help": "LayoutLMv3 checkpoint (with --vision_model and --text_model)."}
+    )
+    vision_model: str | None = field(default=None, metadata={"help": "ViT / DeiT checkpoint of the image aligner."})
+    text_model: str | None = field(default=None, metadata={"help": "RoBERTa checkpoint of the text aligner."})
+    model_size: str = field(
+        default="tiny",
+        metadata={"help": "Random-weight preset when no checkpoint is given.", "choices": ["tiny", "small", "base"]},
+    )
+    tokenizer_vocab_size: int = field(
+        default=4000, metadata={"help": "Vocabulary of the tokenizer trained on the training words (--model_size)."}
+    )
+    queue_size: int | None = field(
+        default=None,
+        metadata={"help": "Feature queue length of a new model; default: half the training windows, at most 4096."},
+    )
+    alignment_objectives: list[str] | None = field(
+        default=None, metadata={"help": "Objectives of a new model, among ditc imc glitc pita (default: all four)."}
+    )
+    fusion_injection: str | None = field(
+        default=None,
+        metadata={"help": "How aligned features enter LayoutLMv3 (new model).", "choices": ["add", "gated", "none"]},
+    )
+
+
+@dataclass
+class ExampleTrainingArguments(AETNetTrainingArguments):
+    """
+    `AETNetTrainingArguments` with the defaults the example scripts share: train, evaluate and predict unless switched
+    off, save only the final model, and run torch on one CPU thread. Each script sets its own learning rate and epochs.
+    """
+
+    do_train: bool = field(default=True, metadata={"help": "Run training."})
+    do_eval: bool = field(default=True, metadata={"help": "Evaluate after training."})
+    do_predict: bool = field(default=True, metadata={"help": "Write predictions."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Batch size per device for training."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Batch size per device for evaluation."})
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps (a float < 1 is a ratio)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
+    save_strategy: str = field(
+        default="no", metadata={"help": "Checkpoints during training; the final model is saved."}
+    )
+    alpha_warmup_steps: int = field(default=100, metadata={"help": "Ramp distill_alpha from 0 over N steps."})
+    torch_num_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "CPU threads of torch ops. Default on CPU: 1, because these models' small matrices gain little "
+            "from a second thread and slow down several-fold when the cores are shared; try 2 on an idle machine."
+        },
+    )
+
+
+def parse_arguments(parser: HfArgumentParser) -> tuple:
+    """The parser's dataclasses from the command line, or from a JSON file given as the only argument."""
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+    return parser.parse_args_into_dataclasses()
+
+
+def setup_logging_and_seed(script_logger: logging.Logger, training_args: ExampleTrainingArguments) -> None:
+    """Log to stdout at the process's level (the script's, datasets' and transformers' loggers), log the set-up, pin
+    torch's CPU threads (`--torch_num_threads`, 1 on CPU by default) and seed everything."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    script_logger.setLevel(log_level)
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+    script_logger.warning(
+        f"Process rank: {training_args.local_process_index}, device: {training_args.device}, "
+        f"n_gpu: {training_args.n_gpu}, distributed: {training_args.parallel_mode.value == 'distributed'}, "
+        f"bf16: {training_args.bf16}, fp16: {training_args.fp16}"
+    )
+    script_logger.info(f"Training/evaluation parameters {training_args}")
+    if training_args.device.type == "cpu" or training_args.torch_num_threads:
+        torch.set_num_threads(training_args.torch_num_threads or 1)
+    set_seed(training_args.seed)
+
+
+def build_processor_and_model(
+    model_args: ModelArguments,
+    model_class: type[PreTrainedModel],
+    train_words: list[list[str]],
+    max_seq_length: int,
+    label_list: list[str] | None = None,
+    num_train_examples: int | None = None,
+) -> tuple[AETNetProcessor, PreTrainedModel, list[str]]:
+    """
+    Processor and `model_class` model (an AETNet head) for the three starts of `model_args`; returns them with the
+    base model names for the model card (empty for random weights).
+
+    `train_words` train the tokenizer of a random-weight model; `label_list` sets the labels of a classification head
+    (and must match a checkpoint's) and is `None` for question answering. The default feature queue holds half of
+    `num_train_examples` (default: `len(train_words)`), between 8 and 4096.
+    """
+    if model_class not in _AUTO_CLASSES:
+        raise ValueError(f"model_class must be one of {[cls.__name__ for cls in _AUTO_CLASSES]}, got {model_class}.")
+    label_kwargs = {}
+    if label_list is not None:
+        id2label = dict(enumerate(label_list))
+        label_kwargs = {
+            "num_labels": len(label_list),
+            "id2label": id2label,
+            "label2id": {label: i for i, label in id2label.items()},
+        }
+    encoders = [model_args.layout_model, model_args.vision_model, model_args.text_model]
+    if model_args.model_name_or_path and any(encoders):
+        raise ValueError("Give either --model_name_or_path or --layout_model/--vision_model/--text_model, not both.")
+    new_config = {
+        key: value
+        for key, value in (
+            ("alignment_objectives", model_args.alignment_objectives),
+            ("fusion_injection", model_args.fusion_injection),
+        )
+        if value is not None
+    }
+    num_train_examples = len(train_words) if num_train_examples is None else num_train_examples
+    queue_size = model_args.queue_size or max(8, min(4096, num_train_examples // 2))
+
+    if model_args.model_name_or_path:
+        if new_config or model_args.queue_size:
+            raise ValueError(
+                "--queue_size, --alignment_objectives and --fusion_injection configure a new model; the checkpoint "
+                f"{model_args.model_name_or_path} keeps its own."
+            )
+        processor = AETNetProcessor.from_pretrained(model_args.model_name_or_path)
+        model = _AUTO_CLASSES[model_class].from_pretrained(model_args.model_name_or_path)
+        if label_list is not None and sorted(model.config.label2id) != sorted(label_list):
+            raise ValueError(
+                f"The checkpoint's labels {sorted(model.config.label2id)} are not the dataset's {label_list}; "
+                "start from encoders (--layout_model ...) to train a new head."
+            )
+        return processor, model, [model_args.model_name_or_path]
+    if any(encoders):
+        if not all(encoders):
+            raise ValueError(f"--layout_model, --vision_model and --text_model go together, got {encoders}.")
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model_args.layout_model)
+        image_processor = LayoutLMv3ImageProcessorPil.from_pretrained(model_args.layout_model, apply_ocr=False)
+        model = model_class.from_encoders_pretrained(*encoders, **label_kwargs, queue_size=queue_size, **new_config)
+        return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model, encoders
+
+    tokenizer = train_layoutlmv3_tokenizer(
+        train_words, vocab_size=model_args.tokenizer_vocab_size, model_max_length=max_seq_length
+    )
+    config = AETNetConfig.from_preset(
+        model_args.model_size,
+        vocab_size=len(tokenizer),
+        max_length=max_seq_length,
+        **label_kwargs,
+        queue_size=queue_size,
+        **new_config,
+    )
+    size = config.layout_config.input_size
+    image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": size, "width": size})
+    model = model_class(config)
+    return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model, []
+
+
+def warn_if_from_scratch_learning_rate(
+    script_logger: logging.Logger, training_args: ExampleTrainingArguments, base_models: list[str]
+) -> None:
+    """Warn when pretrained weights are about to be fine-tuned at the scripts' from-scratch learning rate."""
+    if base_models and training_args.learning_rate > 1e-4:
+        script_logger.warning(
+            f"learning_rate {training_args.learning_rate} is the from-scratch default; pretrained encoders are "
+            "usually fine-tuned at 1e-5 to 5e-5."
+        )
+
+
+def first_logits(predictions: np.ndarray | tuple[np.ndarray, ...]) -> np.ndarray:
+    """The head's logits from `Trainer.predict` output, which is a tuple when the model returns more than logits."""
+    return predictions[0] if isinstance(predictions, tuple) else predictions
+
+
+def merge_to_words(
+    processor: AETNetProcessor,
+    logits: np.ndarray,
+    windows: datasets.Dataset,
+    documents: datasets.Dataset,
+    outside_id: int,
+    script_logger: logging.Logger | None = None,
+) -> list[np.ndarray]:
+    """
+    Per-word label ids of every document from token-classification window logits (windows in dataset order, with
+    `word_ids` and `document_index` columns). Words that fell in no window are predicted `outside_id`, with a warning
+    per document on `script_logger` (default: this module's logger).
+    """
+    length = logits.shape[1]
+    word_ids = np.full((len(windows), length), -1, dtype=np.int64)
+    for row, ids in enumerate(windows["word_ids"]):
+        word_ids[row, : len(ids)] = ids[:length]
+    merged = processor.merge_window_predictions(
+        torch.from_numpy(logits.astype(np.float32)),
+        torch.from_numpy(word_ids),
+        torch.as_tensor(windows["document_index"]),
+        num_words=[len(words) for words in documents["words"]],
+    )
+    predictions = []
+    for document, scores in enumerate(merged):
+        unseen = torch.isnan(scores).any(dim=-1)
+        if unseen.any():
+            (script_logger or logger).warning(
+                f"Document {document}: {int(unseen.sum())} word(s) in no window are predicted 'O'."
+            )
+        predictions.append(torch.where(unseen, outside_id, scores.nan_to_num().argmax(-1)).numpy())
+    return predictions
+
+
+def window_kwargs(data_args: Any) -> dict[str, Any]:
+    """Processor arguments that cut a document (0-1000 boxes) into overlapping windows of `data_args.max_seq_length`
+    tokens, `data_args.doc_stride` of them shared by consecutive windows, padded per batch unless
+    `data_args.pad_to_max_length`."""
+    return {
+        "boxes_normalized": True,
+        "max_length": data_args.max_seq_length,
+        "stride": data_args.doc_stride,
+        "padding": "max_length" if data_args.pad_to_max_length else False,
+        "truncation": True,
+        "return_overflowing_tokens": True,
+    }
+
+
+def map_to_windows(
+    dataset: datasets.Dataset, process: Any, batch_size: int, num_proc: int | None, description: str
+) -> datasets.Dataset:
+    """`dataset.map` of a batched `process(batch, indices)` that turns documents into windows: the document columns
+    are dropped, since a window row is no document row, and `indices` lets each window name its document."""
+    return dataset.map(
+        process,
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        desc=description,
+    )
+
+
+def prepare_token_windows(
+    dataset: datasets.Dataset,
+    processor: AETNetProcessor,
+    data_args: Any,
+    label_ids: dict[int, int],
+    num_proc: int | None,
+    description: str,
+) -> datasets.Dataset:
+    """
+    Documents with `image`, `words`, `bboxes` (0-1000) and `ner_tags` -> overlapping token-classification windows
+    (`dataset.map` + the processor, `data_args.max_seq_length` / `doc_stride` / `pad_to_max_length`), keeping each
+    window's `word_ids` and `document_index` for `merge_to_words`. `label_ids` maps dataset tags to model label ids.
+    """
+
+    def process(batch, indices):
+        encoding = processor(
+            batch["image"],
+            batch["words"],
+            boxes=batch["bboxes"],
+            word_labels=[[label_ids[tag] for tag in tags] for tags in batch["ner_tags"]],
+            **window_kwargs(data_args),
+        )
+        encoding["document_index"] = [indices[i] for i in encoding.pop("overflow_to_sample_mapping")]
+        return encoding
+
+    return map_to_windows(dataset, process, 16, num_proc, description).with_format("torch")
+
+
+def seqeval_scores(
+    metric: Any,
+    predicted: list[np.ndarray],
+    references: list[list[str]],
+    id2label: dict[int, str],
+    return_entity_level_metrics: bool = False,
+) -> dict[str, float]:
+    """Entity-level seqeval precision, recall, F1 and accuracy of per-word label ids against per-word gold labels,
+    and with `return_entity_level_metrics` the same per entity type (`<TYPE>_precision`, ...)."""
+    results = metric.compute(
+        predictions=[[id2label[int(i)] for i in row] for row in predicted], references=references, zero_division=0
+    )
+    scores = {name: results[f"overall_{name}"] for name in ("precision", "recall", "f1", "accuracy")}
+    if return_entity_level_metrics:
+        for entity, values in results.items():
+            if isinstance(values, dict):
+                scores.update({f"{entity}_{key}": value for key, value in values.items()})
+    return scores
+
+
+def write_word_predictions(
+    path: str,
+    documents: datasets.Dataset,
+    gold_words: list[list[str]],
+    predicted: list[np.ndarray],
+    id2label: dict[int, str],
+) -> None:
+    """Write one JSON line per document: its `id`, `words`, gold `labels` and `predicted_labels`."""
+    with open(path, "w", encoding="utf-8") as writer:
+        for example, gold, ids in zip(documents.select_columns(["id", "words"]), gold_words, predicted):
+            record = {
+                "id": example["id"],
+                "words": example["words"],
+                "labels": gold,
+                "predicted_labels": [id2label[int(i)] for i in ids],
+            }
+            writer.write(json.dumps(record) + "\n")
+
+
+def train_and_save(trainer: AETNetTrainer, training_args: ExampleTrainingArguments, num_train_samples: int) -> None:
+    """Train (resuming from `--resume_from_checkpoint` or the last checkpoint in the output folder), then save the
+    model, the training metrics and the trainer state."""
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()
+    metrics = train_result.metrics
+    metrics["train_samples"] = num_train_samples
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+
+def finish_run(
+    trainer: AETNetTrainer,
+    training_args: ExampleTrainingArguments,
+    metrics: dict[str, float],
+    printed_scores: tuple[str, ...],
+    base_models: list[str],
+    **card_kwargs: Any,
+) -> None:
+    """
+    Push to the Hub (`--push_to_hub`) or write the model card locally (`card_kwargs`, fine-tuned from `base_models`),
+    then print the evaluation scores named in `printed_scores` (`eval_<name>` of `metrics`, when there are metrics)
+    on one line, and where the model is saved.
+    """
+    card_kwargs = {"finetuned_from": base_models or None, **card_kwargs}
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card_kwargs)
+    else:
+        trainer.create_model_card(**card_kwargs)
+    if metrics:
+        print("  ".join(f"{name} = {metrics[f'eval_{name}']:.4f}" for name in printed_scores))
+    print(f"Model saved to {os.path.abspath(training_args.output_dir)}")
+
+
+__all__ = [
+    "ExampleTrainingArguments",
+    "ModelArguments",
+    "build_processor_and_model",
+    "finish_run",
+    "first_logits",
+    "map_to_windows",
+    "merge_to_words",
+    "parse_arguments",
+    "prepare_token_windows",
+    "seqeval_scores",
+    "setup_logging_and_seed",
+    "train_and_save",
+    "warn_if_from_scratch_learning_rate",
+    "window_kwargs",
+    "write_word_predictions",
+]
