@@ -1,5 +1,5 @@
 """
-The bad-input table of AETNetProcessor (docs/bad-inputs.md), one parametrized row per input: each bad input either
+The bad-input table of AETNetProcessor (README.md, section "Bad input"), one parametrized row per input: each bad input either
 works correctly (checked on the outputs) or raises a `ValueError` that names the argument, the index and the value.
 Whatever cannot be kept whole (clipped coordinates, truncated words) is counted in a warning, never dropped silently.
 """
@@ -322,7 +322,7 @@ def test_bad_input_row(processor, caplog, row_id):
 
 
 def test_every_row_is_documented():
-    text = (Path(__file__).parents[1] / "docs" / "bad-inputs.md").read_text()
+    text = (Path(__file__).parents[1] / "README.md").read_text().split("## Bad input", 1)[1]
     for row_id in ROWS:
         assert f"`{row_id}`" in text, row_id
 

@@ -13,7 +13,7 @@ from aetnet.data.funsd import FUNSD_LABELS, funsd_features, load_funsd, load_fun
 
 
 FUNSD_DIR = Path(os.environ.get("AETNET_FUNSD_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "funsd"))
-requires_funsd = pytest.mark.skipif(not FUNSD_DIR.is_dir(), reason=f"the FUNSD release is not at {FUNSD_DIR}")
+requires_funsd = pytest.mark.shared_data  # deselect with -m "not shared_data" where ../shared is absent
 
 # A 200 x 100 page: every pixel coordinate x maps to 5 * x and y to 10 * y on the 0-1000 grid.
 TINY_FORM = [

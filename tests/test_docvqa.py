@@ -34,7 +34,7 @@ from aetnet.ocr_cache import OCRCache
 
 REPO = Path(__file__).resolve().parents[1]
 DOCVQA_DIR = Path(os.environ.get("AETNET_DOCVQA_DIR", REPO.parent / "shared" / "data" / "docvqa-smallval"))
-requires_docvqa = pytest.mark.skipif(not DOCVQA_DIR.is_dir(), reason=f"DocVQA small val is not at {DOCVQA_DIR}")
+requires_docvqa = pytest.mark.shared_data
 
 
 # ---- ANLS and exact match ----

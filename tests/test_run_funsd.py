@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 import torch
 from transformers import (
     AutoModel,
@@ -76,6 +77,8 @@ def test_prints_metrics_and_the_save_path(run):
     assert f"Model saved to {output_dir}" in stdout
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     assert [entry["step"] for entry in history if "loss_ditc" in entry] == [1, 2]
+    with Image.open(output_dir / "loss_curves.png") as curves:
+        assert curves.size[0] > 300 and curves.size[1] > 200
 
 
 def test_writes_one_prediction_per_word(run):

@@ -27,7 +27,7 @@ from aetnet.ocr_cache import OCRCache
 
 REPO = Path(__file__).resolve().parents[1]
 RVLCDIP3_DIR = Path(os.environ.get("AETNET_RVLCDIP3_DIR", REPO.parent / "shared" / "data" / "rvlcdip3"))
-requires_rvlcdip3 = pytest.mark.skipif(not RVLCDIP3_DIR.is_dir(), reason=f"rvlcdip3 is not at {RVLCDIP3_DIR}")
+requires_rvlcdip3 = pytest.mark.shared_data
 
 
 def load_example(name: str):

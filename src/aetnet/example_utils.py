@@ -54,6 +54,7 @@ from aetnet.modeling_aetnet import (
 from aetnet.processing_aetnet import AETNetProcessor
 from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
 from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
+from aetnet.visualization import plot_loss_curves
 
 
 logger = logging.getLogger(__name__)
@@ -398,6 +399,10 @@ def train_and_save(trainer: AETNetTrainer, training_args: ExampleTrainingArgumen
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
+    if trainer.is_world_process_zero():
+        curves = plot_loss_curves(trainer.state.log_history, os.path.join(training_args.output_dir, "loss_curves.png"))
+        if curves:
+            logger.info(f"Loss curves written to {curves}")
 
 
 def finish_run(

@@ -191,4 +191,41 @@ def _draw_legend(draw, entries, colors, font, size, drawn) -> None:
         y += row_height
 
 
-__all__ = ["KNOWN_COLORS", "PALETTE", "draw_prediction", "label_colors"]
+def plot_loss_curves(log_history: list[dict], path: str, title: str | None = None) -> str | None:
+    """
+    Plot the training loss terms of a `Trainer` log history (`loss`, `loss_task`, `loss_ditc`, ... against the step)
+    to a PNG, one line per term, so that one can see which objectives learn. Returns the path, or None when the
+    history has no training loss. Needs matplotlib (`pip install 'aetnet[examples]'`).
+    """
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    for entry in log_history:
+        if "loss" not in entry or "step" not in entry:
+            continue
+        for name, value in entry.items():
+            if name == "loss" or (name.startswith("loss_") and isinstance(value, (int, float))):
+                steps, values = curves.setdefault(name, ([], []))
+                steps.append(entry["step"])
+                values.append(value)
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for name, (steps, values) in sorted(curves.items()):
+        axis.plot(steps, values, marker="o", markersize=3, label="total (weighted)" if name == "loss" else name[5:])
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("loss (alignment terms unweighted)")
+    axis.set_yscale("log")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, ncol=2)
+    axis.set_title(title or "AETNet training losses")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+__all__ = ["KNOWN_COLORS", "PALETTE", "draw_prediction", "label_colors", "plot_loss_curves"]
