@@ -353,6 +353,9 @@ row = [rank, calls[0], int(torch.equal(gathered[0], gathered[1])), int(bool(torc
        sum(entry["nonfinite_losses"] for entry in logs)]
 with open({output_dir!r} + f"/result_{{rank}}.txt", "w") as file:  # not stdout: the ranks' prints interleave
     file.write(" ".join(map(str, row)))
+# Leaving gloo's threads to interpreter shutdown can abort a rank ("terminate called without an active exception").
+dist.barrier()
+dist.destroy_process_group()
 """
 
 
