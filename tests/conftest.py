@@ -7,6 +7,23 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture
+def restore_logging():
+    """For tests that run an example script in-process: the script sets the log levels and thread count globally."""
+    import datasets
+    import transformers
+
+    verbosity = transformers.utils.logging.get_verbosity()
+    datasets_verbosity = datasets.utils.logging.get_verbosity()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model is faster on one thread of a busy 2-core machine
+    yield
+    transformers.utils.logging.set_verbosity(verbosity)
+    datasets.utils.logging.set_verbosity(datasets_verbosity)
+    torch.set_num_threads(threads)

@@ -9,10 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-import datasets
 import pytest
-import torch
-import transformers
 from PIL import Image
 
 from aetnet.data.cord import CORD_ENTITY_TYPES, CORD_LABELS, cord_features, load_cord, quad_to_box
@@ -139,18 +136,6 @@ def test_reader_errors(tmp_path):
     write_receipt(tmp_path, "train", "r", [{"category": "menu.nm", "words": [{"text": "A"}]}])
     with pytest.raises(ValueError, match=r"valid_line\[0\].words\[0\] has no `quad`"):
         load_cord(tmp_path, splits="train")
-
-
-@pytest.fixture
-def restore_logging():
-    verbosity = transformers.utils.logging.get_verbosity()
-    datasets_verbosity = datasets.utils.logging.get_verbosity()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model is faster on one thread of a busy 2-core machine
-    yield
-    transformers.utils.logging.set_verbosity(verbosity)
-    datasets.utils.logging.set_verbosity(datasets_verbosity)
-    torch.set_num_threads(threads)
 
 
 def test_run_cord_two_steps(cord_dir, tmp_path, monkeypatch, restore_logging):

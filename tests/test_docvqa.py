@@ -14,8 +14,6 @@ import datasets
 import numpy as np
 import pytesseract
 import pytest
-import torch
-import transformers
 from PIL import Image, ImageDraw, ImageFont
 
 import aetnet.ocr_cache as ocr_cache_module
@@ -215,18 +213,6 @@ def render(size, lines):
             boxes.append([x0 * 1000 // size[0], y0 * 1000 // size[1], x1 * 1000 // size[0], y1 * 1000 // size[1]])
             x = x1 + 10
     return page, words, boxes
-
-
-@pytest.fixture
-def restore_logging():
-    verbosity = transformers.utils.logging.get_verbosity()
-    datasets_verbosity = datasets.utils.logging.get_verbosity()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model is faster on one thread of a busy 2-core machine
-    yield
-    transformers.utils.logging.set_verbosity(verbosity)
-    datasets.utils.logging.set_verbosity(datasets_verbosity)
-    torch.set_num_threads(threads)
 
 
 def load_example(name: str):

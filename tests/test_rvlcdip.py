@@ -9,12 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytesseract
 import pytest
 import torch
-import transformers
 from PIL import Image, ImageDraw, ImageFont
 
 import aetnet.ocr_cache as ocr_cache_module
@@ -185,18 +183,6 @@ CLASS_TEXT = {
     "paper": ["Abstract", "We propose a method", "References"],
     "resume": ["Education", "Experience", "Skills"],
 }
-
-
-@pytest.fixture
-def restore_logging():
-    verbosity = transformers.utils.logging.get_verbosity()
-    datasets_verbosity = datasets.utils.logging.get_verbosity()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model is faster on one thread of a busy 2-core machine
-    yield
-    transformers.utils.logging.set_verbosity(verbosity)
-    datasets.utils.logging.set_verbosity(datasets_verbosity)
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
