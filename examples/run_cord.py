@@ -44,6 +44,7 @@ from aetnet.example_utils import (
     build_processor_and_model,
     finish_run,
     first_logits,
+    limit_splits,
     merge_to_words,
     parse_arguments,
     prepare_token_windows,
@@ -111,14 +112,7 @@ def main():
     # ---- Data ----
     splits = ["train"] + ["validation"] * training_args.do_eval + ["test"] * training_args.do_predict
     raw = load_cord(data_args.dataset_dir, word_level=data_args.word_level, splits=splits)
-    limits = {
-        "train": data_args.max_train_samples,
-        "validation": data_args.max_eval_samples,
-        "test": data_args.max_predict_samples,
-    }
-    for split, limit in limits.items():
-        if split in raw and limit is not None:
-            raw[split] = raw[split].select(range(min(len(raw[split]), limit)))
+    limit_splits(raw, data_args)
     label_list = raw["train"].features["ner_tags"].feature.names
 
     # ---- Processor and model (the FUNSD script's three starts) ----

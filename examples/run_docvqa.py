@@ -47,6 +47,7 @@ from aetnet.example_utils import (
     ModelArguments,
     build_processor_and_model,
     finish_run,
+    limit_splits,
     map_to_windows,
     parse_arguments,
     setup_logging_and_seed,
@@ -179,20 +180,16 @@ def main():
     for split in ("train", "validation"):
         if needed[split] and files[split] is None:
             raise ValueError(f"--do_{'train' if split == 'train' else 'eval'} needs --{split}_file.")
-    limits = {
-        "train": data_args.max_train_samples,
-        "validation": data_args.max_eval_samples,
-        "test": data_args.max_predict_samples,
+    # Limit before OCR, so that only the kept questions' pages are read.
+    raw = {
+        split: load_docvqa(path, image_root=data_args.image_root)
+        for split, path in files.items()
+        if path is not None and needed[split]
     }
+    limit_splits(raw, data_args)
     ocr = OCRCache(data_args.ocr_cache_dir, ocr_lang=data_args.ocr_lang, tesseract_config=data_args.tesseract_config)
-    raw = {}
     with training_args.main_process_first(desc="OCR"):
-        for split, path in files.items():
-            if path is None or not needed[split]:
-                continue
-            dataset = load_docvqa(path, image_root=data_args.image_root)
-            if limits[split] is not None:
-                dataset = dataset.select(range(min(len(dataset), limits[split])))
+        for split, dataset in raw.items():
             raw[split] = ocr_dataset(dataset, ocr, num_workers=data_args.ocr_num_workers, desc=f"OCR {split}")
     logger.info(f"OCR cache {ocr.cache_dir}: {ocr.hits} page(s) read from it, {ocr.misses} OCR-ed now")
     if "train" in raw:

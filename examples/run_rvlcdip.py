@@ -59,6 +59,7 @@ from aetnet.example_utils import (
     build_processor_and_model,
     finish_run,
     first_logits,
+    limit_splits,
     parse_arguments,
     setup_logging_and_seed,
     train_and_save,
@@ -236,14 +237,7 @@ def main():
         raise ValueError("--do_train needs a training split (train.jsonl, labels/train.txt or --train_file).")
     if training_args.do_eval and "validation" not in raw:
         raise ValueError("--do_eval needs a validation split (dev.jsonl, labels/val.txt or --validation_file).")
-    limits = {
-        "train": data_args.max_train_samples,
-        "validation": data_args.max_eval_samples,
-        "test": data_args.max_predict_samples,
-    }
-    for split, limit in limits.items():
-        if split in raw and limit is not None:
-            raw[split] = raw[split].select(range(min(len(raw[split]), limit)))
+    limit_splits(raw, data_args)
     label_list = next(iter(raw.values())).features["label"].names
     ocr = OCRCache(data_args.ocr_cache_dir, ocr_lang=data_args.ocr_lang, tesseract_config=data_args.tesseract_config)
     with training_args.main_process_first(desc="OCR"):

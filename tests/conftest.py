@@ -1,6 +1,9 @@
 """Test-wide settings: no network, deterministic CPU runs, and a quiet transformers."""
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -27,3 +30,12 @@ def restore_logging():
     transformers.utils.logging.set_verbosity(verbosity)
     datasets.utils.logging.set_verbosity(datasets_verbosity)
     torch.set_num_threads(threads)
+
+
+def load_example(name: str):
+    """Import `examples/<name>.py` as a module, so that a test can call its `main()` in-process."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module

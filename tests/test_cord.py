@@ -3,19 +3,19 @@ boxes, counted problems) and of `examples/run_cord.py` for 2 steps on it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import logging
 import sys
+import logging
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from conftest import load_example
+
 from aetnet.data.cord import CORD_ENTITY_TYPES, CORD_LABELS, cord_features, load_cord, quad_to_box
 
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def quad(x0, y0, x1, y1, skew=0):
@@ -139,10 +139,7 @@ def test_reader_errors(tmp_path):
 
 
 def test_run_cord_two_steps(cord_dir, tmp_path, monkeypatch, restore_logging):
-    spec = importlib.util.spec_from_file_location("run_cord", REPO / "examples" / "run_cord.py")
-    run_cord = importlib.util.module_from_spec(spec)
-    sys.modules["run_cord"] = run_cord  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(run_cord)
+    run_cord = load_example("run_cord")
     output_dir = tmp_path / "out"
     argv = [
         "run_cord.py",

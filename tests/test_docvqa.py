@@ -3,11 +3,10 @@ post-processing, the reader, and `examples/run_docvqa.py` for 2 steps on two ren
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 import logging
 import os
-import sys
 from pathlib import Path
 
 import datasets
@@ -17,6 +16,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 import aetnet.ocr_cache as ocr_cache_module
+from conftest import load_example
+
 from aetnet.data.docvqa import (
     AnswerSpan,
     add_answer_spans,
@@ -213,14 +214,6 @@ def render(size, lines):
             boxes.append([x0 * 1000 // size[0], y0 * 1000 // size[1], x1 * 1000 // size[0], y1 * 1000 // size[1]])
             x = x1 + 10
     return page, words, boxes
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_run_docvqa_two_steps(tmp_path, monkeypatch, restore_logging):

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import sys
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 import aetnet.ocr_cache as ocr_cache_module
+from conftest import load_example
+
 from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.data.rvlcdip import RVLCDIP_LABELS, load_rvlcdip
 from aetnet.metrics.classification import classification_metrics, confusion_matrix, plot_confusion_matrix
@@ -26,14 +27,6 @@ from aetnet.ocr_cache import OCRCache
 REPO = Path(__file__).resolve().parents[1]
 RVLCDIP3_DIR = Path(os.environ.get("AETNET_RVLCDIP3_DIR", REPO.parent / "shared" / "data" / "rvlcdip3"))
 requires_rvlcdip3 = pytest.mark.shared_data
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---- Readers ----

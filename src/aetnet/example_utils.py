@@ -239,6 +239,20 @@ def build_processor_and_model(
     return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model, []
 
 
+def limit_splits(raw: dict[str, Any], data_args: Any) -> dict[str, Any]:
+    """Keep the first `--max_train_samples` / `--max_eval_samples` / `--max_predict_samples` examples of the train,
+    validation and test splits present in `raw` (in place; returned for convenience)."""
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_predict_samples,
+    }
+    for split, limit in limits.items():
+        if split in raw and limit is not None:
+            raw[split] = raw[split].select(range(min(len(raw[split]), limit)))
+    return raw
+
+
 def warn_if_from_scratch_learning_rate(
     script_logger: logging.Logger, training_args: ExampleTrainingArguments, base_models: list[str]
 ) -> None:
@@ -429,6 +443,7 @@ def finish_run(
 
 
 __all__ = [
+    "limit_splits",
     "ExampleTrainingArguments",
     "ModelArguments",
     "build_processor_and_model",

@@ -36,7 +36,7 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
-from .funsd import bio_tags, clip_bbox, normalize_bbox, union_bbox
+from .funsd import bio_tags, clip_bbox, load_split_folders, normalize_bbox, union_bbox
 
 
 logger = logging.getLogger(__name__)
@@ -207,17 +207,7 @@ def load_cord(
         after clipping into the page), `ner_tags` (`ClassLabel` over `CORD_LABELS`) and `image` (RGB). Empty words
         are dropped and words of categories outside the 30 types are tagged `O`; both are counted in a warning.
     """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"CORD `data_dir` {data_dir} is not a directory.")
-    if isinstance(splits, str):
-        splits = (splits,)
-    unknown = [split for split in splits if split not in CORD_SPLIT_FOLDERS]
-    if unknown or not splits:
-        raise ValueError(f"`splits` must be a non-empty subset of {list(CORD_SPLIT_FOLDERS)}, got {list(splits)}.")
-    return datasets.DatasetDict(
-        {split: _load_split(data_dir / CORD_SPLIT_FOLDERS[split], word_level) for split in splits}
-    )
+    return load_split_folders("CORD", data_dir, splits, CORD_SPLIT_FOLDERS, _load_split, word_level)
 
 
 __all__ = ["CORD_ENTITY_TYPES", "CORD_LABELS", "CORD_SPLIT_FOLDERS", "cord_features", "load_cord", "quad_to_box"]

@@ -191,17 +191,20 @@ def load_funsd(
     ['O', 'B-HEADER', 'I-HEADER']
     ```
     """
+    return load_split_folders("FUNSD", data_dir, splits, FUNSD_SPLIT_FOLDERS, _load_split, word_level)
+
+
+def load_split_folders(name, data_dir, splits, split_folders, load_split, word_level) -> datasets.DatasetDict:
+    """Check `data_dir` and `splits` (names of `split_folders`), then `load_split(folder, word_level)` each split."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"FUNSD `data_dir` {data_dir} is not a directory.")
+        raise FileNotFoundError(f"{name} `data_dir` {data_dir} is not a directory.")
     if isinstance(splits, str):
         splits = (splits,)
-    unknown = [split for split in splits if split not in FUNSD_SPLIT_FOLDERS]
+    unknown = [split for split in splits if split not in split_folders]
     if unknown or not splits:
-        raise ValueError(f"`splits` must be a non-empty subset of {list(FUNSD_SPLIT_FOLDERS)}, got {list(splits)}.")
-    return datasets.DatasetDict(
-        {split: _load_split(data_dir / FUNSD_SPLIT_FOLDERS[split], word_level) for split in splits}
-    )
+        raise ValueError(f"`splits` must be a non-empty subset of {list(split_folders)}, got {list(splits)}.")
+    return datasets.DatasetDict({split: load_split(data_dir / split_folders[split], word_level) for split in splits})
 
 
 def load_funsd_like(
@@ -258,6 +261,7 @@ __all__ = [
     "funsd_features",
     "load_funsd",
     "load_funsd_like",
+    "load_split_folders",
     "normalize_bbox",
     "union_bbox",
 ]
