@@ -9,6 +9,8 @@ only while one profiled step runs.
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import statistics
 import time
 from collections import defaultdict
@@ -71,6 +73,19 @@ def build_variants(
         forward = torch.compile(model) if compile_models else model
         variants.append(Variant(name, model, optimizer, forward, is_aetnet))
     return variants
+
+
+def hardware(device: torch.device) -> dict:
+    """The CPU model, core and thread counts, and on CUDA the GPU name and CUDA version, for a result's metadata."""
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
 
 
 def make_inputs(config: AETNetConfig, batch_size: int, seq_len: int, device: torch.device, seed: int = 0) -> dict:

@@ -33,6 +33,7 @@ from bench_lib import (
     STEP_PARTS,
     breakdown,
     build_variants,
+    hardware,
     inference_step,
     make_inputs,
     measured_call,
@@ -96,18 +97,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps < 1 or args.warmup < 0 or min(args.batch_sizes) < 1 or args.seq_len < 2:
         parser.error(f"need --steps >= 1, --warmup >= 0, batch sizes >= 1, --seq-len >= 2; got {vars(args)}")
     return args
-
-
-def hardware(device: torch.device) -> dict:
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
 
 
 def attention_classes(model) -> dict:

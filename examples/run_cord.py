@@ -155,7 +155,12 @@ def main():
         train_dataset=windows["train"] if training_args.do_train else None,
         eval_dataset=windows.get("validation"),
         processing_class=processor,
-        data_collator=AETNetDataCollator(tokenizer=processor.tokenizer, augment=True, seed=training_args.seed),
+        # The momentum view exists for AETNet only; the plain LayoutLMv3 baseline takes no `pixel_values_aug`.
+        data_collator=AETNetDataCollator(
+            tokenizer=processor.tokenizer,
+            augment=isinstance(model, AETNetForTokenClassification),
+            seed=training_args.seed,
+        ),
         compute_metrics=scores_for("validation") if "validation" in windows else None,
     )
 

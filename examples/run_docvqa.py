@@ -237,7 +237,12 @@ def main():
         args=training_args,
         train_dataset=windows["train"][1] if "train" in windows else None,
         processing_class=processor,
-        data_collator=AETNetDataCollator(tokenizer=processor.tokenizer, augment=True, seed=training_args.seed),
+        # The momentum view exists for AETNet only; the plain LayoutLMv3 baseline takes no `pixel_values_aug`.
+        data_collator=AETNetDataCollator(
+            tokenizer=processor.tokenizer,
+            augment=isinstance(model, AETNetForQuestionAnswering),
+            seed=training_args.seed,
+        ),
     )
 
     # ---- Train ----

@@ -24,7 +24,8 @@ The model can start from:
 The data are a local FUNSD folder or a Hub dataset (`--dataset_dir`), or, by default, synthetic FUNSD-like forms
 rendered on the fly. Long documents are split into overlapping windows; evaluation and the written predictions
 (`predictions.jsonl`) merge the windows back to one label per word, and the scores are entity-level seqeval scores
-over words.
+over words. `--baseline layoutlmv3` trains stock LayoutLMv3ForTokenClassification instead, from the same LayoutLMv3
+and head weights as the AETNet model it replaces (see `benchmarks/compare_funsd.py`).
 
     python examples/run_funsd.py --output_dir outputs/aetnet-synthetic
     python examples/run_funsd.py --output_dir outputs/aetnet-funsd-small \
@@ -169,7 +170,12 @@ def main():
         train_dataset=train_windows if training_args.do_train else None,
         eval_dataset=test_windows if training_args.do_eval else None,
         processing_class=processor,
-        data_collator=AETNetDataCollator(tokenizer=processor.tokenizer, augment=True, seed=training_args.seed),
+        # The momentum view exists for AETNet only; the plain LayoutLMv3 baseline takes no `pixel_values_aug`.
+        data_collator=AETNetDataCollator(
+            tokenizer=processor.tokenizer,
+            augment=isinstance(model, AETNetForTokenClassification),
+            seed=training_args.seed,
+        ),
         compute_metrics=compute_metrics,
     )
     # Evaluation and prediction see the deterministic page only.

@@ -43,11 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import transformers
 from PIL import Image
-from transformers import (
-    HfArgumentParser,
-    LayoutLMv3Config,
-    LayoutLMv3ForSequenceClassification,
-)
+from transformers import HfArgumentParser
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 
@@ -79,18 +75,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RvlcdipModelArguments(ModelArguments):
-    """The shared model starts (`aetnet.example_utils.ModelArguments`), and the plain LayoutLMv3 baseline."""
+    """The shared model arguments (`aetnet.example_utils.ModelArguments`), the default queue counted in pages."""
 
     queue_size: int | None = field(
         default=None,
         metadata={"help": "Feature queue length of a new model; default: half the training pages, at most 4096."},
-    )
-    baseline: str | None = field(
-        default=None,
-        metadata={
-            "help": "Train this plain model instead of AETNet, from the same LayoutLMv3 and head weights.",
-            "choices": ["layoutlmv3"],
-        },
     )
 
 
@@ -147,17 +136,6 @@ class RvlcdipTrainingArguments(ExampleTrainingArguments):
         default=False,
         metadata={"help": "Keep False: page pixels are loaded from the `image` column when a batch is drawn."},
     )
-
-
-def layoutlmv3_baseline(model: AETNetForSequenceClassification) -> LayoutLMv3ForSequenceClassification:
-    """Plain LayoutLMv3 with the AETNet model's LayoutLMv3 weights and classification head: the same start."""
-    config = LayoutLMv3Config(**model.config.layout_config.to_dict())
-    config.num_labels = model.config.num_labels
-    config.id2label, config.label2id = dict(model.config.id2label), dict(model.config.label2id)
-    baseline = LayoutLMv3ForSequenceClassification(config)
-    baseline.layoutlmv3.load_state_dict(model.aetnet.layoutlmv3.state_dict())
-    baseline.classifier.load_state_dict(model.classifier.state_dict())
-    return baseline
 
 
 @contextmanager
@@ -239,11 +217,15 @@ def main():
         raise ValueError("--do_eval needs a validation split (dev.jsonl, labels/val.txt or --validation_file).")
     limit_splits(raw, data_args)
     label_list = next(iter(raw.values())).features["label"].names
-    ocr = OCRCache(data_args.ocr_cache_dir, ocr_lang=data_args.ocr_lang, tesseract_config=data_args.tesseract_config)
-    with training_args.main_process_first(desc="OCR"):
-        for split in raw:
-            raw[split] = ocr_dataset(raw[split], ocr, num_workers=data_args.ocr_num_workers, desc=f"OCR {split}")
-    logger.info(f"OCR cache {ocr.cache_dir}: {ocr.hits} page(s) read from it, {ocr.misses} OCR-ed now")
+    # Files that carry their own words and boxes need no OCR, and no Tesseract installed.
+    if any("words" not in split.column_names for split in raw.values()):
+        ocr = OCRCache(
+            data_args.ocr_cache_dir, ocr_lang=data_args.ocr_lang, tesseract_config=data_args.tesseract_config
+        )
+        with training_args.main_process_first(desc="OCR"):
+            for split in raw:
+                raw[split] = ocr_dataset(raw[split], ocr, num_workers=data_args.ocr_num_workers, desc=f"OCR {split}")
+        logger.info(f"OCR cache {ocr.cache_dir}: {ocr.hits} page(s) read from it, {ocr.misses} OCR-ed now")
 
     # ---- Processor and model ----
     train_words = raw["train"]["words"] if "train" in raw else [["document"]]
@@ -251,9 +233,6 @@ def main():
         model_args, AETNetForSequenceClassification, train_words, data_args.max_seq_length, label_list
     )
     warn_if_from_scratch_learning_rate(logger, training_args, base_models)
-    if model_args.baseline == "layoutlmv3":
-        model = layoutlmv3_baseline(model)
-        logger.info("Training the plain LayoutLMv3 baseline, from the same LayoutLMv3 and head weights as AETNet.")
     # Dataset class ids -> the model's label ids (a checkpoint may order the labels differently).
     label_ids = {i: model.config.label2id[label] for i, label in enumerate(label_list)}
     id2label = model.config.id2label

@@ -15,6 +15,10 @@ import torch  # noqa: E402
 
 torch.set_num_threads(2)
 
+# Devices of the device-parametrised tests (fast paths, mixed precision): the CPU, and a GPU where one is present. The
+# GPU cases are absent, not skipped, on a machine without one (as in CI); `pytest -k cuda` runs only them.
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
 
 @pytest.fixture
 def restore_logging():

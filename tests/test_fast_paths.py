@@ -16,6 +16,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification
 from transformers.models.layoutlmv3.modeling_layoutlmv3 import LayoutLMv3Encoder, LayoutLMv3SelfAttention
 
+from conftest import DEVICES
+
 from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.fast_attention import (
     LayoutLMv3SdpaEncoder,
@@ -74,15 +76,16 @@ def make_inputs(batch_size=3, length=12, image=IMAGE, seed=0) -> dict:
     )
 
 
-def run(model, implementation, inputs, bf16=False):
-    """Switch `model` to `implementation`, run forward + backward; return the logits and every gradient."""
+def run(model, implementation, inputs, bf16=False, device="cpu"):
+    """Switch `model` to `implementation`, run forward + backward on `device`; return the logits and every gradient
+    (on the CPU)."""
     set_layoutlmv3_attention(model, implementation)
-    model.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        outputs = model(**inputs)
+    model.to(device).zero_grad(set_to_none=True)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        outputs = model(**{key: value.to(device) for key, value in inputs.items()})
     outputs.loss.backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-    return outputs.logits.float(), grads
+    grads = {name: p.grad.cpu() for name, p in model.named_parameters() if p.grad is not None}
+    return outputs.logits.float().cpu(), grads
 
 
 def assert_grad_close(actual, expected, name, rtol=1e-5):
@@ -96,15 +99,16 @@ def relative_error(actual, expected):
     return ((actual.float() - expected.float()).norm() / expected.float().norm().clamp(min=1e-30)).item()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("relative, spatial", [(True, True), (True, False), (False, True), (False, False)])
 @pytest.mark.parametrize("with_image", [True, False])
-def test_sdpa_fusion_attention_equals_eager_fp32(relative, spatial, with_image):
+def test_sdpa_fusion_attention_equals_eager_fp32(relative, spatial, with_image, device):
     model = tiny_layoutlmv3(has_relative_attention_bias=relative, has_spatial_attention_bias=spatial)
     inputs = make_inputs()
     if not with_image:
         inputs.pop("pixel_values")
-    eager_logits, eager_grads = run(model, "eager", inputs)
-    sdpa_logits, sdpa_grads = run(model, "sdpa", inputs)
+    eager_logits, eager_grads = run(model, "eager", inputs, device=device)
+    sdpa_logits, sdpa_grads = run(model, "sdpa", inputs, device=device)
     torch.testing.assert_close(sdpa_logits, eager_logits, rtol=1e-5, atol=1e-5)
     assert sdpa_grads.keys() == eager_grads.keys()
     for name, grad in eager_grads.items():
@@ -123,11 +127,12 @@ def test_sdpa_math_backend_equals_eager_fp32():
         assert_grad_close(sdpa_grads[name], grad, name)
 
 
-def test_sdpa_fusion_attention_equals_eager_bf16_autocast():
+@pytest.mark.parametrize("device", DEVICES)
+def test_sdpa_fusion_attention_equals_eager_bf16_autocast(device):
     model = tiny_layoutlmv3()
     inputs = make_inputs()
-    eager_logits, eager_grads = run(model, "eager", inputs, bf16=True)
-    sdpa_logits, sdpa_grads = run(model, "sdpa", inputs, bf16=True)
+    eager_logits, eager_grads = run(model, "eager", inputs, bf16=True, device=device)
+    sdpa_logits, sdpa_grads = run(model, "sdpa", inputs, bf16=True, device=device)
     assert relative_error(sdpa_logits, eager_logits) <= 1e-2
     # The exact gradient of a key bias is zero (softmax ignores a per-row shift), so both paths return rounding noise
     # there: it is held to 1e-2 of the global gradient norm instead of its own.

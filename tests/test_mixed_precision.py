@@ -1,5 +1,5 @@
 """
-Mixed precision: under fp16 and bf16 autocast on CPU every loss (task and the four alignment terms) and every gradient
+Mixed precision: under fp16 and bf16 autocast, on the CPU and on a GPU where one is present, every loss (task and the four alignment terms) and every gradient
 stays finite in the worst case for a contrastive loss: the temperature at its floor (0.001, logits up to 1000) and
 all-identical features (same document across the batch and a queue full of copies of it, so every similarity ties).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import DEVICES
 
 from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.modeling_aetnet import TEMPERATURE_RANGE, AETNetForTokenClassification
@@ -17,7 +18,7 @@ SEQ_LEN, VOCAB, IMAGE, BATCH = 12, 99, 16, 4
 OBJECTIVES = {"ditc", "imc", "glitc", "pita"}
 
 
-def identical_batch() -> dict[str, torch.Tensor]:
+def identical_batch(device: str = "cpu") -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     corner = torch.randint(0, 900, (SEQ_LEN, 2), generator=generator)
     bbox = torch.cat([corner, corner + 80], dim=-1)
@@ -33,7 +34,7 @@ def identical_batch() -> dict[str, torch.Tensor]:
         "pixel_values": torch.randn(3, IMAGE, IMAGE, generator=generator),
         "labels": labels,
     }
-    return {key: value.expand(BATCH, *value.shape).clone() for key, value in document.items()}
+    return {key: value.expand(BATCH, *value.shape).clone().to(device) for key, value in document.items()}
 
 
 def model_at_the_worst_case(batch) -> AETNetForTokenClassification:
@@ -41,7 +42,7 @@ def model_at_the_worst_case(batch) -> AETNetForTokenClassification:
     for sub in (config.layout_config, config.vision_config, config.text_config):
         sub.hidden_dropout_prob = sub.attention_probs_dropout_prob = 0.0
     torch.manual_seed(0)
-    model = AETNetForTokenClassification(config).train()
+    model = AETNetForTokenClassification(config).train().to(batch["input_ids"].device)
     base = model.aetnet
     with torch.no_grad():
         base.temp.fill_(TEMPERATURE_RANGE[0])
@@ -54,14 +55,15 @@ def model_at_the_worst_case(batch) -> AETNetForTokenClassification:
     return model
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-def test_losses_and_gradients_stay_finite_at_the_temperature_floor_with_identical_features(dtype):
+def test_losses_and_gradients_stay_finite_at_the_temperature_floor_with_identical_features(dtype, device):
     assert TEMPERATURE_RANGE[0] == 0.001
-    batch = identical_batch()
+    batch = identical_batch(device)
     model = model_at_the_worst_case(batch)
     dtypes = []
     model.classifier.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
-    with torch.autocast("cpu", dtype=dtype):
+    with torch.autocast(device, dtype=dtype):
         outputs = model(**batch)
     assert dtypes == [dtype]  # the forward really ran in reduced precision
     assert model.aetnet.temp.item() == pytest.approx(0.001)
@@ -78,12 +80,13 @@ def test_losses_and_gradients_stay_finite_at_the_temperature_floor_with_identica
     assert torch.isfinite(model.aetnet.image_queue).all() and torch.isfinite(model.aetnet.text_queue).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-def test_reduced_precision_losses_match_float32_at_the_temperature_floor(dtype):
+def test_reduced_precision_losses_match_float32_at_the_temperature_floor(dtype, device):
     """Finite is not enough: the alignment losses are computed in float32 inside autocast, so they stay close."""
-    batch = identical_batch()
+    batch = identical_batch(device)
     reference = model_at_the_worst_case(batch)(**batch).alignment_losses
-    with torch.autocast("cpu", dtype=dtype):
+    with torch.autocast(device, dtype=dtype):
         reduced = model_at_the_worst_case(batch)(**batch).alignment_losses
     for name in OBJECTIVES:
         torch.testing.assert_close(reduced[name].float(), reference[name].float(), atol=0.15, rtol=0.05, msg=name)

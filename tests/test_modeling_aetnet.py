@@ -187,6 +187,33 @@ def test_parity_with_layoutlmv3_at_initialisation(tester, head, injection):
     assert (ours - theirs).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize(
+    "head, num_labels",
+    [(AETNetForTokenClassification, 3), (AETNetForTokenClassification, 12), (AETNetForSequenceClassification, 3),
+     (AETNetForQuestionAnswering, 2)],
+    ids=["token-linear-head", "token-mlp-head", "sequence", "question-answering"],
+)
+def test_to_layoutlmv3_is_the_baseline_from_the_same_start(tester, head, num_labels):
+    id2label = {i: f"L{i}" for i in range(num_labels)}
+    label2id = {label: i for i, label in id2label.items()}
+    config = tester.get_config(fusion_injection="none", num_labels=num_labels, id2label=id2label, label2id=label2id)
+    model = head(config).eval()
+    baseline = model.to_layoutlmv3().eval()
+    reference_class, head_name = LAYOUTLMV3_HEADS[head]
+    assert type(baseline) is reference_class
+    assert baseline.config.id2label == id2label and baseline.config.label2id == label2id
+    baseline_weights = baseline.state_dict()
+    for name, value in model.aetnet.layoutlmv3.state_dict().items():
+        assert torch.equal(baseline_weights[f"layoutlmv3.{name}"], value), name
+    for name, value in getattr(model, head_name).state_dict().items():
+        assert torch.equal(baseline_weights[f"{head_name}.{name}"], value), name
+    # Copies, not shared tensors: training the baseline leaves the AETNet model as it was.
+    assert not {p.data_ptr() for p in baseline.parameters()} & {p.data_ptr() for p in model.parameters()}
+    inputs = tester.prepare_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(_logits(baseline(**inputs)), _logits(model(**inputs)))
+
+
 def test_add_injection_changes_the_fusion_input(tester):
     model = AETNetForTokenClassification(tester.get_config(fusion_injection="add")).eval()
     inputs = tester.prepare_inputs()

@@ -1,5 +1,5 @@
-"""Tests of document classification: the RVL-CDIP readers, the classification metrics and confusion-matrix plot, the
-`--baseline layoutlmv3` initialisation, and `examples/run_rvlcdip.py` for 2 steps on six rendered pages."""
+"""Tests of document classification: the RVL-CDIP readers, the classification metrics and confusion-matrix plot, and
+`examples/run_rvlcdip.py` (AETNet and `--baseline layoutlmv3`) for 2 steps on six rendered pages."""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytesseract
 import pytest
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 import aetnet.ocr_cache as ocr_cache_module
 from conftest import load_example
 
-from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.data.rvlcdip import RVLCDIP_LABELS, load_rvlcdip
 from aetnet.metrics.classification import classification_metrics, confusion_matrix, plot_confusion_matrix
-from aetnet.modeling_aetnet import AETNetForSequenceClassification
 from aetnet.ocr_cache import OCRCache
 
 
@@ -145,30 +142,6 @@ def test_classification_metrics_and_confusion_matrix(tmp_path):
         plot_confusion_matrix(matrix, ["a", "b"], tmp_path / "bad.png")
 
 
-# ---- The LayoutLMv3 baseline starts where AETNet starts ----
-
-
-def test_layoutlmv3_baseline_has_the_same_initialisation():
-    run_rvlcdip = load_example("run_rvlcdip")
-    config = AETNetConfig.from_preset(
-        "tiny", vocab_size=99, max_length=16, num_labels=3, queue_size=8, fusion_injection="none"
-    )
-    torch.manual_seed(0)
-    model = AETNetForSequenceClassification(config).eval()
-    baseline = run_rvlcdip.layoutlmv3_baseline(model).eval()
-    assert type(baseline).__name__ == "LayoutLMv3ForSequenceClassification" and baseline.config.num_labels == 3
-    for name, value in baseline.layoutlmv3.state_dict().items():
-        assert torch.equal(value, model.aetnet.layoutlmv3.state_dict()[name]), name
-    # Without fusion, AETNet in eval mode is LayoutLMv3: the same start gives the same logits.
-    inputs = {
-        "input_ids": torch.randint(5, 99, (2, 10)),
-        "bbox": torch.tensor([[10, 10, 50, 40]] * 10).expand(2, 10, 4),
-        "pixel_values": torch.randn(2, 3, 16, 16),
-    }
-    with torch.no_grad():
-        torch.testing.assert_close(baseline(**inputs).logits, model(**inputs).logits)
-
-
 # ---- run_rvlcdip.py end to end, 2 steps, six rendered pages whose OCR is already in the cache ----
 
 CLASS_TEXT = {
@@ -239,3 +212,33 @@ def test_run_rvlcdip_two_steps(rendered_pages, tmp_path, monkeypatch, restore_lo
     config = json.loads((output_dir / "config.json").read_text())
     assert config["model_type"] == ("layoutlmv3" if baseline else "aetnet")
     assert config["id2label"] == {"0": "email", "1": "paper", "2": "resume"}
+
+
+def test_run_rvlcdip_with_ocr_in_the_split_files_needs_no_tesseract(
+    rendered_pages, tmp_path, monkeypatch, restore_logging
+):
+    """Pages whose split files carry `words` and `bboxes` are used as given: no OCR cache, no Tesseract needed."""
+    for split in ("train", "dev"):
+        lines = (rendered_pages / f"{split}.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines if line]
+        for record in records:
+            record["words"] = ["Hello", record["label"]]
+            record["bboxes"] = [[10, 10, 100, 40], [10, 50, 100, 80]]
+        write_jsonl(rendered_pages / f"{split}.jsonl", records)
+    monkeypatch.setattr(ocr_cache_module, "OCRCache", lambda *args, **kwargs: pytest.fail("OCR was set up"))
+    monkeypatch.setattr(pytesseract, "get_tesseract_version", lambda: pytest.fail("Tesseract was asked for"))
+    argv = [
+        "run_rvlcdip.py",
+        f"--dataset_dir={rendered_pages}",
+        f"--output_dir={tmp_path / 'out'}",
+        "--max_seq_length=16",
+        "--max_steps=1",
+        "--per_device_train_batch_size=2",
+        "--tokenizer_vocab_size=300",
+        "--report_to=none",
+        "--dataloader_pin_memory=False",
+        "--do_predict=False",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    metrics = load_example("run_rvlcdip").main()
+    assert metrics["eval_samples"] == 3 and 0.0 <= metrics["eval_accuracy"] <= 1.0

@@ -97,6 +97,13 @@ class ModelArguments:
         default=None,
         metadata={"help": "How aligned features enter LayoutLMv3 (new model).", "choices": ["add", "gated", "none"]},
     )
+    baseline: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train this plain model instead of AETNet, from the same LayoutLMv3 and head weights.",
+            "choices": ["layoutlmv3"],
+        },
+    )
 
 
 @dataclass
@@ -170,7 +177,9 @@ def build_processor_and_model(
 ) -> tuple[AETNetProcessor, PreTrainedModel, list[str]]:
     """
     Processor and `model_class` model (an AETNet head) for the three starts of `model_args`; returns them with the
-    base model names for the model card (empty for random weights).
+    base model names for the model card (empty for random weights). With `--baseline layoutlmv3` the model is stock
+    LayoutLMv3 with the same head, started from that AETNet model's LayoutLMv3 and head weights
+    (`AETNetFor....to_layoutlmv3`), so that the two are compared from one initialisation.
 
     `train_words` train the tokenizer of a random-weight model; `label_list` sets the labels of a classification head
     (and must match a checkpoint's) and is `None` for question answering. The default feature queue holds half of
@@ -213,30 +222,37 @@ def build_processor_and_model(
                 f"The checkpoint's labels {sorted(model.config.label2id)} are not the dataset's {label_list}; "
                 "start from encoders (--layout_model ...) to train a new head."
             )
-        return processor, model, [model_args.model_name_or_path]
-    if any(encoders):
+        base_models = [model_args.model_name_or_path]
+    elif any(encoders):
         if not all(encoders):
             raise ValueError(f"--layout_model, --vision_model and --text_model go together, got {encoders}.")
         tokenizer = transformers.AutoTokenizer.from_pretrained(model_args.layout_model)
         image_processor = LayoutLMv3ImageProcessorPil.from_pretrained(model_args.layout_model, apply_ocr=False)
+        processor = AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer)
         model = model_class.from_encoders_pretrained(*encoders, **label_kwargs, queue_size=queue_size, **new_config)
-        return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model, encoders
+        base_models = encoders
+    else:
+        tokenizer = train_layoutlmv3_tokenizer(
+            train_words, vocab_size=model_args.tokenizer_vocab_size, model_max_length=max_seq_length
+        )
+        config = AETNetConfig.from_preset(
+            model_args.model_size,
+            vocab_size=len(tokenizer),
+            max_length=max_seq_length,
+            **label_kwargs,
+            queue_size=queue_size,
+            **new_config,
+        )
+        size = config.layout_config.input_size
+        image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": size, "width": size})
+        processor = AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        model = model_class(config)
+        base_models = []
 
-    tokenizer = train_layoutlmv3_tokenizer(
-        train_words, vocab_size=model_args.tokenizer_vocab_size, model_max_length=max_seq_length
-    )
-    config = AETNetConfig.from_preset(
-        model_args.model_size,
-        vocab_size=len(tokenizer),
-        max_length=max_seq_length,
-        **label_kwargs,
-        queue_size=queue_size,
-        **new_config,
-    )
-    size = config.layout_config.input_size
-    image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": size, "width": size})
-    model = model_class(config)
-    return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model, []
+    if model_args.baseline == "layoutlmv3":
+        model = model.to_layoutlmv3()
+        logger.info("Training the plain LayoutLMv3 baseline, from the same LayoutLMv3 and head weights as AETNet.")
+    return processor, model, base_models
 
 
 def limit_splits(raw: dict[str, Any], data_args: Any) -> dict[str, Any]:

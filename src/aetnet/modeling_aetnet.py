@@ -552,6 +552,23 @@ class _AETNetHeadMixin:
     def momentum_update(self) -> None:
         self.aetnet.momentum_update()
 
+    def to_layoutlmv3(self) -> PreTrainedModel:
+        """
+        Stock LayoutLMv3 with this head (`LayoutLMv3ForTokenClassification`, ...) holding copies of this model's
+        LayoutLMv3 and head weights, on the same device and dtype.
+
+        It is the fair baseline for a comparison: plain LayoutLMv3 fine-tuned from exactly AETNet's start. The aligners,
+        projections, queues and temperature are left behind, so its outputs equal this model's only where the aligned
+        features do not enter LayoutLMv3 (`fusion_injection="none"`, eval mode).
+        """
+        config = self._head_config()
+        config.id2label, config.label2id = dict(self.config.id2label), dict(self.config.label2id)
+        baseline = self._layoutlmv3_class(config)
+        baseline.layoutlmv3.load_state_dict(self.aetnet.layoutlmv3.state_dict())
+        for name in self._layoutlmv3_head_names:
+            getattr(baseline, name).load_state_dict(getattr(self, name).state_dict())
+        return baseline.to(device=self.device, dtype=self.dtype)
+
 
 class AETNetForTokenClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
     """AETNet with LayoutLMv3's token classification head (linear below 10 labels, an MLP from 10), e.g. FUNSD, CORD."""

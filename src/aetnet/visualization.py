@@ -191,12 +191,9 @@ def _draw_legend(draw, entries, colors, font, size, drawn) -> None:
         y += row_height
 
 
-def plot_loss_curves(log_history: list[dict], path: str, title: str | None = None) -> str | None:
-    """
-    Plot the training loss terms of a `Trainer` log history (`loss`, `loss_task`, `loss_ditc`, ... against the step)
-    to a PNG, one line per term, so that one can see which objectives learn. Returns the path, or None when the
-    history has no training loss. Needs matplotlib (`pip install 'aetnet[examples]'`).
-    """
+def loss_curves(log_history: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """The training loss terms of a `Trainer` log history (`loss`, `loss_task`, `loss_ditc`, ...), each as
+    (optimizer steps, values). Evaluation entries (`eval_loss_*`) are left out."""
     curves: dict[str, tuple[list[int], list[float]]] = {}
     for entry in log_history:
         if "loss" not in entry or "step" not in entry:
@@ -206,6 +203,16 @@ def plot_loss_curves(log_history: list[dict], path: str, title: str | None = Non
                 steps, values = curves.setdefault(name, ([], []))
                 steps.append(entry["step"])
                 values.append(value)
+    return curves
+
+
+def plot_loss_curves(log_history: list[dict], path: str, title: str | None = None) -> str | None:
+    """
+    Plot the training loss terms of a `Trainer` log history (`loss`, `loss_task`, `loss_ditc`, ... against the step)
+    to a PNG, one line per term, so that one can see which objectives learn. Returns the path, or None when the
+    history has no training loss. Needs matplotlib (`pip install 'aetnet[examples]'`).
+    """
+    curves = loss_curves(log_history)
     if not curves:
         return None
     import matplotlib
@@ -228,4 +235,4 @@ def plot_loss_curves(log_history: list[dict], path: str, title: str | None = Non
     return path
 
 
-__all__ = ["KNOWN_COLORS", "PALETTE", "draw_prediction", "label_colors", "plot_loss_curves"]
+__all__ = ["KNOWN_COLORS", "PALETTE", "draw_prediction", "label_colors", "loss_curves", "plot_loss_curves"]

@@ -1,0 +1,225 @@
+"""
+AETNet against plain LayoutLMv3 on FUNSD over several seeds, with an ablation of the four alignment objectives.
+
+Every run is `examples/run_funsd.py` in its own process, with the same arguments (those after `--`) and its seed;
+the variants differ in one thing each:
+
+- `aetnet`: AETNet, all four objectives at their default weights;
+- `layoutlmv3`: `--baseline layoutlmv3`, stock LayoutLMv3 started from the very weights of the AETNet run of the same
+  seed (`AETNetFor....to_layoutlmv3`): the same LayoutLMv3 initialisation, data order, steps and learning rate;
+- `no-ditc`, `no-imc`, `no-glitc`, `no-pita`: AETNet with that objective's loss weight at 0 (same initialisation as
+  `aetnet`; the term is still computed and logged, so its curve shows what it does untrained);
+- `no-alignment`: all four weights at 0, so the aligners' features still enter LayoutLMv3 but nothing aligns them:
+  what the extra encoders give without the objectives.
+
+The script writes, under `--out`: `runs/<variant>-seed<seed>/` (each run's output folder and `log.txt`),
+`summary.json` (every run's scores, times, hardware and loss history, plus the command), `summary.md`
+(entity F1 mean and sample standard deviation per variant) and `loss_curves.png` (task and alignment losses against
+the step, mean over seeds with the min-max band). Runs whose folder already holds `all_results.json` are read, not
+rerun, so an interrupted comparison continues where it stopped (`--rerun` to start over).
+
+    python benchmarks/compare_funsd.py --variants aetnet,layoutlmv3 --seeds 1,2,3 \
+        --out benchmarks/results/funsd-tiny-cpu -- --dataset_dir ../shared/data/funsd --model_size tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+from aetnet.visualization import loss_curves
+from bench_lib import hardware
+
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_funsd.py"
+OBJECTIVES = ("ditc", "imc", "glitc", "pita")
+VARIANTS = {
+    "aetnet": [],
+    "layoutlmv3": ["--baseline", "layoutlmv3"],
+    **{f"no-{name}": [f"--{name}_loss_weight", "0"] for name in OBJECTIVES},
+    "no-alignment": [arg for name in OBJECTIVES for arg in (f"--{name}_loss_weight", "0")],
+}
+SCORES = ("f1", "precision", "recall")
+# Arguments the script sets per run; giving them after `--` would make the runs differ in the wrong way.
+OWNED_ARGUMENTS = ("--output_dir", "--seed", "--baseline", *(f"--{name}_loss_weight" for name in OBJECTIVES))
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    argv = sys.argv[1:] if argv is None else argv
+    own, script_args = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="aetnet,layoutlmv3", help=f"Comma-separated, among {list(VARIANTS)}.")
+    parser.add_argument("--seeds", default="1,2,3", help="Comma-separated seeds; every variant runs every seed.")
+    parser.add_argument("--out", type=Path, required=True, help="Folder for the runs and the summary.")
+    parser.add_argument("--rerun", action="store_true", help="Run again even where a run's results exist.")
+    args = parser.parse_args(own)
+    args.variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown or not args.variants:
+        parser.error(f"--variants: unknown {unknown or 'none given'}; choose among {list(VARIANTS)}")
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if not args.seeds:
+        parser.error("--seeds: give at least one seed")
+    owned = [a for a in script_args if a.split("=", 1)[0] in OWNED_ARGUMENTS]
+    if owned:
+        parser.error(f"{owned} after `--` are set per run by this script; leave them out")
+    return args, script_args
+
+
+def run_once(variant: str, seed: int, run_dir: Path, script_args: list[str], rerun: bool) -> dict:
+    """One `run_funsd.py` run (or its saved results): scores, wall time and training log history."""
+    results_file = run_dir / "all_results.json"
+    if rerun or not results_file.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, str(SCRIPT), *script_args, *VARIANTS[variant],
+            "--output_dir", str(run_dir), "--seed", str(seed), "--disable_tqdm", "True",
+        ]
+        start = time.perf_counter()
+        with open(run_dir / "log.txt", "w") as log:
+            log.write(shlex.join(command) + "\n")
+            log.flush()
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            raise RuntimeError(f"{variant} seed {seed} failed (exit {result.returncode}); see {run_dir / 'log.txt'}")
+        info = {
+            "wall_seconds": round(time.perf_counter() - start, 1),
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "hardware": hardware(run_device(script_args)),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        }
+        (run_dir / "run_info.json").write_text(json.dumps(info, indent=1))
+    info = json.loads((run_dir / "run_info.json").read_text())
+    results = json.loads(results_file.read_text())
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    return {
+        "variant": variant,
+        "seed": seed,
+        **{name: results[f"eval_{name}"] for name in SCORES},
+        "train_runtime": results.get("train_runtime"),
+        **info,
+        "global_step": state["global_step"],
+        "log_history": state["log_history"],
+    }
+
+
+def run_device(script_args: list[str]) -> torch.device:
+    """Where `run_funsd.py` trains with these arguments: the GPU if there is one, unless `--use_cpu` is given."""
+    use_cpu = any(arg in ("--use_cpu", "--use_cpu=True") for arg in script_args)
+    return torch.device("cuda" if torch.cuda.is_available() and not use_cpu else "cpu")
+
+
+def summarize(runs: list[dict], variants: list[str]) -> list[dict]:
+    """Mean and sample standard deviation (0 for one seed) of each score, per variant, in `variants` order."""
+    rows = []
+    for variant in variants:
+        mine = [run for run in runs if run["variant"] == variant]
+        row = {"variant": variant, "seeds": [run["seed"] for run in mine]}
+        for name in SCORES:
+            values = [run[name] for run in mine]
+            row[name] = values
+            row[f"{name}_mean"] = statistics.fmean(values)
+            row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        row["train_runtime_mean"] = statistics.fmean(run["train_runtime"] or 0.0 for run in mine)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """The summary table; F1 differences are against the `layoutlmv3` and `aetnet` rows, where those ran."""
+    references = {row["variant"]: row["f1_mean"] for row in rows if row["variant"] in ("layoutlmv3", "aetnet")}
+    lines = [
+        "| variant | seeds | entity F1 mean +- std | F1 per seed | precision | recall "
+        + "".join(f"| F1 - {name} " for name in references)
+        + "| train s (mean) |",
+        "|---|---|---|---|---|---" + "|---" * len(references) + "|---|",
+    ]
+    for row in rows:
+        deltas = "".join(f"| {row['f1_mean'] - f1:+.4f} " for f1 in references.values())
+        lines.append(
+            f"| {row['variant']} | {','.join(map(str, row['seeds']))} | {row['f1_mean']:.4f} +- {row['f1_std']:.4f} "
+            f"| {' '.join(f'{v:.4f}' for v in row['f1'])} | {row['precision_mean']:.4f} | {row['recall_mean']:.4f} "
+            f"{deltas}| {row['train_runtime_mean']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], variants: list[str], path: Path) -> None:
+    """Task and alignment loss curves, one panel per term, one line per variant (mean over seeds, min-max band)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    terms = ["loss_task", *(f"loss_{name}" for name in OBJECTIVES)]
+    figure, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.6), squeeze=False)
+    for axis, term in zip(axes[0], terms):
+        for variant in variants:
+            curves = [loss_curves(run["log_history"]).get(term) for run in runs if run["variant"] == variant]
+            curves = [curve for curve in curves if curve]
+            if not curves:
+                continue
+            length = min(len(steps) for steps, _ in curves)
+            steps = curves[0][0][:length]
+            values = torch.tensor([values[:length] for _, values in curves], dtype=torch.float64)
+            (line,) = axis.plot(steps, values.mean(0), label=variant)
+            if len(curves) > 1:
+                axis.fill_between(steps, values.min(0).values, values.max(0).values, color=line.get_color(), alpha=0.2)
+        axis.set_title(term[5:] + (" (weight 0 in no-* runs)" if term != "loss_task" else ""), fontsize=9)
+        axis.set_xlabel("optimizer step")
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("training loss (unweighted)")
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, script_args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    plan = [(variant, seed) for seed in args.seeds for variant in args.variants]
+    for index, (variant, seed) in enumerate(plan, 1):
+        run = run_once(variant, seed, args.out / "runs" / f"{variant}-seed{seed}", script_args, args.rerun)
+        runs.append(run)
+        print(f"[{index}/{len(plan)}] {variant} seed {seed}: F1 {run['f1']:.4f} ({run['wall_seconds']:.0f} s)")
+    rows = summarize(runs, args.variants)
+    summary = {
+        "meta": {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": "python " + shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
+            # Where the runs ran (each run's own record; a summary may be written elsewhere from copied runs).
+            "run_hardware": list({json.dumps(r["hardware"], sort_keys=True): r["hardware"] for r in runs}.values()),
+            "software": sorted({f"torch {run['torch']}, transformers {run['transformers']}" for run in runs}),
+            "loadavg_at_summary": os.getloadavg(),
+        },
+        "rows": rows,
+        "runs": runs,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    table = markdown(rows)
+    (args.out / "summary.md").write_text(table + "\n")
+    plot(runs, args.variants, args.out / "loss_curves.png")
+    print(table)
+    print(f"wrote {args.out / 'summary.json'}, summary.md and loss_curves.png")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

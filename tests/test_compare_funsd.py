@@ -1,0 +1,82 @@
+"""benchmarks/compare_funsd.py: AETNet vs the LayoutLMv3 baseline over seeds, 2-step runs on a few synthetic forms."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import compare_funsd  # noqa: E402
+
+
+RUN_ARGS = [
+    "--synthetic_train_size", "4", "--synthetic_test_size", "2", "--max_steps", "2",
+    "--per_device_train_batch_size", "2", "--logging_steps", "1", "--max_seq_length", "96", "--doc_stride", "16",
+]
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    argv = ["--variants", "aetnet,layoutlmv3", "--seeds", "5", "--out", str(out), "--", *RUN_ARGS]
+    summary = compare_funsd.main(argv)
+    return out, summary
+
+
+def test_runs_both_variants_and_writes_the_summary(comparison):
+    out, summary = comparison
+    assert [row["variant"] for row in summary["rows"]] == ["aetnet", "layoutlmv3"]
+    assert {(run["variant"], run["seed"]) for run in summary["runs"]} == {("aetnet", 5), ("layoutlmv3", 5)}
+    for run in summary["runs"]:
+        assert 0.0 <= run["f1"] <= 1.0 and run["global_step"] == 2 and run["wall_seconds"] > 0
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["rows"] == summary["rows"] and "--seeds 5" in saved["meta"]["command"]
+    assert [hardware["cpu_count"] for hardware in saved["meta"]["run_hardware"]] == [os.cpu_count()]
+    table = (out / "summary.md").read_text()
+    assert "| aetnet | 5 |" in table and "| layoutlmv3 | 5 |" in table and "+0.0000" in table
+    assert (out / "loss_curves.png").stat().st_size > 10_000
+
+
+def test_the_baseline_is_plain_layoutlmv3_and_only_aetnet_logs_alignment_terms(comparison):
+    out, summary = comparison
+    runs = out / "runs"
+    configs = {v: json.loads((runs / f"{v}-seed5" / "config.json").read_text()) for v in ("aetnet", "layoutlmv3")}
+    assert configs["aetnet"]["model_type"] == "aetnet" and configs["layoutlmv3"]["model_type"] == "layoutlmv3"
+    logged = {run["variant"]: {key for entry in run["log_history"] for key in entry} for run in summary["runs"]}
+    assert {"loss_ditc", "loss_imc", "loss_glitc", "loss_pita"} <= logged["aetnet"]
+    assert not any(key.startswith("loss_") and key != "loss_task" for key in logged["layoutlmv3"])
+
+
+def test_existing_runs_are_read_not_rerun(comparison):
+    out, summary = comparison
+    log = out / "runs" / "aetnet-seed5" / "log.txt"
+    before = log.stat().st_mtime_ns
+    again = compare_funsd.main(["--variants", "aetnet", "--seeds", "5", "--out", str(out), "--", *RUN_ARGS])
+    assert log.stat().st_mtime_ns == before
+    assert again["runs"][0]["f1"] == next(r["f1"] for r in summary["runs"] if r["variant"] == "aetnet")
+
+
+def test_ablation_variants_zero_one_weight_each():
+    assert compare_funsd.VARIANTS["no-pita"] == ["--pita_loss_weight", "0"]
+    assert compare_funsd.VARIANTS["no-alignment"].count("0") == 4
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--variants", "aetnet,bert", "--out", "x"], "unknown \\['bert'\\]"),
+        (["--seeds", "1,two", "--out", "x"], "--seeds must be comma-separated integers"),
+        (["--out", "x", "--", "--seed", "3"], "set per run by this script"),
+        (["--out", "x", "--", "--pita_loss_weight=0.5"], "set per run by this script"),
+    ],
+)
+def test_bad_arguments_name_the_argument(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        compare_funsd.parse_args(argv)
+    assert re.search(message, capsys.readouterr().err)
