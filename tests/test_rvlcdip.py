@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytesseract
 import pytest
+from huggingface_hub import ModelCard
 from PIL import Image, ImageDraw, ImageFont
 
 import aetnet.ocr_cache as ocr_cache_module
@@ -212,6 +213,11 @@ def test_run_rvlcdip_two_steps(rendered_pages, tmp_path, monkeypatch, restore_lo
     config = json.loads((output_dir / "config.json").read_text())
     assert config["model_type"] == ("layoutlmv3" if baseline else "aetnet")
     assert config["id2label"] == {"0": "email", "1": "paper", "2": "resume"}
+    # The model card says which model it is: a baseline is not presented as AETNet.
+    card = ModelCard.load(output_dir / "README.md")
+    assert ("aetnet-baseline" in card.data.tags) == bool(baseline) and ("aetnet" in card.data.tags) != bool(baseline)
+    assert ("It is not an AETNet model." in card.text) == bool(baseline)
+    assert ("Loss weights" in card.text) == ("alignment encoder whose outputs" in card.text) == (not baseline)
 
 
 def test_run_rvlcdip_with_ocr_in_the_split_files_needs_no_tesseract(

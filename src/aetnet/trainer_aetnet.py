@@ -52,9 +52,9 @@ _PIPELINE_TAGS = {
     "AETNetForQuestionAnswering": "document-question-answering",
 }
 _AUTO_CLASSES = {
-    "AETNetForTokenClassification": "AutoModelForTokenClassification",
-    "AETNetForSequenceClassification": "AutoModelForSequenceClassification",
-    "AETNetForQuestionAnswering": "AutoModelForQuestionAnswering",
+    f"{model}For{head}": f"AutoModelFor{head}"
+    for model in ("AETNet", "LayoutLMv3")  # LayoutLMv3: the baselines of the examples
+    for head in ("TokenClassification", "SequenceClassification", "QuestionAnswering")
 }
 _NON_METRIC_KEYS = (
     "runtime", "samples_per_second", "steps_per_second", "epoch", "step", "model_preparation_time", "samples"
@@ -227,6 +227,8 @@ class AETNetTrainer(Trainer):
     # compute_loss returns a per-micro-batch mean: training_step must divide it by the accumulation steps.
     loss_is_scaled_for_ga = False
     _tag_names = ["aetnet", "layoutlmv3", "document-ai"]
+    # A plain model trained by this trainer (`--baseline layoutlmv3` of the examples) is not tagged as AETNet.
+    _baseline_tag_names = ["layoutlmv3", "document-ai", "aetnet-baseline"]
 
     def __init__(self, *args, **kwargs):
         if kwargs.get("compute_loss_func") is not None:
@@ -244,7 +246,7 @@ class AETNetTrainer(Trainer):
         forward_parameters = inspect.signature(unwrapped.forward).parameters
         self._is_aetnet = "return_alignment_losses" in forward_parameters
         if hasattr(unwrapped, "add_model_tags"):
-            unwrapped.add_model_tags(self._tag_names)
+            unwrapped.add_model_tags(self._tag_names if self._is_aetnet else self._baseline_tag_names)
         if not any(isinstance(cb, MomentumUpdateCallback) for cb in self.callback_handler.callbacks):
             self.add_callback(MomentumUpdateCallback(self.accelerator))
         collator = self.data_collator
@@ -503,7 +505,8 @@ class AETNetTrainer(Trainer):
             for name, value in eval_metrics.items()
             if not name.startswith(("loss", "nonfinite"))
         ]
-        tags = _as_list(kwargs.get("tags")) + list(getattr(model, "model_tags", None) or self._tag_names) + [task]
+        default_tags = self._tag_names if self._is_aetnet else self._baseline_tag_names
+        tags = _as_list(kwargs.get("tags")) + list(getattr(model, "model_tags", None) or default_tags) + [task]
         card_data = ModelCardData(
             language=kwargs.get("language"),
             license=kwargs.get("license"),
@@ -529,8 +532,9 @@ class AETNetTrainer(Trainer):
             datasets_text=", ".join(datasets) if datasets else "an unspecified dataset",
             eval_metrics=eval_metrics,
             hyperparameters=hyperparameters,
+            is_aetnet=self._is_aetnet,
             loss_weights={name: self._argument(f"{name}_loss_weight") for name in LOSS_COMPONENTS[1:]},
-            aetnet_config=_config_summary(config),
+            aetnet_config=_config_summary(config) if self._is_aetnet else {},
             training_log=make_markdown_table(log_lines),
             framework_versions=_framework_versions(),
             citation=AETNET_CITATION,
