@@ -14,8 +14,9 @@ the variants differ in one thing each:
 
 The script writes, under `--out`: `runs/<variant>-seed<seed>/` (each run's output folder and `log.txt`),
 `summary.json` (every run's scores, times, hardware and loss history, plus the command), `summary.md`
-(entity F1 mean and sample standard deviation per variant) and `loss_curves.png` (task and alignment losses against
-the step, mean over seeds with the min-max band). Runs whose folder already holds `all_results.json` are read, not
+(entity F1 mean and sample standard deviation per variant) and `summary.png` (task and alignment losses against the
+step, mean over seeds with the min-max band); `--summary NAME` names these three files, so that several summaries
+(a comparison over three seeds, an ablation over two) can share one folder of runs. Runs whose folder already holds `all_results.json` are read, not
 rerun, so an interrupted comparison continues where it stopped (`--rerun` to start over).
 
     python benchmarks/compare_funsd.py --variants aetnet,layoutlmv3 --seeds 1,2,3 \
@@ -63,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--seeds", default="1,2,3", help="Comma-separated seeds; every variant runs every seed.")
     parser.add_argument("--out", type=Path, required=True, help="Folder for the runs and the summary.")
     parser.add_argument("--rerun", action="store_true", help="Run again even where a run's results exist.")
+    parser.add_argument("--summary", default="summary", help="Name of the summary files (.json, .md, .png).")
     args = parser.parse_args(own)
     args.variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in args.variants if v not in VARIANTS]
@@ -212,12 +214,13 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "runs": runs,
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    path = args.out / args.summary
+    path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     table = markdown(rows)
-    (args.out / "summary.md").write_text(table + "\n")
-    plot(runs, args.variants, args.out / "loss_curves.png")
+    path.with_suffix(".md").write_text(table + "\n")
+    plot(runs, args.variants, path.with_suffix(".png"))
     print(table)
-    print(f"wrote {args.out / 'summary.json'}, summary.md and loss_curves.png")
+    print(f"wrote {path}.json, .md and .png")
     return summary
 
 

@@ -57,7 +57,7 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transforme
 pack_runs() {  # the small files of each run: scores, trainer state (loss history), wall time, log
   local name=$1
   (cd "$RESULTS" && find "$name" \( -name all_results.json -o -name trainer_state.json -o -name wall_seconds.txt \
-      -o -name run_info.json -o -name log.txt -o -name 'summary.*' -o -name loss_curves.png \) -print0 \
+      -o -name run_info.json -o -name log.txt -o -name 'summary.*' \) -print0 \
     | tar -czf - --null -T -) > "$OUT/$name-runs.tar.gz"
 }
 

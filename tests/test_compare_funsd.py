@@ -40,7 +40,7 @@ def test_runs_both_variants_and_writes_the_summary(comparison):
     assert [hardware["cpu_count"] for hardware in saved["meta"]["run_hardware"]] == [os.cpu_count()]
     table = (out / "summary.md").read_text()
     assert "| aetnet | 5 |" in table and "| layoutlmv3 | 5 |" in table and "+0.0000" in table
-    assert (out / "loss_curves.png").stat().st_size > 10_000
+    assert (out / "summary.png").stat().st_size > 10_000
 
 
 def test_the_baseline_is_plain_layoutlmv3_and_only_aetnet_logs_alignment_terms(comparison):
@@ -57,8 +57,11 @@ def test_existing_runs_are_read_not_rerun(comparison):
     out, summary = comparison
     log = out / "runs" / "aetnet-seed5" / "log.txt"
     before = log.stat().st_mtime_ns
-    again = compare_funsd.main(["--variants", "aetnet", "--seeds", "5", "--out", str(out), "--", *RUN_ARGS])
+    argv = ["--variants", "aetnet", "--seeds", "5", "--out", str(out), "--summary", "aetnet-only", "--", *RUN_ARGS]
+    again = compare_funsd.main(argv)
     assert log.stat().st_mtime_ns == before
+    assert [row["variant"] for row in json.loads((out / "aetnet-only.json").read_text())["rows"]] == ["aetnet"]
+    assert (out / "summary.json").exists()  # the first summary stays
     assert again["runs"][0]["f1"] == next(r["f1"] for r in summary["runs"] if r["variant"] == "aetnet")
 
 
