@@ -101,7 +101,8 @@ def run_once(variant: str, seed: int, run_dir: Path, script_args: list[str], rer
         info = {
             "wall_seconds": round(time.perf_counter() - start, 1),
             "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "hardware": hardware(run_device(script_args)),
+            # Not torch_threads: that is this process's; the run sets its own (`--torch_num_threads`, 1 on CPU).
+            "hardware": {k: v for k, v in hardware(run_device(script_args)).items() if k != "torch_threads"},
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         }
@@ -169,7 +170,8 @@ def plot(runs: list[dict], variants: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     terms = ["loss_task", *(f"loss_{name}" for name in OBJECTIVES)]
-    figure, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.6), squeeze=False)
+    colors = {variant: f"C{index}" for index, variant in enumerate(variants)}  # one colour per variant in every panel
+    figure, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.8), squeeze=False)
     for axis, term in zip(axes[0], terms):
         for variant in variants:
             curves = [loss_curves(run["log_history"]).get(term) for run in runs if run["variant"] == variant]
@@ -179,15 +181,16 @@ def plot(runs: list[dict], variants: list[str], path: Path) -> None:
             length = min(len(steps) for steps, _ in curves)
             steps = curves[0][0][:length]
             values = torch.tensor([values[:length] for _, values in curves], dtype=torch.float64)
-            (line,) = axis.plot(steps, values.mean(0), label=variant)
+            axis.plot(steps, values.mean(0), color=colors[variant], label=variant)
             if len(curves) > 1:
-                axis.fill_between(steps, values.min(0).values, values.max(0).values, color=line.get_color(), alpha=0.2)
+                axis.fill_between(steps, values.min(0).values, values.max(0).values, color=colors[variant], alpha=0.2)
         axis.set_title(term[5:] + (" (weight 0 in no-* runs)" if term != "loss_task" else ""), fontsize=9)
         axis.set_xlabel("optimizer step")
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("training loss (unweighted)")
-    axes[0][0].legend(fontsize=8)
-    figure.tight_layout()
+    handles = [matplotlib.lines.Line2D([], [], color=colors[variant], label=variant) for variant in variants]
+    figure.legend(handles=handles, loc="lower center", ncol=len(variants), fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
