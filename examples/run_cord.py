@@ -51,6 +51,7 @@ from aetnet.example_utils import (
     seqeval_scores,
     setup_logging_and_seed,
     train_and_save,
+    training_collator,
     warn_if_from_scratch_learning_rate,
     write_word_predictions,
 )
@@ -155,12 +156,7 @@ def main():
         train_dataset=windows["train"] if training_args.do_train else None,
         eval_dataset=windows.get("validation"),
         processing_class=processor,
-        # The momentum view exists for AETNet only; the plain LayoutLMv3 baseline takes no `pixel_values_aug`.
-        data_collator=AETNetDataCollator(
-            tokenizer=processor.tokenizer,
-            augment=isinstance(model, AETNetForTokenClassification),
-            seed=training_args.seed,
-        ),
+        data_collator=training_collator(model, processor, training_args.seed),
         compute_metrics=scores_for("validation") if "validation" in windows else None,
     )
 

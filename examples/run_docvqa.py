@@ -52,6 +52,7 @@ from aetnet.example_utils import (
     parse_arguments,
     setup_logging_and_seed,
     train_and_save,
+    training_collator,
     warn_if_from_scratch_learning_rate,
     window_kwargs,
 )
@@ -237,12 +238,7 @@ def main():
         args=training_args,
         train_dataset=windows["train"][1] if "train" in windows else None,
         processing_class=processor,
-        # The momentum view exists for AETNet only; the plain LayoutLMv3 baseline takes no `pixel_values_aug`.
-        data_collator=AETNetDataCollator(
-            tokenizer=processor.tokenizer,
-            augment=isinstance(model, AETNetForQuestionAnswering),
-            seed=training_args.seed,
-        ),
+        data_collator=training_collator(model, processor, training_args.seed),
     )
 
     # ---- Train ----

@@ -59,6 +59,7 @@ from aetnet.example_utils import (
     parse_arguments,
     setup_logging_and_seed,
     train_and_save,
+    training_collator,
     warn_if_from_scratch_learning_rate,
 )
 from aetnet.metrics.classification import classification_metrics, confusion_matrix, plot_confusion_matrix
@@ -250,15 +251,13 @@ def main():
         names = [id2label[i] for i in range(len(id2label))]
         return classification_metrics(logits, prediction.label_ids, names)
 
-    is_aetnet = isinstance(model, AETNetForSequenceClassification)
     trainer = AETNetTrainer(
         model=model,
         args=training_args,
         train_dataset=pages.get("train") if training_args.do_train else None,
         eval_dataset=pages.get("validation") if training_args.do_eval else None,
         processing_class=processor,
-        # The momentum view exists for AETNet only; plain LayoutLMv3 takes no `pixel_values_aug`.
-        data_collator=AETNetDataCollator(tokenizer=processor.tokenizer, augment=is_aetnet, seed=training_args.seed),
+        data_collator=training_collator(model, processor, training_args.seed),
         compute_metrics=compute_metrics,
     )
     eval_collator = AETNetDataCollator(tokenizer=processor.tokenizer, augment=False)

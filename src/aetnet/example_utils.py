@@ -46,7 +46,9 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from aetnet.configuration_aetnet import AETNetConfig
+from aetnet.data_collator import AETNetDataCollator
 from aetnet.modeling_aetnet import (
+    AETNetPreTrainedModel,
     AETNetForQuestionAnswering,
     AETNetForSequenceClassification,
     AETNetForTokenClassification,
@@ -253,6 +255,13 @@ def build_processor_and_model(
         model = model.to_layoutlmv3()
         logger.info("Training the plain LayoutLMv3 baseline, from the same LayoutLMv3 and head weights as AETNet.")
     return processor, model, base_models
+
+
+def training_collator(model: PreTrainedModel, processor: AETNetProcessor, seed: int) -> AETNetDataCollator:
+    """The training collator: pages augmented for the momentum ViT (seeded by step) when `model` is AETNet, and not
+    for the plain LayoutLMv3 baseline, which has no momentum view and takes no `pixel_values_aug`."""
+    augment = isinstance(model, AETNetPreTrainedModel)
+    return AETNetDataCollator(tokenizer=processor.tokenizer, augment=augment, seed=seed)
 
 
 def limit_splits(raw: dict[str, Any], data_args: Any) -> dict[str, Any]:
@@ -472,6 +481,7 @@ __all__ = [
     "seqeval_scores",
     "setup_logging_and_seed",
     "train_and_save",
+    "training_collator",
     "warn_if_from_scratch_learning_rate",
     "window_kwargs",
     "write_word_predictions",
