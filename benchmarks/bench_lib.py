@@ -9,6 +9,7 @@ only while one profiled step runs.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import platform
 import statistics
@@ -32,7 +33,6 @@ RANGE_PREFIX = "bench::"
 PART_MODULES = {
     "aligners": ("vision_model", "text_model", "vision_proj", "text_proj"),
     "momentum_encoders": ("vision_model_m", "text_model_m", "vision_proj_m", "text_proj_m"),
-    "objectives": ("ditc_loss", "imc_loss", "glitc_loss", "pita_loss"),
 }
 FORWARD_PARTS = ("aligners", "momentum_encoders", "fusion", "objectives")
 STEP_PARTS = (*FORWARD_PARTS, "other_forward", "backward", "optimizer", "momentum_update", "unattributed")
@@ -50,21 +50,31 @@ class Variant:
 
 
 def build_variants(
-    size: str, fusion_attentions: list[str], seq_len: int, device: torch.device, compile_models: bool
+    size: str, attn_implementations: list[str], seq_len: int, device: torch.device, compile_models: bool
 ) -> list[Variant]:
-    """Stock `LayoutLMv3ForTokenClassification` then one AETNet per fusion attention, random init, AdamW each."""
+    """
+    Per attention implementation (transformers' `attn_implementation`), stock `LayoutLMv3ForTokenClassification`
+    (`layoutlmv3-<impl>`) and AETNet (`aetnet-<impl>`), random init (the same seed), AdamW each. AETNet's EMA step
+    is the explicit `momentum_update()` after the optimizer step, as `AETNetTrainer` runs it.
+    """
     max_length = max(seq_len, 512)
-    configs = {fa: AETNetConfig.from_preset(size, max_length=max_length, num_labels=NUM_LABELS, fusion_attention=fa)
-               for fa in fusion_attentions}
-    layout = next(iter(configs.values())).layout_config.to_dict()
+    config = AETNetConfig.from_preset(size, max_length=max_length, num_labels=NUM_LABELS)
+    layout = config.layout_config.to_dict()
     for key in ("id2label", "label2id"):
         layout.pop(key, None)
-    torch.manual_seed(0)
-    models = [("layoutlmv3", LayoutLMv3ForTokenClassification(type(configs[fusion_attentions[0]].layout_config)(
-        **layout, num_labels=NUM_LABELS)), False)]
-    for fa, config in configs.items():
+    models = []
+    for implementation in attn_implementations:
         torch.manual_seed(0)
-        models.append((f"aetnet-{fa}", AETNetForTokenClassification(config), True))
+        stock_config = type(config.layout_config)(**layout, num_labels=NUM_LABELS)
+        stock_config._attn_implementation = implementation
+        models.append((f"layoutlmv3-{implementation}", LayoutLMv3ForTokenClassification(stock_config), False))
+    for implementation in attn_implementations:
+        torch.manual_seed(0)
+        aetnet_config = copy.deepcopy(config)
+        aetnet_config._attn_implementation = implementation
+        model = AETNetForTokenClassification(aetnet_config)
+        model.aetnet.momentum_update_in_forward = False
+        models.append((f"aetnet-{implementation}", model, True))
     variants = []
     for name, model, is_aetnet in models:
         model.to(device)
@@ -134,10 +144,8 @@ def train_step(variant: Variant, inputs: dict, device: torch.device, dtype: str,
     """Forward with all alignment losses, backward of task + alignment losses, AdamW step, then the EMA update."""
     forward = forward or variant.forward
     with record_function(RANGE_PREFIX + "forward"), autocast(device, dtype):
-        outputs = forward(**_model_inputs(variant, inputs, with_labels=True))
-        loss = outputs.loss
-        if variant.is_aetnet:
-            loss = loss + sum(outputs.alignment_losses.values())
+        # AETNet's `loss` in training mode is the whole objective: task + the four (unit-weighted) alignment terms.
+        loss = forward(**_model_inputs(variant, inputs, with_labels=True)).loss
     with record_function(RANGE_PREFIX + "backward"):
         loss.backward()
     with record_function(RANGE_PREFIX + "optimizer"):
@@ -263,21 +271,29 @@ def part_ranges(model: AETNetForTokenClassification):
         for name in names:
             if getattr(base, name, None) is not None:
                 add(getattr(base, name), label)
+    for module in objective_loss_modules(base):
+        add(module, "objectives")
     add(base.layoutlmv3, "fusion")
     add(model.classifier, "fusion")
-    enqueue = base._dequeue_and_enqueue
+    enqueue = base.queues.enqueue
 
     def ranged_enqueue(*args, **kwargs):
         with record_function(RANGE_PREFIX + "objectives"):
             return enqueue(*args, **kwargs)
 
-    base._dequeue_and_enqueue = ranged_enqueue
+    base.queues.enqueue = ranged_enqueue
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
-        del base._dequeue_and_enqueue
+        del base.queues.enqueue
+
+
+def objective_loss_modules(base) -> list[nn.Module]:
+    """The tensor-level loss module of every enabled objective (`objective.loss`): the objectives' own work, after
+    the projections the aligners' range already counts."""
+    return [objective.loss for objective in base.objectives.values()]
 
 
 def breakdown(prof, wall_ms: float, device: torch.device) -> dict:
@@ -332,26 +348,25 @@ def objective_capture(model: AETNetForTokenClassification):
     def record(module, args, kwargs):
         loss_calls.append((module, [_alias(a) for a in args], {k: _alias(v) for k, v in kwargs.items()}))
 
-    for name in PART_MODULES["objectives"]:
-        if getattr(base, name, None) is not None:
-            handles.append(getattr(base, name).register_forward_pre_hook(record, with_kwargs=True))
-    patched = "_dequeue_and_enqueue" in vars(base)  # by `part_ranges`, when both are active
-    enqueue = base._dequeue_and_enqueue
+    for module in objective_loss_modules(base):
+        handles.append(module.register_forward_pre_hook(record, with_kwargs=True))
+    patched = "enqueue" in vars(base.queues)  # by `part_ranges`, when both are active
+    enqueue = base.queues.enqueue
 
     def recorded_enqueue(*args):
         enqueue_calls.append([_alias(a) for a in args])
         return enqueue(*args)
 
-    base._dequeue_and_enqueue = recorded_enqueue
+    base.queues.enqueue = recorded_enqueue
     try:
         yield loss_calls, enqueue_calls
     finally:
         for handle in handles:
             handle.remove()
         if patched:
-            base._dequeue_and_enqueue = enqueue
+            base.queues.enqueue = enqueue
         else:
-            del base._dequeue_and_enqueue
+            del base.queues.enqueue
 
 
 def time_objectives(model, loss_calls, enqueue_calls, device: torch.device, reps: int) -> float:
@@ -363,7 +378,7 @@ def time_objectives(model, loss_calls, enqueue_calls, device: torch.device, reps
         total = sum(module(*args, **kwargs) for module, args, kwargs in loss_calls)
         total.backward()
         for args in enqueue_calls:
-            model.aetnet._dequeue_and_enqueue(*args)
+            model.aetnet.queues.enqueue(*args)
         for leaf in leaves:
             leaf.grad = None
 

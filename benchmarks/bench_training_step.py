@@ -2,15 +2,16 @@
 AETNet vs stock LayoutLMv3: training-step and inference time, peak memory and a profiler breakdown, in one process
 and on the same inputs.
 
-For every size x dtype x batch size the script builds stock `LayoutLMv3ForTokenClassification` and one
-`AETNetForTokenClassification` per `--fusion-attention` (random init, all four alignment objectives, AdamW, momentum
-update after each step; the ViT and RoBERTa aligners use transformers' SDPA attention), times them in interleaved
+For every size x dtype x batch size the script builds stock `LayoutLMv3ForTokenClassification` and
+`AETNetForTokenClassification` per `--attn-implementation` (transformers' own attention selector, for LayoutLMv3 and,
+in AETNet, all five encoders; random init, all four alignment objectives, AdamW, momentum update after each step).
+Ratios are AETNet over stock LayoutLMv3 with sdpa, the attention a user gets by default. It times them in interleaved
 rounds after warm-up, reports medians, measures the peak memory of one more step, profiles one AETNet step into
 parts, replays the four objectives (forward + backward + queue update) on the captured inputs, and writes a JSON
 file (and a PNG with `--plot`).
 
     python benchmarks/bench_training_step.py --device cuda --sizes base --batch-sizes 1,8 --dtypes bf16,fp32 \
-        --fusion-attention eager,sdpa --out benchmarks/results/h100.json --plot
+        --attn-implementation sdpa,eager --out benchmarks/results/h100.json --plot
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", type=_csv(str), default=["train", "inference"])
     parser.add_argument("--steps", type=int, default=5, help="timed rounds (each variant once per round)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    parser.add_argument("--fusion-attention", type=_csv(str), default=["eager", "sdpa"], help="AETNet variants")
+    parser.add_argument("--attn-implementation", type=_csv(str), default=["sdpa", "eager"],
+                        help="attn_implementation of the stock and AETNet variants (sdpa is the reference)")
     parser.add_argument("--objective-reps", type=int, default=5, help="timed replays of the objectives")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU); default: torch's")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model's forward (all variants)")
@@ -87,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("--sizes", args.sizes, {"tiny", "small", "base"}),
         ("--dtypes", args.dtypes, {"fp32", "bf16"}),
         ("--modes", args.modes, {"train", "inference"}),
-        ("--fusion-attention", args.fusion_attention, {"eager", "sdpa"}),
+        ("--attn-implementation", args.attn_implementation, {"eager", "sdpa"}),
     ):
         bad = [v for v in values if v not in allowed]
         if bad or not values:
@@ -100,14 +102,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def attention_classes(model) -> dict:
-    """Which attention each encoder of `model` runs: the LayoutLMv3 self-attention class, the aligners' setting."""
-    out = {}
-    for name, module in model.named_modules():
-        if name.endswith("encoder.layer.0.attention.self") and "layoutlmv3" in name:
-            out["fusion"] = type(module).__name__
-        elif name in ("aetnet.vision_model", "aetnet.text_model"):
-            out[name.split(".")[1]] = module.config._attn_implementation
-    return out
+    """The `attn_implementation` each encoder of `model` runs."""
+    if not hasattr(model, "aetnet"):
+        return {"layoutlmv3": model.config._attn_implementation}
+    names = ("layoutlmv3", "vision_model", "text_model", "vision_model_m", "text_model_m")
+    return {name: getattr(model.aetnet, name).config._attn_implementation for name in names}
+
+
+def reference_name(names) -> str:
+    """The stock variant every ratio divides by: sdpa when measured (transformers' default), else the first."""
+    stock = [name for name in names if name.startswith("layoutlmv3-")]
+    return "layoutlmv3-sdpa" if "layoutlmv3-sdpa" in stock else stock[0]
 
 
 def run_case(variants, args, device, size, dtype, batch_size) -> tuple[list[dict], list[dict]]:
@@ -156,11 +161,12 @@ def run_case(variants, args, device, size, dtype, batch_size) -> tuple[list[dict
 
 def ratios(rows: list[dict], breakdowns: list[dict]) -> list[dict]:
     """AETNet / stock LayoutLMv3 per case and AETNet variant, with the goal each ratio is held against."""
-    stock = {(r["size"], r["dtype"], r["batch_size"], r["mode"]): r for r in rows if r["model"] == "layoutlmv3"}
+    reference = reference_name(r["model"] for r in rows)
+    stock = {(r["size"], r["dtype"], r["batch_size"], r["mode"]): r for r in rows if r["model"] == reference}
     shares = {(b["size"], b["dtype"], b["batch_size"], b["model"]): b["objectives_fwd_bwd_share"] for b in breakdowns}
     out = []
     for row in rows:
-        if row["model"] == "layoutlmv3":
+        if not row["model"].startswith("aetnet-"):
             continue
         key = (row["size"], row["dtype"], row["batch_size"], row["mode"])
         base = stock[key]
@@ -200,9 +206,10 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = {(r["size"], r["dtype"], r["batch_size"], r["mode"], r["model"]): r for r in results["rows"]}
+    reference = reference_name(r["model"] for r in results["rows"])
     for ratio in results["ratios"]:
         key = (ratio["size"], ratio["dtype"], ratio["batch_size"], ratio["mode"])
-        stock, aet = rows[(*key, "layoutlmv3")], rows[(*key, ratio["model"])]
+        stock, aet = rows[(*key, reference)], rows[(*key, ratio["model"])]
         train = ratio["mode"] == "train"
         time_goal = GOALS["train_time" if train else "inference_time"]
         memory = ratio.get("memory_ratio")
@@ -299,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
         "breakdowns": [],
     }
     for size in args.sizes:
-        variants = build_variants(size, args.fusion_attention, args.seq_len, device, args.compile)
+        variants = build_variants(size, args.attn_implementation, args.seq_len, device, args.compile)
         results["meta"].setdefault("attention", {})[size] = {v.name: attention_classes(v.model) for v in variants}
         for dtype in args.dtypes:
             for batch_size in args.batch_sizes:

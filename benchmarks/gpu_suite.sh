@@ -81,7 +81,7 @@ for stage in "$@"; do
     bench)
       setup_there
       $PYTHON benchmarks/bench_training_step.py --device $DEVICE "${BENCH[@]}" --seq-len 512 --dtypes bf16,fp32 \
-        --fusion-attention eager,sdpa --out "$OUT/bench-$SIZE.json" --plot
+        --attn-implementation sdpa,eager --out "$OUT/bench-$SIZE.json" --plot
       ;;
     funsd | ablation)
       setup_there

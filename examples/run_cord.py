@@ -17,11 +17,12 @@ CORD is read from the v2 release layout (`{train,dev,test}/json/*.json` with `va
 `category`; `{train,dev,test}/image/*`, see `aetnet.data.cord`), with segment-level boxes (each word gets its line's
 box, as LayoutLMv3 and AET are fine-tuned). With 61 labels the token head is LayoutLMv3's MLP head.
 
-Everything else is the FUNSD recipe of `run_funsd.py`, shared with it through `aetnet.example_utils` (model starts,
-windows, merging the windows back to words, entity-level seqeval): the model is trained on `train/`, evaluated on
-`dev/` after training (and during it with `--eval_strategy`), and `--do_predict` writes per-word predictions for
-`test/` with its scores. The official AET CORD run weighs the losses `0.8 * task + 1.2 * contrastive / 6 + 0.4 *
-PITA` (method.md 2.5); the `*_loss_weight` arguments set the alignment weights relative to the task loss.
+Everything else is the FUNSD recipe of `run_funsd.py`, shared with it through `utils_aetnet.py` and
+`utils_aetnet_data.py` beside it (model starts, windows, merging the windows back to words, entity-level seqeval):
+the model is trained on `train/`, evaluated on `dev/` after training (and during it with `--eval_strategy`), and
+`--do_predict` writes per-word predictions for `test/` with its scores. The official AET CORD run weighs the
+losses `0.8 * task + 1.2 * contrastive / 6 + 0.4 * PITA` (method.md 2.5); `--loss_weights` sets the
+alignment weights relative to the task loss (e.g. `--loss_weights ditc=0.25,imc=0.25,glitc=0.25,pita=0.5`).
 
     python examples/run_cord.py --dataset_dir data/CORD --output_dir outputs/aetnet-cord --model_size small
 """
@@ -38,26 +39,29 @@ from transformers.utils.versions import require_version
 
 from aetnet.data.cord import load_cord
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.example_utils import (
+from aetnet.metrics import load_seqeval
+from aetnet.modeling_aetnet import AETNetForTokenClassification
+from aetnet.trainer_aetnet import AETNetTrainer
+
+from utils_aetnet import (
     ExampleTrainingArguments,
     ModelArguments,
     build_processor_and_model,
     finish_run,
-    first_logits,
-    limit_splits,
-    merge_to_words,
     parse_arguments,
-    prepare_token_windows,
-    seqeval_scores,
     setup_logging_and_seed,
     train_and_save,
     training_collator,
     warn_if_from_scratch_learning_rate,
+)
+from utils_aetnet_data import (
+    first_logits,
+    limit_splits,
+    merge_to_words,
+    prepare_token_windows,
+    seqeval_scores,
     write_word_predictions,
 )
-from aetnet.metrics import load_seqeval
-from aetnet.modeling_aetnet import AETNetForTokenClassification
-from aetnet.trainer_aetnet import AETNetTrainer
 
 
 check_min_version("5.23.0")
@@ -77,7 +81,10 @@ class DataTrainingArguments:
         default=False, metadata={"help": "Give each word its own box instead of its line's (segment-level) box."}
     )
     max_seq_length: int = field(default=512, metadata={"help": "Window length in tokens."})
-    doc_stride: int = field(default=128, metadata={"help": "Tokens shared by consecutive windows of a receipt."})
+    doc_stride: int | None = field(
+        default=None,
+        metadata={"help": "Tokens shared by consecutive windows of a receipt (default: max_seq_length // 4, <= 128)."},
+    )
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every window to max_seq_length (default: pad each batch dynamically)."}
     )
@@ -143,7 +150,7 @@ def main():
     def scores_for(split):
         def compute_metrics(prediction):
             logits = first_logits(prediction.predictions)
-            predicted = merge_to_words(processor, logits, windows[split], raw[split], outside_id, logger)
+            predicted = merge_to_words(logits, windows[split], raw[split], outside_id, logger)
             return seqeval_scores(
                 metric, predicted, gold_words[split], id2label, data_args.return_entity_level_metrics
             )
@@ -179,7 +186,7 @@ def main():
         trainer.save_metrics("predict", output.metrics)
         if trainer.is_world_process_zero():
             predicted = merge_to_words(
-                processor, first_logits(output.predictions), windows["test"], raw["test"], outside_id, logger
+                first_logits(output.predictions), windows["test"], raw["test"], outside_id, logger
             )
             path = os.path.join(training_args.output_dir, "predictions.jsonl")
             write_word_predictions(path, raw["test"], gold_words["test"], predicted, id2label)

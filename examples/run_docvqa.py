@@ -42,24 +42,24 @@ from transformers.utils.versions import require_version
 
 from aetnet.data.docvqa import add_answer_spans, answer_token_positions, load_docvqa, postprocess_qa_predictions
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.example_utils import (
+from aetnet.metrics.anls import anls_score, compute_docvqa_metrics
+from aetnet.modeling_aetnet import AETNetForQuestionAnswering
+from aetnet.ocr_cache import with_page_pixels
+from aetnet.processing_aetnet import WORD_INDEX_KEY
+from aetnet.trainer_aetnet import AETNetTrainer
+
+from utils_aetnet import (
     ExampleTrainingArguments,
     ModelArguments,
     build_processor_and_model,
     finish_run,
-    limit_splits,
-    map_to_windows,
     parse_arguments,
     setup_logging_and_seed,
     train_and_save,
     training_collator,
     warn_if_from_scratch_learning_rate,
-    window_kwargs,
 )
-from aetnet.metrics.anls import anls_score, compute_docvqa_metrics
-from aetnet.modeling_aetnet import AETNetForQuestionAnswering
-from aetnet.ocr_cache import OCRCache, ocr_dataset, with_page_pixels
-from aetnet.trainer_aetnet import AETNetTrainer
+from utils_aetnet_data import OCRArguments, limit_splits, map_to_windows, ocr_splits, window_kwargs
 
 
 check_min_version("5.23.0")
@@ -69,8 +69,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class DataTrainingArguments:
-    """The DocVQA files, their OCR, answer matching and windows."""
+class DataTrainingArguments(OCRArguments):
+    """The DocVQA files, their OCR (`OCRArguments`), answer matching and windows."""
 
     train_file: str | None = field(default=None, metadata={"help": "DocVQA annotation file for training (JSON)."})
     validation_file: str | None = field(default=None, metadata={"help": "DocVQA annotation file for evaluation."})
@@ -78,20 +78,15 @@ class DataTrainingArguments:
     image_root: str | None = field(
         default=None, metadata={"help": "Folder image paths are relative to (default: the file's)."}
     )
-    ocr_cache_dir: str | None = field(
-        default=None, metadata={"help": "OCR cache folder (default: $AETNET_OCR_CACHE or ~/.cache/aetnet/ocr)."}
-    )
-    ocr_lang: str = field(default="eng", metadata={"help": "Tesseract language(s)."})
-    tesseract_config: str = field(default="", metadata={"help": "Extra Tesseract flags, e.g. '--psm 6'."})
-    ocr_num_workers: int = field(
-        default=1, metadata={"help": "Tesseract processes run at once (about the CPU cores)."}
-    )
     min_answer_similarity: float = field(
         default=0.8,
         metadata={"help": "Lowest normalised Levenshtein similarity of a fuzzy answer match (1 = exact only)."},
     )
     max_seq_length: int = field(default=512, metadata={"help": "Window length in tokens (question included)."})
-    doc_stride: int = field(default=128, metadata={"help": "Tokens shared by consecutive windows of a page."})
+    doc_stride: int | None = field(
+        default=None,
+        metadata={"help": "Tokens shared by consecutive windows of a page (default: max_seq_length // 4, <= 128)."},
+    )
     max_answer_length: int = field(default=30, metadata={"help": "Longest predicted answer, in tokens."})
     n_best_size: int = field(default=20, metadata={"help": "Start and end candidates tried per window."})
     pad_to_max_length: bool = field(
@@ -121,7 +116,7 @@ class DocVQATrainingArguments(ExampleTrainingArguments):
 
 def prepare_windows(dataset, processor, data_args, num_proc, description):
     """Questions -> windows of (question, page words), with the answer's token positions where the answer is known,
-    each window's `word_ids` and `example_index`; `with_page_pixels` adds the page pixels when a batch is drawn."""
+    each window's `word_index` and `example_index`; `with_page_pixels` adds the page pixels when a batch is drawn."""
     # The boxes are already on the 0-1000 scale, so the processor needs nothing from the page but its pixels, which
     # are dropped here: a blank stand-in saves decoding every page once per question.
     blank = Image.new("RGB", (8, 8), "white")
@@ -137,13 +132,13 @@ def prepare_windows(dataset, processor, data_args, num_proc, description):
         mapping = encoding["overflow_to_sample_mapping"]
         positions = [
             answer_token_positions(ids, batch["answer_start_word"][doc], batch["answer_end_word"][doc])
-            for ids, doc in zip(encoding["word_ids"], mapping)
+            for ids, doc in zip(encoding[WORD_INDEX_KEY], mapping)
         ]
         return {
             "input_ids": encoding["input_ids"],
             "attention_mask": encoding["attention_mask"],
             "bbox": encoding["bbox"],
-            "word_ids": encoding["word_ids"],
+            WORD_INDEX_KEY: encoding[WORD_INDEX_KEY],
             "example_index": [indices[doc] for doc in mapping],
             "start_positions": [start for start, _ in positions],
             "end_positions": [end for _, end in positions],
@@ -161,7 +156,7 @@ def predict_answers(trainer, windows, pixel_windows, examples, data_args, metric
     answers = postprocess_qa_predictions(
         start_logits,
         end_logits,
-        windows["word_ids"],
+        windows[WORD_INDEX_KEY],
         windows["example_index"],
         examples["words"],
         n_best_size=data_args.n_best_size,
@@ -188,11 +183,7 @@ def main():
         if path is not None and needed[split]
     }
     limit_splits(raw, data_args)
-    ocr = OCRCache(data_args.ocr_cache_dir, ocr_lang=data_args.ocr_lang, tesseract_config=data_args.tesseract_config)
-    with training_args.main_process_first(desc="OCR"):
-        for split, dataset in raw.items():
-            raw[split] = ocr_dataset(dataset, ocr, num_workers=data_args.ocr_num_workers, desc=f"OCR {split}")
-    logger.info(f"OCR cache {ocr.cache_dir}: {ocr.hits} page(s) read from it, {ocr.misses} OCR-ed now")
+    ocr_splits(raw, data_args, training_args, logger)
     if "train" in raw:
         raw["train"] = add_answer_spans(raw["train"], data_args.min_answer_similarity, drop_unmatched=True)
         if len(raw["train"]) == 0:

@@ -45,25 +45,28 @@ from transformers.utils.versions import require_version
 from aetnet.data.funsd import load_funsd_like
 from aetnet.data.synthetic import load_synthetic_funsd
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.example_utils import (
+from aetnet.metrics import load_seqeval
+from aetnet.modeling_aetnet import AETNetForTokenClassification
+from aetnet.trainer_aetnet import AETNetTrainer
+
+from utils_aetnet import (
     ExampleTrainingArguments,
     ModelArguments,
     build_processor_and_model,
     finish_run,
-    first_logits,
-    merge_to_words,
     parse_arguments,
-    prepare_token_windows,
-    seqeval_scores,
     setup_logging_and_seed,
     train_and_save,
     training_collator,
     warn_if_from_scratch_learning_rate,
+)
+from utils_aetnet_data import (
+    first_logits,
+    merge_to_words,
+    prepare_token_windows,
+    seqeval_scores,
     write_word_predictions,
 )
-from aetnet.metrics import load_seqeval
-from aetnet.modeling_aetnet import AETNetForTokenClassification
-from aetnet.trainer_aetnet import AETNetTrainer
 
 
 check_min_version("5.23.0")
@@ -86,7 +89,10 @@ class DataTrainingArguments:
         default=False, metadata={"help": "Give each word its own box instead of its entity's (segment-level) box."}
     )
     max_seq_length: int = field(default=512, metadata={"help": "Window length in tokens."})
-    doc_stride: int = field(default=128, metadata={"help": "Tokens shared by consecutive windows of a document."})
+    doc_stride: int | None = field(
+        default=None,
+        metadata={"help": "Tokens shared by consecutive windows (default: max_seq_length // 4, <= 128)."},
+    )
     pad_to_max_length: bool = field(
         default=False, metadata={"help": "Pad every window to max_seq_length (default: pad each batch dynamically)."}
     )
@@ -162,7 +168,7 @@ def main():
 
     def compute_metrics(prediction):
         logits = first_logits(prediction.predictions)
-        predicted = merge_to_words(processor, logits, test_windows, raw["test"], outside_id, logger)
+        predicted = merge_to_words(logits, test_windows, raw["test"], outside_id, logger)
         return seqeval_scores(metric, predicted, gold_words, id2label, data_args.return_entity_level_metrics)
 
     trainer = AETNetTrainer(
@@ -194,7 +200,7 @@ def main():
             trainer.save_metrics("eval", metrics)
         if training_args.do_predict and trainer.is_world_process_zero():
             predicted = merge_to_words(
-                processor, first_logits(output.predictions), test_windows, raw["test"], outside_id, logger
+                first_logits(output.predictions), test_windows, raw["test"], outside_id, logger
             )
             path = os.path.join(training_args.output_dir, "predictions.jsonl")
             write_word_predictions(path, raw["test"], gold_words, predicted, id2label)

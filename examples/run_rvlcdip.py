@@ -49,23 +49,24 @@ from transformers.utils.versions import require_version
 
 from aetnet.data.rvlcdip import load_rvlcdip
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.example_utils import (
+from aetnet.metrics.classification import classification_metrics, confusion_matrix, plot_confusion_matrix
+from aetnet.modeling_aetnet import AETNetForSequenceClassification
+from aetnet.ocr_cache import with_page_pixels
+from aetnet.processing_aetnet import WORD_INDEX_KEY
+from aetnet.trainer_aetnet import AETNetTrainer
+
+from utils_aetnet import (
     ExampleTrainingArguments,
     ModelArguments,
     build_processor_and_model,
     finish_run,
-    first_logits,
-    limit_splits,
     parse_arguments,
     setup_logging_and_seed,
     train_and_save,
     training_collator,
     warn_if_from_scratch_learning_rate,
 )
-from aetnet.metrics.classification import classification_metrics, confusion_matrix, plot_confusion_matrix
-from aetnet.modeling_aetnet import AETNetForSequenceClassification
-from aetnet.ocr_cache import OCRCache, ocr_dataset, with_page_pixels
-from aetnet.trainer_aetnet import AETNetTrainer
+from utils_aetnet_data import OCRArguments, first_logits, limit_splits, ocr_splits, window_kwargs
 
 
 check_min_version("5.23.0")
@@ -76,7 +77,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RvlcdipModelArguments(ModelArguments):
-    """The shared model arguments (`aetnet.example_utils.ModelArguments`), the default queue counted in pages."""
+    """The shared model arguments (`utils_aetnet.ModelArguments`), the default queue counted in pages."""
 
     queue_size: int | None = field(
         default=None,
@@ -85,8 +86,8 @@ class RvlcdipModelArguments(ModelArguments):
 
 
 @dataclass
-class DataTrainingArguments:
-    """The pages, their OCR, and how a page becomes a model input."""
+class DataTrainingArguments(OCRArguments):
+    """The pages, their OCR (`OCRArguments`), and how a page becomes a model input."""
 
     dataset_dir: str | None = field(
         default=None,
@@ -98,14 +99,6 @@ class DataTrainingArguments:
     validation_file: str | None = field(default=None, metadata={"help": "Validation split file."})
     test_file: str | None = field(default=None, metadata={"help": "Test split file."})
     image_root: str | None = field(default=None, metadata={"help": "Folder the image paths are relative to."})
-    ocr_cache_dir: str | None = field(
-        default=None, metadata={"help": "OCR cache folder (default: $AETNET_OCR_CACHE or ~/.cache/aetnet/ocr)."}
-    )
-    ocr_lang: str = field(default="eng", metadata={"help": "Tesseract language(s), e.g. eng or eng+deu."})
-    tesseract_config: str = field(default="", metadata={"help": "Extra Tesseract flags, e.g. '--psm 6'."})
-    ocr_num_workers: int = field(
-        default=1, metadata={"help": "Tesseract processes run at once (about the CPU cores)."}
-    )
     max_seq_length: int = field(
         default=512, metadata={"help": "Tokens per page; the words beyond are dropped (counted in a warning)."}
     )
@@ -123,8 +116,8 @@ class RvlcdipTrainingArguments(ExampleTrainingArguments):
     """
     `AETNetTrainingArguments` whose defaults train a tiny random model on a few hundred pages on a CPU. From
     pretrained encoders use the LayoutLMv3 RVL-CDIP recipe instead (`--learning_rate 2e-5`). The official AET code
-    trains RVL-CDIP on the task loss only (method.md 2.5): `--ditc_loss_weight 0 --imc_loss_weight 0
-    --glitc_loss_weight 0 --pita_loss_weight 0` reproduces that.
+    trains RVL-CDIP on the task loss only (method.md 2.5): `--loss_weights ditc=0,imc=0,glitc=0,pita=0`
+    reproduces that.
     """
 
     do_eval: bool = field(default=True, metadata={"help": "Evaluate on the validation split."})
@@ -158,24 +151,15 @@ def prepare_pages(dataset, processor, data_args, label_ids, num_proc, descriptio
     blank = Image.new("RGB", (8, 8), "white")
 
     def process(batch):
-        encoding = processor(
-            [blank] * len(batch["words"]),
-            batch["words"],
-            boxes=batch["bboxes"],
-            boxes_normalized=True,
-            max_length=data_args.max_seq_length,
-            padding="max_length" if data_args.pad_to_max_length else False,
-            truncation=True,
-            return_overflowing_tokens=False,
-            stride=0,  # one window per page (the tokenizer checks the stride even without overflow)
-        )
+        pages = [blank] * len(batch["words"])
+        encoding = processor(pages, batch["words"], boxes=batch["bboxes"], **window_kwargs(data_args, overflow=False))
         return {
             "input_ids": encoding["input_ids"],
             "attention_mask": encoding["attention_mask"],
             "bbox": encoding["bbox"],
             "labels": [label_ids[label] for label in batch["label"]],
             "image": batch["image"],
-            "num_words_kept": [len({i for i in ids if i >= 0}) for ids in encoding["word_ids"]],
+            "num_words_kept": [len({i for i in ids if i >= 0}) for ids in encoding[WORD_INDEX_KEY]],
         }
 
     with _quiet_processor_truncation():
@@ -220,13 +204,7 @@ def main():
     label_list = next(iter(raw.values())).features["label"].names
     # Files that carry their own words and boxes need no OCR, and no Tesseract installed.
     if any("words" not in split.column_names for split in raw.values()):
-        ocr = OCRCache(
-            data_args.ocr_cache_dir, ocr_lang=data_args.ocr_lang, tesseract_config=data_args.tesseract_config
-        )
-        with training_args.main_process_first(desc="OCR"):
-            for split in raw:
-                raw[split] = ocr_dataset(raw[split], ocr, num_workers=data_args.ocr_num_workers, desc=f"OCR {split}")
-        logger.info(f"OCR cache {ocr.cache_dir}: {ocr.hits} page(s) read from it, {ocr.misses} OCR-ed now")
+        ocr_splits(raw, data_args, training_args, logger)
 
     # ---- Processor and model ----
     train_words = raw["train"]["words"] if "train" in raw else [["document"]]

@@ -15,6 +15,12 @@ import torch  # noqa: E402
 
 torch.set_num_threads(2)
 
+# The example scripts import their shared plumbing (`utils_aetnet.py`, `utils_aetnet_data.py`) from their own folder,
+# which is on `sys.path` when a script runs; tests that import a script or those modules in-process need it too.
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+if str(EXAMPLES_DIR) not in sys.path:
+    sys.path.append(str(EXAMPLES_DIR))
+
 # Devices of the device-parametrised tests (fast paths, mixed precision): the CPU, and a GPU where one is present. The
 # GPU cases are absent, not skipped, on a machine without one (as in CI); `pytest -k cuda` runs only them.
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
@@ -38,7 +44,7 @@ def restore_logging():
 
 def load_example(name: str):
     """Import `examples/<name>.py` as a module, so that a test can call its `main()` in-process."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "examples" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES_DIR / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(module)

@@ -45,8 +45,8 @@ def test_stacks_processor_rows_and_drops_bookkeeping_keys(processor):
     assert batch["bbox"].shape == (3, 64, 4) and batch["labels"].shape == (3, 64)
     assert batch["pixel_values"].shape == (3, 3, 16, 16) and batch["pixel_values"].dtype == torch.float32
     assert batch["input_ids"][1].tolist() == features[1]["input_ids"]
-    kept = AETNetDataCollator(keep_keys=("word_ids", "overflow_to_sample_mapping"))(features)
-    assert kept["word_ids"].tolist() == [f["word_ids"] for f in features]
+    kept = AETNetDataCollator(keep_keys=("word_index", "overflow_to_sample_mapping"))(features)
+    assert kept["word_index"].tolist() == [f["word_index"] for f in features]
     assert kept["overflow_to_sample_mapping"].tolist() == [0, 1, 2]
 
 
@@ -54,7 +54,7 @@ def test_pads_ragged_rows_with_the_right_values(processor):
     features = rows(processor, padding=False)
     lengths = [len(f["input_ids"]) for f in features]
     assert len(set(lengths)) > 1
-    collator = AETNetDataCollator(tokenizer=processor.tokenizer, keep_keys=("word_ids",), pad_to_multiple_of=8)
+    collator = AETNetDataCollator(tokenizer=processor.tokenizer, keep_keys=("word_index",), pad_to_multiple_of=8)
     batch = collator(features)
     target = -(-max(lengths) // 8) * 8
     assert batch["input_ids"].shape == (3, target)
@@ -65,7 +65,7 @@ def test_pads_ragged_rows_with_the_right_values(processor):
         assert torch.all(batch["attention_mask"][i, n:] == 0) and torch.all(batch["attention_mask"][i, :n] == 1)
         assert torch.all(batch["bbox"][i, n:] == 0) and batch["bbox"][i, :n].tolist() == feature["bbox"]
         assert torch.all(batch["labels"][i, n:] == -100) and batch["labels"][i, :n].tolist() == feature["labels"]
-        assert torch.all(batch["word_ids"][i, n:] == -1)
+        assert torch.all(batch["word_index"][i, n:] == -1)
 
 
 def test_fresh_augmented_view_every_call_and_reproducible_with_seed(processor):
@@ -130,4 +130,4 @@ def test_invalid_features_raise():
     with pytest.raises(ValueError, match="Cannot stack `pixel_values`"):
         AETNetDataCollator()([{"pixel_values": np.zeros((3, 8, 8))}, {"pixel_values": np.zeros((3, 4, 4))}])
     with pytest.raises(ValueError, match="`keep_keys` must be a sequence"):
-        AETNetDataCollator(keep_keys="word_ids")
+        AETNetDataCollator(keep_keys="word_index")

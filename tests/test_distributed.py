@@ -8,6 +8,9 @@ Two CPU processes (gloo) against one process with the same global batch, at the 
 
 DITC, IMC and GLITC take their in-batch negatives from the local batch only (the ALBEF convention; the queue is what
 is shared), so their values differ from a single process by design and are compared through the queues instead.
+- `DistributedDataParallel(find_unused_parameters=False)` trains 3 steps on `outputs.loss` (the whole objective) and
+  keeps the ranks' weights identical.
+
 The Trainer-level DDP run (momentum weights identical across ranks, skipped steps) is in test_trainer_aetnet.py.
 """
 
@@ -20,6 +23,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
 from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.modeling_aetnet import AETNetForTokenClassification
@@ -111,7 +115,20 @@ def worker(rank: int, port: int, output_dir: str) -> None:
                 dist.all_reduce(value)
                 value /= WORLD
         weights = {name: param.detach().clone() for name, param in model.named_parameters()}
-        torch.save({"queues": queues, "logs": logs, "weights": weights}, os.path.join(output_dir, f"rank{rank}.pt"))
+        # 3. A plain DDP loop on `outputs.loss`, every objective, without unused-parameter detection (what the
+        #    Trainer uses with gradient checkpointing): every trainable parameter must get a gradient at every step.
+        model = make_model(("ditc", "imc", "glitc", "pita"))
+        ddp = DistributedDataParallel(model, find_unused_parameters=False)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+        for step in range(STEPS):
+            ddp(**local(global_batch(step), rank)).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        ddp_weights = {name: param.detach().clone() for name, param in model.named_parameters()}
+        torch.save(
+            {"queues": queues, "logs": logs, "weights": weights, "ddp_weights": ddp_weights},
+            os.path.join(output_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -159,3 +176,14 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(ranks):
             torch.testing.assert_close(
                 result["weights"][name], param.detach(), atol=1e-5, rtol=1e-4, msg=f"{name} {rank}"
             )
+
+
+def test_ddp_without_unused_parameter_detection_trains_every_objective(ranks):
+    initial = dict(make_model(("ditc", "imc", "glitc", "pita")).named_parameters())
+    first, second = (result["ddp_weights"] for result in ranks)
+    for name, value in first.items():
+        torch.testing.assert_close(second[name], value, msg=name)
+    trainable = [name for name, param in initial.items() if param.requires_grad]
+    unchanged = [name for name in trainable if torch.equal(first[name], initial[name].detach())]
+    assert not unchanged
+    assert {"aetnet.temp", "aetnet.vision_proj.weight", "aetnet.text_proj.weight"} <= set(trainable)

@@ -137,18 +137,24 @@ def test_postprocess_qa_predictions():
     start = np.full((3, 9), -10.0)
     end = np.full((3, 9), -10.0)
     start[0, 1], end[0, 1] = 50.0, 50.0  # a question token (word_ids -1 for questions): never an answer
-    start[0, 3], end[0, 4] = 2.0, 2.0  # "a b", score 4
-    start[1, 4], end[1, 5] = 3.0, 3.0  # "d e", score 6: the better window wins
+    start[0, 3], end[0, 4] = 2.0, 2.0  # "a b"...
+    start[0, 0], end[0, 0] = 5.0, 5.0  # ...in a window that puts most of its mass on <s>: "not in this window"
+    start[1, 4], end[1, 5] = 3.0, 3.0  # "d e", in a window sure of its answer: this window wins
     start[1, 5], end[1, 3] = 2.5, 4.0  # end before start (6.5): invalid
     start[2, 7], end[2, 8] = 99.0, 99.0  # visual positions: ignored
     start[2, 4], end[2, 4] = 1.0, 1.0  # "y"
     answers = postprocess_qa_predictions(start, end, word_ids, [0, 0, 1], words)
     assert [a["answer"] for a in answers] == ["d e", "y"]
-    assert (answers[0]["start_word"], answers[0]["end_word"], answers[0]["score"]) == (3, 4, 6.0)
+    assert (answers[0]["start_word"], answers[0]["end_word"]) == (3, 4)
+    # The score is p(start) * p(end), each a softmax over the window's page words and its <s> (position 0).
+    normaliser = [0, 3, 4, 5]
+    p_start = np.exp(start[1, 4]) / np.exp(start[1, normaliser]).sum()
+    p_end = np.exp(end[1, 5]) / np.exp(end[1, normaliser]).sum()
+    assert answers[0]["score"] == pytest.approx(p_start * p_end)
     short = postprocess_qa_predictions(start, end, word_ids, [0, 0, 1], words, max_answer_length=1)
     assert short[0]["answer"] in {"a", "b", "c", "d", "e"} and len(short[0]["answer"]) == 1
     none = postprocess_qa_predictions(start[:1], end[:1], [[-1] * 7], [0], [["a"]])
-    assert none[0]["answer"] == "" and np.isnan(none[0]["score"])
+    assert none[0] == {"answer": "", "start_word": -1, "end_word": -1, "score": 0.0}
     with pytest.raises(ValueError, match=r"window_to_example\[2\]` is 2, outside the 2 questions"):
         postprocess_qa_predictions(start, end, word_ids, [0, 0, 2], words)
     with pytest.raises(ValueError, match="one of each per window"):

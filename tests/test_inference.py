@@ -218,7 +218,7 @@ def test_long_page_labels_merge_over_overlapping_windows(processor):
     )
     windows = processor([page.image], [words], boxes=[boxes], boxes_normalized=True, max_length=32, stride=8)
     assert len(windows["input_ids"]) > 3  # the page spans many windows...
-    seen = [set(w for w in row if w >= 0) for row in windows["word_ids"]]
+    seen = [set(w for w in row if w >= 0) for row in windows["word_index"]]
     assert any(seen[i] & seen[i + 1] for i in range(len(seen) - 1))  # ...which overlap
 
     (result,) = predictor.predict_pages([page])

@@ -4,14 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aetnet.losses import (
-    DocumentContrastiveLoss,
-    GlobalLocalContrastiveLoss,
-    IntraModalContrastiveLoss,
-    PatchTokenAlignmentLoss,
-    assign_tokens_to_cells,
-    pool_tokens_per_cell,
-)
+from aetnet.objective_ditc import DocumentContrastiveLoss
+from aetnet.objective_glitc import GlobalLocalContrastiveLoss
+from aetnet.objective_imc import IntraModalContrastiveLoss
+from aetnet.objective_pita import PatchTokenAlignmentLoss, assign_tokens_to_cells, pool_tokens_per_cell
 
 
 def _unit(*shape, seed=0):

@@ -1,4 +1,4 @@
-"""Tests of the offline seqeval metric and of the token-classification `compute_metrics` helper."""
+"""Tests of the offline seqeval metric, its flattening and the token-classification `compute_metrics` helper."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from aetnet.data.funsd import FUNSD_LABELS
-from aetnet.metrics import SEQEVAL_METRIC_PATH, compute_token_classification_metrics, load_seqeval
+from aetnet.metrics import SEQEVAL_METRIC_PATH, compute_token_classification_metrics, load_seqeval, seqeval_summary
 
 
 # Gold entities: QUESTION x2, ANSWER, HEADER (4). Predicted: the first QUESTION and the HEADER (right), an ANSWER
@@ -109,6 +109,21 @@ def test_compute_token_classification_metrics_from_logits():
         predicted_ids, labels, FUNSD_LABELS, return_entity_level_metrics=True
     )
     assert detailed["QUESTION_recall"] == 0.5 and detailed["HEADER_f1"] == 1.0 and detailed["ANSWER_number"] == 1
+
+
+def test_seqeval_summary_flattens_the_metric_output_as_compute_metrics_returns_it():
+    """The one flattening of the seqeval output, shared by the examples' word-level scores and
+    `compute_token_classification_metrics`."""
+    results = load_seqeval().compute(predictions=PREDICTIONS, references=REFERENCES, zero_division=0)
+    assert seqeval_summary(results) == pytest.approx(
+        {"precision": 2 / 3, "recall": 1 / 2, "f1": 4 / 7, "accuracy": 7 / 9}
+    )
+    detailed = seqeval_summary(results, return_entity_level_metrics=True)
+    assert detailed["QUESTION_recall"] == 0.5 and detailed["HEADER_f1"] == 1.0 and detailed["ANSWER_number"] == 1
+    from_ids = compute_token_classification_metrics(
+        to_ids(PREDICTIONS), to_ids(REFERENCES), FUNSD_LABELS, return_entity_level_metrics=True
+    )
+    assert detailed == pytest.approx(from_ids)
 
 
 def test_compute_token_classification_metrics_errors():

@@ -307,7 +307,8 @@ def test_training_step_losses_and_gradients(tester):
     assert set(outputs.alignment_losses) == {"ditc", "imc", "glitc", "pita"}
     for name, value in outputs.alignment_losses.items():
         assert torch.isfinite(value) and value.item() > 0, name
-    (outputs.loss + sum(outputs.alignment_losses.values())).backward()
+    torch.testing.assert_close(outputs.loss, outputs.task_loss + sum(outputs.alignment_losses.values()))
+    outputs.loss.backward()
     base = model.aetnet
 
     def has_grad(module):
@@ -389,11 +390,15 @@ def test_aligners_need_pixels_and_ids(tester):
 
 
 def test_special_and_boxless_tokens_are_not_aligned(tester):
-    model = AETNetModel(tester.get_config())
+    model = AETNetModel(tester.get_config()).train()
+    masks = []
+    model.objectives["pita"].loss.register_forward_pre_hook(lambda module, args: masks.append(args[3]))
     input_ids = torch.tensor([[0, 5, 6, 7, 2, 1]])
     bbox = torch.tensor([[[0] * 4, [10, 10, 20, 20], [0] * 4, [30, 30, 40, 40], [0] * 4, [0] * 4]])
     attention_mask = torch.tensor([[1, 1, 1, 1, 1, 0]])
-    assert model._alignable_tokens(input_ids, bbox, attention_mask).tolist() == [[False, True, False, True, False, False]]
+    pixel_values = torch.randn(1, 3, tester.image_size, tester.image_size)
+    model(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values)
+    assert masks[0].tolist() == [[False, True, False, True, False, False]]
 
 
 def _save_components(tester, root):
@@ -433,7 +438,7 @@ def test_non_finite_features_never_enter_the_queue(tester):
     before = model.image_queue.clone()
     features = torch.nn.functional.normalize(torch.randn(3, tester.embed_dim), dim=-1)
     features[1, 0] = float("nan")
-    model._dequeue_and_enqueue(features, features.clone())
+    model.queues.enqueue(features, features.clone())
     assert torch.isfinite(model.image_queue).all() and torch.isfinite(model.text_queue).all()
     torch.testing.assert_close(model.image_queue[:, 1], before[:, 1])
     torch.testing.assert_close(model.image_queue[:, [0, 2]].t(), features[[0, 2]])

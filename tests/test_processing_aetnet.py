@@ -2,7 +2,6 @@
 
 import json
 import logging
-import math
 import random
 
 import numpy as np
@@ -85,7 +84,7 @@ def test_keys_shapes_and_first_subtoken_labels(process, processor):
         "attention_mask",
         "bbox",
         "labels",
-        "word_ids",
+        "word_index",
         "overflow_to_sample_mapping",
         "pixel_values",
     }
@@ -93,7 +92,7 @@ def test_keys_shapes_and_first_subtoken_labels(process, processor):
     assert out["input_ids"].shape == (1, 64) and out["bbox"].shape == (1, 64, 4)
     assert out["pixel_values"].shape == (1, 3, 16, 16) and out["pixel_values"].dtype == torch.float32
     assert out["overflow_to_sample_mapping"].tolist() == [0]
-    word_ids = out["word_ids"][0].tolist()
+    word_ids = out["word_index"][0].tolist()
     starts = word_runs(word_ids)
     assert [w for _, w in starts] == list(range(12))  # every word, in order, once
     expected_labels = [-100] * 64
@@ -110,7 +109,7 @@ def test_keys_shapes_and_first_subtoken_labels(process, processor):
 def test_pixel_boxes_are_normalised_from_original_page_size(process):
     # 200 x 100 page: x -> 5 * x, y -> 10 * y.
     out = process(Image.new("L", (200, 100)), ["total", "due"], boxes=[[20, 10, 40, 30], [0, 0, 200, 100]])
-    word_ids, bbox = out["word_ids"][0], out["bbox"][0]
+    word_ids, bbox = out["word_index"][0], out["bbox"][0]
     assert bbox[word_ids.index(0)] == [100, 100, 200, 300]
     assert bbox[word_ids.index(1)] == [0, 0, 1000, 1000]
     assert bbox[0] == [0, 0, 0, 0]
@@ -214,7 +213,7 @@ def test_overflow_windows_cover_every_word_and_label_only_true_first_subtokens(p
         for k, window in enumerate(windows):
             start = k * (content - stride)  # the tokenizer's overflow rule, checked on the token ids below
             ids = out["input_ids"][window].tolist()
-            word_ids = out["word_ids"][window].tolist()
+            word_ids = out["word_index"][window].tolist()
             length = sum(w >= 0 for w in word_ids)
             assert ids[1 : 1 + length] == full_ids[start : start + length]
             assert word_ids[1 : 1 + length] == full_word_ids[start : start + length]
@@ -242,7 +241,7 @@ def test_word_longer_than_window_is_split_not_lost(process, processor):
         stride=4,
         return_tensors="pt",
     )
-    word_ids = out["word_ids"]
+    word_ids = out["word_index"]
     windows_with_long_word = (word_ids == 1).any(dim=1).sum().item()
     assert windows_with_long_word > 2
     labelled = out["labels"][out["labels"] != -100].tolist()
@@ -257,7 +256,7 @@ def test_truncation_without_overflow_warns_with_count(process, caplog):
     words, boxes, _ = make_document(100, seed=3)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         out = process(Image.new("RGB", (200, 100)), words, boxes=boxes, max_length=32, return_overflowing_tokens=False)
-    kept = len({w for w in out["word_ids"][0] if w >= 0})
+    kept = len({w for w in out["word_index"][0] if w >= 0})
     assert out["overflow_to_sample_mapping"] == [0]
     assert f"{100 - kept} word(s) in 1 document(s)" in caplog.text
 
@@ -268,7 +267,7 @@ def test_empty_words_are_kept_as_unknown_token(process, processor, caplog):
             Image.new("RGB", (20, 20)), ["total", "", "due"], boxes=[[0, 0, 1, 1]] * 3, word_labels=[1, 2, 3]
         )
     assert "1 empty word(s)" in caplog.text
-    word_ids = out["word_ids"][0]
+    word_ids = out["word_index"][0]
     assert out["input_ids"][0][word_ids.index(1)] == processor.tokenizer.unk_token_id
     assert [label for label in out["labels"][0] if label != -100] == [1, 2, 3]
 
@@ -290,6 +289,11 @@ def test_stride_that_does_not_fit_raises_instead_of_panicking(process):
 # --------------------------------------------------------------------------------------------- merging
 
 
+def one_hot_logits(ids: torch.Tensor, num_classes: int, scale: float = 20.0) -> torch.Tensor:
+    """Logits that name `ids` (a class per token; -1 tokens get class 0): the merged probabilities' argmax."""
+    return torch.nn.functional.one_hot(ids.long().clamp(min=0), num_classes).float() * scale
+
+
 def test_first_subword_mask_skips_continued_leading_runs():
     word_ids = torch.tensor(
         [
@@ -308,7 +312,7 @@ def test_first_subword_mask_skips_continued_leading_runs():
     ]
 
 
-def test_merge_window_predictions_averages_overlaps_by_hand():
+def test_merge_window_predictions_averages_probabilities_of_overlaps_by_hand():
     word_ids = torch.tensor(
         [
             [-1, 0, 1, 1, 2, -1],  # doc 0, window 0
@@ -321,9 +325,9 @@ def test_merge_window_predictions_averages_overlaps_by_hand():
     logits = torch.zeros(4, 6, 2)
     logits[0, 1] = torch.tensor([1.0, 0.0])  # word 0
     logits[0, 2] = torch.tensor([2.0, 0.0])  # word 1 first sub-token
-    logits[0, 3] = torch.tensor([100.0, 100.0])  # word 1 continuation: ignored
+    logits[0, 3] = torch.tensor([100.0, -100.0])  # word 1 continuation: ignored
     logits[0, 4] = torch.tensor([3.0, 1.0])  # word 2
-    logits[1, 1] = torch.tensor([-50.0, -50.0])  # word 2 again, ambiguous start: ignored
+    logits[1, 1] = torch.tensor([-50.0, 50.0])  # word 2 again, ambiguous start: ignored
     logits[1, 2] = torch.tensor([4.0, 0.0])  # word 3
     logits[1, 3] = torch.tensor([5.0, 0.0])  # word 4
     logits[2, 2] = torch.tensor([6.0, 2.0])  # word 5
@@ -331,17 +335,30 @@ def test_merge_window_predictions_averages_overlaps_by_hand():
     logits[3, 3] = torch.tensor([8.0, 0.0])  # doc 1 word 1
     merged = merge_window_predictions(logits, word_ids, mapping)
     assert len(merged) == 2
-    torch.testing.assert_close(merged[0], torch.tensor([[1.0, 0], [2, 0], [3, 1], [4, 0], [5, 0], [6, 2]]))
-    torch.testing.assert_close(merged[1], torch.tensor([[7.0, 0], [8, 0]]))
+    expected = torch.tensor([[1.0, 0], [2, 0], [3, 1], [4, 0], [5, 0], [6, 2]]).softmax(-1)
+    torch.testing.assert_close(merged[0], expected)
+    torch.testing.assert_close(merged[1], torch.tensor([[7.0, 0], [8, 0]]).softmax(-1))
+    # One (length, num_labels) tensor per window, unpadded, gives the same.
+    ragged = [logits[w, : int((word_ids[w] >= 0).nonzero().max()) + 1] for w in range(4)]
+    rows = [row[: len(logit)].tolist() for row, logit in zip(word_ids, ragged)]
+    for merged_row, ragged_row in zip(merged, merge_window_predictions(ragged, rows, mapping)):
+        torch.testing.assert_close(merged_row, ragged_row)
 
-    # Word 1 starts (non-leading) in two windows: both votes count. Word 9 leads a window but is absent from the
-    # previous one, so it is a true start. Words 2-8 and 10 never appear: NaN rows.
+    # Word 1 starts (non-leading) in two windows: both votes count, as probabilities. Word 9 leads a window but is
+    # absent from the previous one, so it is a true start. Words 2-8 and 10 never appear: NaN rows.
     word_ids = torch.tensor([[-1, 0, 1, -1], [-1, 9, 1, -1]])
-    logits = torch.tensor([[[0.0], [1.0], [2.0], [0.0]], [[0.0], [5.0], [4.0], [0.0]]])
+    logits = torch.zeros(2, 4, 3)
+    logits[0, 1], logits[0, 2] = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 10.0, 9.0])
+    logits[1, 1], logits[1, 2] = torch.tensor([5.0, 0.0, 0.0]), torch.tensor([6.0, 0.0, 0.0])
     merged = merge_window_predictions(logits, word_ids, torch.tensor([0, 0]), num_words=11)[0]
-    assert merged[1].item() == pytest.approx(3.0)  # (2 + 4) / 2
-    assert merged[0].item() == 1.0 and merged[9].item() == 5.0
-    assert torch.isnan(merged[2:9]).all() and math.isnan(merged[10].item())
+    expected = (torch.tensor([0.0, 10.0, 9.0]).softmax(-1) + torch.tensor([6.0, 0.0, 0.0]).softmax(-1)) / 2
+    torch.testing.assert_close(merged[1], expected)
+    # Averaged logits (3, 5, 4.5) would say class 1; averaged probabilities say class 0: window 0's large logits
+    # count as one vote, not by their margin.
+    assert int(merged[1].argmax()) == 0
+    torch.testing.assert_close(merged[0], torch.tensor([1.0, 0.0, 0.0]).softmax(-1))
+    torch.testing.assert_close(merged[9], torch.tensor([5.0, 0.0, 0.0]).softmax(-1))
+    assert torch.isnan(merged[2:9]).all() and torch.isnan(merged[10]).all()
 
 
 def test_merge_window_predictions_validates_inputs():
@@ -363,17 +380,18 @@ def test_processor_windows_merge_back_to_every_word(process, processor):
         stride=16,
         return_tensors="pt",
     )
-    word_ids = out["word_ids"]
-    # Fake logits that encode each token's word index and document: the merge must return them exactly.
+    word_ids = out["word_index"]
+    # Fake logits that name each token's word (classes 0-299) and document (classes 300-301): the merged
+    # probabilities must name them back.
     document = out["overflow_to_sample_mapping"][:, None].expand_as(word_ids)
-    logits = torch.stack([word_ids.float(), document.float()], dim=-1)
+    logits = torch.cat([one_hot_logits(word_ids, 300, 20.0), one_hot_logits(document, 2, 10.0)], dim=-1)
     merged = processor.merge_window_predictions(
         logits, word_ids, out["overflow_to_sample_mapping"], num_words=[300, 40]
     )
     for index, scores in enumerate(merged):
-        assert scores.shape == (len(documents[index][0]), 2)
-        assert scores[:, 0].tolist() == list(range(len(documents[index][0])))
-        assert torch.all(scores[:, 1] == index)
+        assert scores.shape == (len(documents[index][0]), 302)
+        assert scores[:, :300].argmax(-1).tolist() == list(range(len(documents[index][0])))
+        assert torch.all(scores[:, 300:].argmax(-1) == index)
 
 
 # --------------------------------------------------------------------------------------------- QA and OCR
@@ -390,14 +408,14 @@ def test_question_answering_inputs(process, processor):
         "input_ids"
     ]
     for window in range(out["input_ids"].shape[0]):
-        ids, word_ids = out["input_ids"][window].tolist(), out["word_ids"][window].tolist()
+        ids, word_ids = out["input_ids"][window].tolist(), out["word_index"][window].tolist()
         assert ids[1 : 1 + len(question_ids)] == question_ids  # whole question in every window
         assert all(w == -1 for w in word_ids[: 1 + len(question_ids) + 2])
         assert all(b == [0, 0, 0, 0] for b in out["bbox"][window, : 1 + len(question_ids)].tolist())
     merged = processor.merge_window_predictions(
-        out["word_ids"].float()[..., None], out["word_ids"], out["overflow_to_sample_mapping"]
+        one_hot_logits(out["word_index"], 120), out["word_index"], out["overflow_to_sample_mapping"]
     )
-    assert merged[0][:, 0].tolist() == list(range(120))
+    assert merged[0].argmax(-1).tolist() == list(range(120))
     batched = process(
         [Image.new("RGB", (200, 100))] * 2,
         ["what is the total", "which date"],
@@ -407,7 +425,78 @@ def test_question_answering_inputs(process, processor):
         stride=4,
     )
     assert batched["overflow_to_sample_mapping"] == [0, 1]
-    assert max(batched["word_ids"][1]) == 3
+    assert max(batched["word_index"][1]) == 3
+
+
+# --------------------------------------------------------------------------------------------- LayoutLMv3 parity
+
+
+@pytest.mark.parametrize("qa", [False, True], ids=["words", "question"])
+def test_output_is_a_batch_encoding_whose_word_ids_match_layoutlmv3_processor(processor, qa):
+    """`encoding.word_ids(i)` (and `sequence_ids(i)`) of every window are those of the stock LayoutLMv3Processor on
+    the same inputs, and `word_index` is derived from them; a `BatchFeature` has no `word_ids` method at all."""
+    from transformers import BatchEncoding, LayoutLMv3Processor
+
+    documents = [make_document(90, seed=11), make_document(30, seed=12)]
+    images = [Image.new("RGB", (200, 100), "white")] * 2
+    words = [d[0] for d in documents]
+    normalized = [
+        [[c * 1000 // (200 if i % 2 == 0 else 100) for i, c in enumerate(box)] for box in d[1]] for d in documents
+    ]
+    questions = ["what is the total amount", "which date"] if qa else None
+    window = {"max_length": 48, "stride": 8, "truncation": "only_second" if qa else True}
+    ours = processor(
+        images,
+        questions if qa else words,
+        text_pair=words if qa else None,
+        boxes=normalized,
+        boxes_normalized=True,
+        padding="max_length",
+        return_tensors="pt",
+        **window,
+    )
+    stock_processor = LayoutLMv3Processor(
+        image_processor=LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": 16, "width": 16}),
+        tokenizer=processor.tokenizer,
+    )
+    stock = stock_processor(
+        images,
+        questions if qa else words,
+        text_pair=words if qa else None,
+        boxes=normalized,
+        padding="max_length",
+        return_overflowing_tokens=True,
+        return_tensors="pt",
+        **window,
+    )
+    assert isinstance(ours, BatchEncoding) and ours.encodings is not None
+    assert len(ours["input_ids"]) == len(stock["input_ids"]) > 2
+    assert torch.equal(ours["input_ids"], stock["input_ids"]) and torch.equal(ours["bbox"], stock["bbox"])
+    content = 1 if qa else 0
+    for i in range(len(ours["input_ids"])):
+        assert ours.word_ids(i) == stock.word_ids(i)
+        assert ours.sequence_ids(i) == stock.sequence_ids(i)
+        pairs = zip(stock.word_ids(i), stock.sequence_ids(i))
+        assert ours["word_index"][i].tolist() == [w if w is not None and s == content else -1 for w, s in pairs]
+    assert "word_ids" not in ours  # the tensor field is `word_index`; `word_ids` is the method
+    if qa:  # the question's tokens have word ids (sequence 0) but no word index
+        assert ours.word_ids(0)[1] == 0 and ours.sequence_ids(0)[1] == 0 and ours["word_index"][0, 1] == -1
+    # `token_to_word` and friends come with the encodings too.
+    position = ours["word_index"][0].tolist().index(3)
+    assert ours.token_to_word(0, position) == 3
+
+
+def test_merge_window_predictions_takes_ragged_word_index_rows(processor):
+    words, boxes, _ = make_document(120, seed=13)
+    out = processor(Image.new("RGB", (200, 100)), words, boxes=boxes, max_length=40, stride=8, padding=False)
+    rows = out["word_index"]
+    assert len({len(row) for row in rows}) > 1  # the last window is shorter
+    length = max(len(row) for row in rows)
+    logits = torch.full((len(rows), length, 120), -5.0)
+    for i, row in enumerate(rows):
+        logits[i, : len(row)] = one_hot_logits(torch.tensor(row), 120)
+    (merged,) = processor.merge_window_predictions(logits, rows, out["overflow_to_sample_mapping"])
+    assert merged.argmax(-1).tolist() == list(range(120))
 
 
 def render_page() -> Image.Image:
@@ -424,10 +513,10 @@ def test_ocr_with_real_tesseract(process, processor):
     assert all(0 <= c <= 1000 for box in boxes for c in box)
     assert boxes[0][2] <= boxes[1][0] and boxes[1][2] <= boxes[2][0]  # left to right
     assert 200 <= boxes[0][1] <= boxes[0][3] <= 700  # the text line sits in the middle band of the page
-    assert out["bbox"][0][out["word_ids"][0].index(2)] == boxes[2]
+    assert out["bbox"][0][out["word_index"][0].index(2)] == boxes[2]
     assert processor.apply_tesseract(page) == (words, boxes)
     question = process(page, "what is the total?", apply_ocr=True, max_length=32, stride=4)
-    assert question["words"] == [words] and max(max(row) for row in question["word_ids"]) == 2
+    assert question["words"] == [words] and max(max(row) for row in question["word_index"]) == 2
     with pytest.raises(ValueError, match="bounding boxes"):
         process(page, ["a"], boxes=[[0, 0, 1, 1]], apply_ocr=True)
     with pytest.raises(ValueError, match="word labels"):

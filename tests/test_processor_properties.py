@@ -65,7 +65,7 @@ def documents(draw, valid_boxes: bool):
 def check_outputs(out, num_words: list[int]) -> None:
     mapping = out["overflow_to_sample_mapping"]
     for document, count in enumerate(num_words):
-        seen = {w for row, doc in zip(out["word_ids"], mapping) if doc == document for w in row if w >= 0}
+        seen = {w for row, doc in zip(out["word_index"], mapping) if doc == document for w in row if w >= 0}
         assert seen == set(range(count)), f"document {document}: words {set(range(count)) - seen} in no window"
     boxes = np.asarray(out["bbox"])
     assert boxes.shape[-1] == 4 and boxes.min(initial=0) >= 0 and boxes.max(initial=0) <= 1000

@@ -30,12 +30,13 @@ import aetnet  # noqa: F401  (registers the Auto classes)
 from aetnet.data.funsd import FUNSD_LABELS
 from aetnet.data.synthetic import load_synthetic_funsd
 from aetnet.modeling_aetnet import AETNetForTokenClassification
-from aetnet.processing_aetnet import AETNetProcessor
+from aetnet.processing_aetnet import AETNetProcessor, default_stride
 from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
 
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_funsd.py"
 NUM_TRAIN, NUM_TEST, SEED, MAX_LENGTH = 4, 2, 7, 96
+RUN_STDERR: list[str] = []  # what the shared run wrote to stderr
 
 
 def offline_env() -> dict[str, str]:
@@ -54,14 +55,66 @@ def run(tmp_path_factory):
         "--max_steps", "2",
         "--per_device_train_batch_size", "2",
         "--logging_steps", "1",
-        # Short windows, so that the forms are split and merged back.
+        # Short windows, so that the forms are split and merged back; no --doc_stride: the default must fit them
+        # (a fixed 128 does not fit in 96-token windows).
         "--max_seq_length", str(MAX_LENGTH),
-        "--doc_stride", "16",
         "--disable_tqdm", "True",
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=offline_env(), timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    RUN_STDERR.append(result.stderr)
     return output_dir, result.stdout
+
+
+def test_a_cpu_run_logs_no_set_up_noise(run):
+    """The process summary is INFO (hidden at the default level) and a CPU run does not pin memory (the DataLoader
+    warned once per loop about it)."""
+    _, stdout = run
+    printed = stdout + RUN_STDERR[-1]
+    assert "Process rank" not in printed
+    assert "pin_memory" not in printed
+
+
+def test_default_doc_stride_is_the_cli_s():
+    from types import SimpleNamespace
+
+    from utils_aetnet_data import window_kwargs
+
+    arguments = SimpleNamespace(max_seq_length=128, doc_stride=None, pad_to_max_length=False)
+    assert window_kwargs(arguments)["stride"] == 32 == default_stride(128)
+    long_windows = SimpleNamespace(max_seq_length=512, doc_stride=None, pad_to_max_length=False)
+    assert window_kwargs(long_windows)["stride"] == 128
+    assert window_kwargs(SimpleNamespace(max_seq_length=128, doc_stride=7, pad_to_max_length=False))["stride"] == 7
+    single = window_kwargs(SimpleNamespace(max_seq_length=128, pad_to_max_length=True), overflow=False)
+    assert single["stride"] == 0 and single["return_overflowing_tokens"] is False
+
+
+def test_push_to_hub_offline_exits_with_one_line_before_training(tmp_path):
+    output_dir = tmp_path / "out"
+    command = [sys.executable, str(SCRIPT), "--output_dir", str(output_dir), "--push_to_hub", "--max_steps", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, env=offline_env(), timeout=300)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("error: --push_to_hub") and "HF_HUB_OFFLINE" in lines[0]
+    assert not (output_dir / "config.json").exists()
+
+
+def test_hub_access_problem_names_the_missing_token_and_the_unreachable_hub(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+    from transformers import TrainingArguments
+
+    from utils_aetnet import hub_access_problem
+
+    arguments = TrainingArguments("unused", push_to_hub=True)
+    assert hub_access_problem(TrainingArguments("unused")) is None
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    assert "token" in hub_access_problem(arguments)
+    arguments.hub_token = "hf_test"
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    assert "cannot reach the Hugging Face Hub at http://127.0.0.1:9" in hub_access_problem(arguments, timeout=2)
 
 
 def test_prints_metrics_and_the_save_path(run):
@@ -104,15 +157,15 @@ def test_output_reloads_and_reproduces_the_predictions(run):
     document = load_synthetic_funsd(NUM_TRAIN, NUM_TEST, seed=SEED)["test"][0]
     encoding = processor(
         document["image"], document["words"], boxes=document["bboxes"], boxes_normalized=True,
-        max_length=MAX_LENGTH, stride=16, return_tensors="pt",
+        max_length=MAX_LENGTH, stride=default_stride(MAX_LENGTH), return_tensors="pt",
     )
     assert encoding["input_ids"].shape[0] > 1, "the form should need several windows"
     with torch.no_grad():
         logits = model(**{name: encoding[name] for name in processor.model_input_names}).logits
-    word_logits = processor.merge_window_predictions(
-        logits, encoding["word_ids"], encoding["overflow_to_sample_mapping"]
+    word_probabilities = processor.merge_window_predictions(
+        logits, encoding["word_index"], encoding["overflow_to_sample_mapping"]
     )[0]
-    predicted = [model.config.id2label[i] for i in word_logits.argmax(-1).tolist()]
+    predicted = [model.config.id2label[i] for i in word_probabilities.argmax(-1).tolist()]
     record = json.loads((output_dir / "predictions.jsonl").read_text().splitlines()[0])
     assert predicted == record["predicted_labels"]
 
@@ -196,3 +249,38 @@ print(type(model).__module__, type(model).__name__, type(processor).__module__, 
     model_module, model_class, processor_module, processor_class = result.stdout.split()[-4:]
     assert model_class == "AETNetForTokenClassification" and processor_class == "AETNetProcessor"
     assert model_module.startswith("transformers_modules.") and processor_module.startswith("transformers_modules.")
+
+
+def test_saved_model_runs_as_a_pipeline_where_aetnet_is_not_importable(run, tmp_path):
+    """The script's `save_custom_pipelines` names the pipeline in config.json and ships its code, so that
+    `pipeline(model=..., trust_remote_code=True)` finds the task and runs it without the package."""
+    output_dir, _ = run
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["custom_pipelines"] == {
+        "document-token-classification": {
+            "impl": "pipeline_aetnet.DocumentTokenClassificationPipeline",
+            "pt": ["AutoModelForTokenClassification"],
+            "type": "multimodal",
+        }
+    }
+    assert (output_dir / "pipeline_aetnet.py").exists() and (output_dir / "inference.py").exists()
+    document = load_synthetic_funsd(NUM_TRAIN, NUM_TEST, seed=SEED)["test"][0]
+    document["image"].save(tmp_path / "page.png")
+    page = {"words": document["words"], "boxes": document["bboxes"], "boxes_normalized": True}
+    (tmp_path / "page.json").write_text(json.dumps(page))
+    code = f"""
+import json, sys
+sys.modules["aetnet"] = None
+from transformers import pipeline
+labeller = pipeline(model={str(output_dir)!r}, trust_remote_code=True, device="cpu")
+page = {{"image": {str(tmp_path / "page.png")!r}, **json.load(open({str(tmp_path / "page.json")!r}))}}
+results = labeller([page, page], batch_size=2, max_length={MAX_LENGTH})
+print(type(labeller).__name__, len(results), json.dumps([w["label"] for w in results[0]["words"]]))
+"""
+    env = {**offline_env(), "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    name, count, labels = result.stdout.strip().splitlines()[-1].split(" ", 2)
+    record = json.loads((output_dir / "predictions.jsonl").read_text().splitlines()[0])
+    assert name == "DocumentTokenClassificationPipeline" and count == "2"
+    assert json.loads(labels) == record["predicted_labels"]

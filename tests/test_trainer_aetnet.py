@@ -197,7 +197,13 @@ def test_model_card_is_rendered_with_measured_metrics(trained):
     measured = next(entry for entry in trainer.state.log_history if "eval_f1" in entry)
     assert card.data.library_name == "transformers"
     assert {"aetnet", "layoutlmv3", "document-ai", "token-classification"} <= set(card.data.tags)
-    assert card.data.datasets == ["funsd"] and card.data.base_model == "microsoft/layoutlmv3-base"
+    assert card.data.base_model == "microsoft/layoutlmv3-base"
+    assert card.data.datasets is None  # "funsd" is no Hub dataset id: it stays in the text only
+    # Tuned from Microsoft's LayoutLMv3 weights: their licence, said in the metadata and in words.
+    assert card.data.license == "cc-by-nc-sa-4.0" and "non-commercial purposes only" in card.text
+    # No Hub pipeline runs an AETNet token classifier; the card shows the one the checkpoint carries.
+    assert card.data.pipeline_tag is None
+    assert 'pipeline("document-token-classification", model=' in card.text
     results = {result.metric_type: result for result in card.data.eval_results}
     assert results["f1"].metric_value == pytest.approx(measured["eval_f1"])
     assert results["accuracy"].metric_value == pytest.approx(measured["eval_accuracy"])
@@ -205,6 +211,10 @@ def test_model_card_is_rendered_with_measured_metrics(trained):
     assert f"# {card.data.model_name}\n" in card.text
     for text in ("trust_remote_code=True", "Alignment-Enriched Tuning", "2211.14777", "ditc", "transformers 5."):
         assert text in card.text
+    trainer.create_model_card(dataset_tags="nielsr/funsd-layoutlmv3")  # from scratch, a Hub dataset id
+    card = ModelCard.load(Path(trainer.args.output_dir) / "README.md")
+    assert card.data.datasets == ["nielsr/funsd-layoutlmv3"] and card.data.license == "other"
+    assert "No LayoutLMv3 weights released by Microsoft were used" in card.text
 
 
 def args_for_accumulation(tmp_path, name: str, accumulation: int, **kwargs) -> AETNetTrainingArguments:
@@ -258,13 +268,14 @@ def test_gradient_accumulation_does_not_double_the_loss_with_all_objectives(tmp_
     assert abs(logs_ga["loss"] - logs_full["loss"]) < 0.25 * logs_full["loss"]
 
 
-def test_plain_trainer_trains_the_task_loss_only(tmp_path):
+def test_plain_trainer_trains_the_whole_objective(tmp_path):
     model = make_model()
     documents = make_documents(4)
     batch = AETNetDataCollator()(documents)
-    task_loss = copy.deepcopy(model).train()(**batch).loss.item()
-    classifier_before = model.classifier.weight.detach().clone()
-    momentum_before = next(model.aetnet.vision_model_m.parameters()).detach().clone()
+    outputs = copy.deepcopy(model).train()(**batch)
+    expected = outputs.task_loss + sum(outputs.alignment_losses.values())  # unit weights by default
+    torch.testing.assert_close(outputs.loss, expected)
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
     trainer = Trainer(
         model=model,
         args=TrainingArguments(
@@ -276,11 +287,13 @@ def test_plain_trainer_trains_the_task_loss_only(tmp_path):
     )
     trainer.train()
     first = trainer.state.log_history[0]
-    assert first["loss"] == pytest.approx(task_loss, rel=1e-4)  # the task loss, no alignment terms added
-    assert not any(key.startswith("loss_") for key in first)
-    assert not torch.equal(model.classifier.weight, classifier_before)
-    # Without AETNetTrainer's callback the momentum encoders are never updated.
-    assert torch.equal(next(model.aetnet.vision_model_m.parameters()), momentum_before)
+    assert first["loss"] == pytest.approx(outputs.loss.item(), rel=1e-4)  # task + alignment terms
+    assert not any(key.startswith("loss_") for key in first)  # per-term logs are AETNetTrainer's
+    after = dict(model.named_parameters())
+    for name in ("classifier.weight", "aetnet.temp", "aetnet.vision_proj.weight", "aetnet.text_proj.weight"):
+        assert not torch.equal(after[name], before[name]), name
+    # The model runs its own EMA step in every training forward: the momentum encoders moved too.
+    assert not torch.equal(after["aetnet.vision_model_m.embeddings.cls_token"], before["aetnet.vision_model_m.embeddings.cls_token"])
 
 
 def test_nonfinite_loss_is_skipped_and_counted(tmp_path, caplog):
@@ -397,12 +410,34 @@ def test_queue_larger_than_training_set_warns(tmp_path, caplog):
 
 
 def test_training_arguments_validate_weights_and_alpha(tmp_path):
-    with pytest.raises(ValueError, match="pita_loss_weight"):
-        make_args(tmp_path, pita_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="loss_weights\\['pita'\\]"):
+        make_args(tmp_path, loss_weights="pita=-1")
+    with pytest.raises(ValueError, match="name=weight"):
+        make_args(tmp_path, loss_weights="pita:1")
     with pytest.raises(ValueError, match="distill_alpha"):
         make_args(tmp_path, distill_alpha=1.5)
-    args = make_args(tmp_path, ditc_loss_weight=0.5)
-    assert args.alignment_loss_weights == {"ditc": 0.5, "imc": 1.0, "glitc": 1.0, "pita": 1.0}
+    args = make_args(tmp_path, loss_weights="ditc=0.5")
+    assert args.alignment_loss_weights == {"ditc": 0.5}  # the others stay the model config's
+    assert make_args(tmp_path, loss_weights='{"ditc": 0.5, "pita": 0}').alignment_loss_weights == {"ditc": 0.5, "pita": 0}
+    with pytest.raises(ValueError, match="does not compute"):  # an objective the model does not have
+        AETNetTrainer(model=make_model(alignment_objectives=["pita"]), args=make_args(tmp_path, loss_weights="ditc=1"))
+
+
+def test_the_weights_live_in_the_model_config(tmp_path):
+    model = make_model(alignment_loss_weights={"imc": 0.25})
+    assert model.config.alignment_loss_weights == {"ditc": 1.0, "imc": 0.25, "glitc": 1.0, "pita": 1.0}
+    # A weight given to the trainer is written into the config, so that the saved model, its `loss` and the
+    # trainer's loss agree; the others keep the config's value.
+    trainer = AETNetTrainer(model=model, args=make_args(tmp_path, loss_weights="pita=0.5"), train_dataset=make_documents(8))
+    assert model.config.alignment_loss_weights == {"ditc": 1.0, "imc": 0.25, "glitc": 1.0, "pita": 0.5}
+    batch = AETNetDataCollator()(make_documents(4))
+    model.train()
+    outputs = copy.deepcopy(model)(**batch)  # before the trainer's forward fills the queues
+    loss = trainer.compute_loss(model, dict(batch))
+    weights = model.config.alignment_loss_weights
+    expected = outputs.task_loss + sum(weights[k] * v for k, v in outputs.alignment_losses.items())
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(outputs.loss, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_distill_alpha_ramps_from_zero(tmp_path):

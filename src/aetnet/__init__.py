@@ -53,11 +53,13 @@ _LAZY = {
     "MomentumUpdateCallback": "trainer_aetnet",
     "DocumentPredictor": "inference",
     "predict": "inference",
+    "export_onnx": "onnx_export",
 }
 
 
 def __getattr__(name: str):
-    # The trainer pulls in the Trainer stack and inference the OCR/PDF helpers: load them only when asked for.
+    # The trainer pulls in the Trainer stack, inference the OCR/PDF helpers and export the ONNX exporter: load them
+    # only when asked for.
     if name in _LAZY:
         import importlib
 
@@ -77,5 +79,6 @@ __all__ = [
     "AETNetTrainingArguments",
     "DocumentPredictor",
     "MomentumUpdateCallback",
+    "export_onnx",
     "predict",
 ]

@@ -14,12 +14,15 @@
 """
 The `aetnet` command line.
 
-    aetnet predict MODEL PATH... [--output-dir DIR] [--draw] [--words-json FILE] [--question TEXT]...
+    aetnet predict MODEL PATH... [--output-dir DIR] [--draw] [--words-json FILE] [--question TEXT]... [--onnx FILE]
+    aetnet export MODEL --onnx OUT [--baseline]
     aetnet info MODEL [--json]
 
 `predict` runs a trained checkpoint (saved with its processor) on images, folders and PDFs and writes one JSON per
-page, plus a picture per page with `--draw`. A page that cannot be read is reported on stderr and the others go on;
-the exit code is 1 when any page failed and 2 for usage errors (bad options, a model that cannot be loaded).
+page, plus a picture per page with `--draw`; with `--onnx` (or an `.onnx` MODEL next to its checkpoint's config and
+processor) ONNX Runtime runs the forward pass, with the same pre- and post-processing. A page that cannot be read is
+reported on stderr and the others go on; the exit code is 1 when any page failed and 2 for usage errors (bad options,
+a model that cannot be loaded). `export` writes the checkpoint's inference graph to an ONNX file.
 
 torch and transformers are imported inside the commands, so `aetnet --help` answers at once, and nothing here imports
 the training stack.
@@ -28,6 +31,7 @@ the training stack.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -51,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="label the words of pages (or classify pages, or answer questions) and write one JSON per page",
         description="Run MODEL on images, folders of images and PDFs; write <stem>[_page<N>].json per page.",
     )
-    predict.add_argument("model", metavar="MODEL", help="checkpoint folder saved with its processor")
+    predict.add_argument(
+        "model",
+        metavar="MODEL",
+        help="checkpoint folder saved with its processor, or an .onnx file in such a folder (see `aetnet export`)",
+    )
     predict.add_argument("paths", metavar="PATH", nargs="+", help="image file, folder of images/PDFs, or PDF")
     predict.add_argument(
         "-o",
@@ -88,6 +96,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--pdf-dpi", type=float, default=200, help="resolution PDF pages are rendered at (default: %(default)s)"
     )
     predict.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    predict.add_argument(
+        "--onnx",
+        metavar="FILE",
+        default=None,
+        help="run this ONNX file (from `aetnet export`) with ONNX Runtime instead of the PyTorch weights of MODEL",
+    )
+
+    export = commands.add_parser(
+        "export",
+        help="export a checkpoint's inference graph to ONNX",
+        description="Write MODEL's eval-mode forward pass (inputs input_ids, bbox, attention_mask, pixel_values; "
+        "dynamic batch and length; outputs logits, or start_logits and end_logits) to an ONNX file, and check it "
+        "against PyTorch with ONNX Runtime. Needs pip install 'aetnet[onnx]'.",
+    )
+    export.add_argument("model", metavar="MODEL", help="checkpoint folder")
+    export.add_argument("--onnx", metavar="OUT", required=True, help="the .onnx file to write")
+    export.add_argument(
+        "--baseline",
+        action="store_true",
+        help="export the stock LayoutLMv3 model of to_layoutlmv3() (the same LayoutLMv3 and head weights, without "
+        "the aligners) instead of the full AETNet model",
+    )
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    export.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
 
     info = commands.add_parser("info", help="summarise a checkpoint: config, labels, parameters per component")
     info.add_argument("model", metavar="MODEL", help="checkpoint folder")
@@ -102,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "predict":
             return _predict(args)
+        if args.command == "export":
+            return _export(args)
         return _info(args)
     except UsageError as error:
         print(f"aetnet {args.command}: error: {error}", file=sys.stderr)
@@ -142,11 +176,24 @@ def _load_predictor(args):
     if args.pdf_dpi <= 0:
         raise UsageError(f"--pdf-dpi must be positive, got {args.pdf_dpi}")
     dtype = "float16" if args.fp16 else "bfloat16" if args.bf16 else None
-    if not Path(args.model).is_dir():
+    model_dir, onnx_file = args.model, args.onnx
+    if onnx_file is None and args.model.endswith(".onnx"):
+        model_dir, onnx_file = str(Path(args.model).parent), args.model
+    if not Path(model_dir).is_dir():
         raise UsageError(f"MODEL {args.model} is not a folder (a checkpoint saved with save_pretrained)")
+    if onnx_file is not None:
+        if not Path(onnx_file).is_file():
+            raise UsageError(f"--onnx {onnx_file}: no such file (write it with `aetnet export MODEL --onnx FILE`)")
+        if dtype is not None:
+            raise UsageError("--fp16 / --bf16 apply to PyTorch weights, not to an ONNX file")
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise UsageError("running an ONNX file needs onnxruntime: pip install 'aetnet[onnx]'") from None
     try:
         predictor = DocumentPredictor.from_pretrained(
-            args.model,
+            model_dir,
+            onnx=onnx_file,
             device=args.device,
             dtype=dtype,
             batch_size=args.batch_size,
@@ -240,6 +287,33 @@ def _predict(args) -> int:
             tqdm.write(f"{where}: {_summary(outcome)} -> {json_path}", file=sys.stdout)
     print(f"Wrote {written} page prediction(s) to {output_dir}; {failed} failed.")
     return EXIT_FAILED_PAGES if failed else EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------- export
+
+
+def _export(args) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    if not Path(args.model).is_dir():
+        raise UsageError(f"MODEL {args.model} is not a folder (a checkpoint saved with save_pretrained)")
+    missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"exporting to ONNX needs {', '.join(missing)}: pip install 'aetnet[onnx]'")
+
+    from aetnet.onnx_export import export_onnx
+
+    try:
+        result = export_onnx(
+            args.model, args.onnx, baseline=args.baseline, opset_version=args.opset, check=not args.no_check
+        )
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot export {args.model}: {error}") from None
+    what = "LayoutLMv3 baseline (to_layoutlmv3)" if result.baseline else "AETNet"
+    check = "" if result.max_abs_diff is None else f"; ONNX Runtime vs PyTorch max |diff| {result.max_abs_diff:.1e}"
+    print(f"Wrote {result.path} ({what}, {result.task}{check})")
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------------------ info

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 from typing import ClassVar
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, LayoutLMv3Config, RobertaConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
+from .alignment import get_objective
+# Each import registers its objective, in the paper's order (the order of `registered_objectives()`).
+from .objective_ditc import DocumentImageTextContrast  # noqa: F401, I001
+from .objective_imc import IntraModalContrast  # noqa: F401
+from .objective_glitc import GlobalLocalContrast  # noqa: F401
+from .objective_pita import PITA_LOSSES, PITA_SPAN_POLICIES
 
+
+# AETNet's four objectives, the default of `alignment_objectives`; others are selected by their registered names.
 ALIGNMENT_OBJECTIVES = ("ditc", "imc", "glitc", "pita")
 FUSION_INJECTIONS = ("add", "gated", "none")
-FUSION_ATTENTIONS = ("eager", "sdpa")
-PITA_LOSSES = ("infonce", "cosine")
-PITA_SPAN_POLICIES = ("center", "drop", "all")
 
 # Named sizes for `AETNetConfig.from_preset`. `hidden` must equal 4 * coordinate + 2 * shape (LayoutLMv3 concatenates
 # four coordinate and two shape embeddings). Positions are `max_length + 2` because RoBERTa-style position ids start
@@ -56,19 +63,28 @@ class AETNetConfig(PreTrainedConfig):
         distill_alpha (`float`, *optional*, defaults to 0.4):
             Weight of the momentum-distillation soft targets in DITC (0 gives plain one-hot InfoNCE). The trainer can
             ramp it up from 0.
-        alignment_objectives (`list[str]`, *optional*, defaults to `["ditc", "imc", "glitc", "pita"]`):
-            Which alignment objectives are computed.
+        alignment_objectives (`list[str]` or `dict[str, dict]`, *optional*, defaults to `["ditc", "imc", "glitc", "pita"]`):
+            Which alignment objectives are computed: names registered with `aetnet.alignment.register_objective`,
+            or a dict of names to their settings, e.g. `{"ditc": {"distill_alpha": 0.2}, "pita": {"loss":
+            "cosine"}}` (stored as the list of names and `objective_settings`).
+        objective_settings (`dict[str, dict]`, *optional*):
+            Keyword settings of enabled objectives, passed to their constructors; unset ones take the objective's
+            defaults (for DITC and PITA: the config's `distill_alpha`, `pita_loss` and `pita_span_policy`).
         fusion_injection (`str`, *optional*, defaults to `"add"`):
             How the aligned features enter LayoutLMv3. `"add"` (the paper): the RoBERTa output is added to the text
             embeddings after their LayerNorm and the ViT output to the visual embeddings before concatenation.
             `"gated"`: the same through learnable per-channel gates initialised at zero, so that the model starts as
             exactly the pretrained LayoutLMv3. `"none"`: LayoutLMv3 sees no aligned features (the aligners are then
             trained only by the alignment objectives and are not needed at inference).
-        fusion_attention (`str`, *optional*, defaults to `"eager"`):
-            LayoutLMv3's self-attention. `"eager"`: the stock implementation. `"sdpa"`: the same function through
-            `torch.nn.functional.scaled_dot_product_attention`, with the relative-position and spatial biases and the
-            padding mask passed as one additive mask (see `aetnet.fast_attention`); faster and lighter in training,
-            no attention probabilities kept. Weights are identical, so the choice can differ between save and load.
+        alignment_loss_weights (`dict[str, float]`, *optional*):
+            Weight of each alignment objective in the training loss, `loss = task_loss + sum_k weight_k * loss_k`
+            (every model's `loss` in training mode, and `AETNetTrainer`'s). Missing objectives weigh 1.0 (the paper's
+            unweighted sum). The official FUNSD code puts the three contrastive objectives at 1/3 (method.md 2.5).
+        attn_implementation (`str` or `dict`, *optional*):
+            transformers' attention selector, for LayoutLMv3, the ViT, the RoBERTa and the momentum copies alike
+            (`"sdpa"`, the default, `"eager"` for attention probabilities, `"flex_attention"`...), or a dict per
+            sub-config, e.g. `{"layout_config": "eager", "vision_config": "sdpa", "text_config": "sdpa"}`. Configs
+            saved with the former `fusion_attention` field still load; the field is ignored.
         pita_loss (`str`, *optional*, defaults to `"infonce"`):
             Form of the patch-level objective. `"infonce"`: bidirectional InfoNCE between each occupied cell's image
             patch and its mean token feature, the other occupied cells of the page as negatives (the official code's
@@ -110,9 +126,10 @@ class AETNetConfig(PreTrainedConfig):
     momentum: float = 0.995
     temperature: float = 0.07
     distill_alpha: float = 0.4
-    alignment_objectives: list[str] | None = None
+    alignment_objectives: list[str] | dict[str, dict] | None = None
+    objective_settings: dict[str, dict] | None = None
     fusion_injection: str = "add"
-    fusion_attention: str = "eager"
+    alignment_loss_weights: dict[str, float] | None = None
     pita_loss: str = "infonce"
     pita_span_policy: str = "center"
     initializer_range: float = 0.02
@@ -120,19 +137,48 @@ class AETNetConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.alignment_objectives is None:
             self.alignment_objectives = list(ALIGNMENT_OBJECTIVES)
+        settings = dict(self.objective_settings or {})
+        if isinstance(self.alignment_objectives, dict):  # {"name": {settings}}: the names, and their settings
+            settings.update({k: dict(v or {}) for k, v in self.alignment_objectives.items()})
+            self.alignment_objectives = list(self.alignment_objectives)
+        self.alignment_objectives = list(self.alignment_objectives)
+        for name in self.alignment_objectives:
+            get_objective(name)  # a ValueError naming the registered objectives
+        self.objective_settings = {name: value for name, value in settings.items() if value}
+        # Removed in favour of transformers' `attn_implementation`; configs saved with it still load.
+        kwargs.pop("fusion_attention", None)
+        weights = dict(self.alignment_loss_weights or {})
+        for name, weight in weights.items():
+            get_objective(name)
+            if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"`alignment_loss_weights[{name!r}]` must be a finite number >= 0, got {weight!r}")
+        enabled = {name: 1.0 for name in self.alignment_objectives}
+        self.alignment_loss_weights = {name: float(weight) for name, weight in {**enabled, **weights}.items()}
+        labels_given = self.id2label is not None or kwargs.get("num_labels") is not None
         super().__post_init__(**kwargs)
+        layout_labels = self.layout_config.id2label
+        if not labels_given and layout_labels is not None and layout_labels != self.id2label:
+            # A fine-tuned LayoutLMv3 (e.g. a 7-label FUNSD tagger) brings its label set, unless the caller gives one.
+            self.id2label = dict(layout_labels)
+            self.label2id = dict(self.layout_config.label2id or {v: k for k, v in layout_labels.items()})
         self._check_consistency()
 
     def _check_consistency(self) -> None:
         layout, vision, text = self.layout_config, self.vision_config, self.text_config
         _check_choice("fusion_injection", self.fusion_injection, FUSION_INJECTIONS)
-        _check_choice("fusion_attention", self.fusion_attention, FUSION_ATTENTIONS)
         _check_choice("pita_loss", self.pita_loss, PITA_LOSSES)
         _check_choice("pita_span_policy", self.pita_span_policy, PITA_SPAN_POLICIES)
-        for objective in self.alignment_objectives:
-            _check_choice("alignment_objectives", objective, ALIGNMENT_OBJECTIVES)
         if len(set(self.alignment_objectives)) != len(self.alignment_objectives):
             raise ValueError(f"`alignment_objectives` has duplicates: {self.alignment_objectives}")
+        for name, settings in self.objective_settings.items():
+            if name not in self.alignment_objectives:
+                raise ValueError(f"`objective_settings` has settings for {name!r}, which is not enabled")
+            parameters = inspect.signature(get_objective(name).__init__).parameters
+            unknown = sorted(set(settings) - set(list(parameters)[2:]))
+            if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+                raise ValueError(
+                    f"Objective {name!r} has no setting {unknown}; its settings: {list(parameters)[2:]}"
+                )
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum}")
         if self.queue_size <= 0:
@@ -178,7 +224,7 @@ class AETNetConfig(PreTrainedConfig):
     @property
     def uses_momentum(self) -> bool:
         """Whether any enabled objective needs the momentum encoders and queues."""
-        return any(o in self.alignment_objectives for o in ("ditc", "imc", "glitc"))
+        return any(get_objective(name).needs_momentum for name in self.alignment_objectives)
 
     @classmethod
     def from_preset(
@@ -229,4 +275,4 @@ def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"`{field}` must be one of {list(choices)}, got {value!r}")
 
 
-__all__ = ["AETNetConfig", "ALIGNMENT_OBJECTIVES", "FUSION_ATTENTIONS", "FUSION_INJECTIONS", "PITA_LOSSES", "PITA_SPAN_POLICIES"]
+__all__ = ["AETNetConfig", "ALIGNMENT_OBJECTIVES", "FUSION_INJECTIONS", "PITA_LOSSES", "PITA_SPAN_POLICIES"]

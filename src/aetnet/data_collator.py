@@ -25,7 +25,7 @@ import torch
 from .augmentation import AugmentationConfig, augment_pixel_values
 
 
-# Inputs accepted by the AETNet models; everything else (word_ids, overflow_to_sample_mapping, OCR words, raw
+# Inputs accepted by the AETNet models; everything else (word_index, overflow_to_sample_mapping, OCR words, raw
 # dataset columns, token_type_ids which LayoutLMv3 does not use) is dropped unless listed in `keep_keys`.
 MODEL_INPUT_KEYS = (
     "input_ids",
@@ -47,7 +47,7 @@ class AETNetDataCollator:
 
     Per-token sequences of different lengths are padded on the right (or the tokenizer's `padding_side`):
     `input_ids` with the pad token id, `attention_mask` / `token_type_ids` with 0, `bbox` with `[0, 0, 0, 0]`,
-    token `labels` with -100 and `word_ids` with -1. Images and scalar targets are stacked.
+    token `labels` with -100 and `word_index` with -1. Images and scalar targets are stacked.
 
     With `augment=True` (training) a new `pixel_values_aug` is drawn from `pixel_values` at every call, so each
     epoch sees a different momentum view; an existing `pixel_values_aug` column is then replaced. With
@@ -59,8 +59,8 @@ class AETNetDataCollator:
         augment (`bool`, *optional*, defaults to `False`): add a fresh `pixel_values_aug`.
         augmentation_config (`AugmentationConfig`, *optional*): augmentation strengths; its `image_mean` /
             `image_std` must match the image processor (LayoutLMv3: 0.5 / 0.5, the default).
-        keep_keys (`Sequence[str]`, *optional*): extra keys to keep, e.g. `("word_ids", "overflow_to_sample_mapping")`
-            for evaluation-time merging of window predictions.
+        keep_keys (`Sequence[str]`, *optional*): extra keys to keep, e.g. `("word_index",
+            "overflow_to_sample_mapping")` for evaluation-time merging of window predictions.
         pad_to_multiple_of (`int`, *optional*): round the padded length up to a multiple of this.
         label_pad_token_id (`int`, *optional*, defaults to -100): pad value of token labels.
         seed (`int`, *optional*): seed of the augmentations, for reproducible runs. Batch number `i` (counted from
@@ -101,7 +101,7 @@ class AETNetDataCollator:
             "token_type_ids": 0,
             "bbox": [0, 0, 0, 0],
             "labels": self.label_pad_token_id,
-            "word_ids": -1,
+            "word_index": -1,
             "special_tokens_mask": 1,
         }
 

@@ -14,9 +14,11 @@
 """
 Run a trained AETNet checkpoint on document pages, the way `aetnet predict` does.
 
-Pages come from image files, folders and PDFs (rendered with pypdfium2), or from images in memory. Words and boxes
-come from Tesseract unless they are given. Long pages are split into the processor's overlapping windows and merged
-back to one prediction per word. Every page becomes one JSON-ready dict, whatever the head:
+Pages come from image files, folders and PDFs (rendered with pypdfium2), or from images in memory (`pages.py`). Words
+and boxes come from Tesseract unless they are given. Long pages are split into the processor's overlapping windows
+and merged back to one prediction per word, by the rules evaluation uses too: word labels by
+[`~aetnet.windowing.merge_window_predictions`], answers by [`~aetnet.qa_decoding.best_answer_spans`]. Every page
+becomes one JSON-ready dict, whatever the head:
 
 - token classification: `words` (text, box, label, confidence) and `entities` (BIO groups: label, text, box,
   confidence, word indices);
@@ -24,19 +26,22 @@ back to one prediction per word. Every page becomes one JSON-ready dict, whateve
 - question answering: `answers`, one per question (text, box, score, word indices).
 
 Boxes in the output are in pixels of the page image; `width` and `height` give its size.
+
+The model may be a PyTorch model or an exported ONNX file run by ONNX Runtime
+([`~aetnet.onnx_export.ONNXDocumentModel`]): both go through the same windows, merging and decoding.
+
+This module imports only torch, transformers, numpy, PIL and its sibling modules (pypdfium2 when a PDF is read), so
+that checkpoints can ship it with their pipeline as remote code.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from transformers import (
     AutoConfig,
     AutoModelForQuestionAnswering,
@@ -45,13 +50,25 @@ from transformers import (
 )
 from transformers.utils import logging
 
-from aetnet.processing_aetnet import AETNetProcessor, merge_window_predictions
+from .data_collator import AETNetDataCollator
+from .entities import group_entities, is_bio, word_span
+from .pages import (
+    IMAGE_EXTENSIONS,
+    PDF_EXTENSIONS,
+    Page,
+    PageLoadError,
+    PageSource,
+    as_page,
+    collect_page_sources,
+    words_entry,
+    words_key_for,
+)
+from .processing_aetnet import WORD_INDEX_KEY, AETNetProcessor, default_stride, merge_window_predictions
+from .qa_decoding import best_answer_spans
 
 
 logger = logging.get_logger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".pbm")
-PDF_EXTENSIONS = (".pdf",)
 TASKS = {
     "token-classification": AutoModelForTokenClassification,
     "sequence-classification": AutoModelForSequenceClassification,
@@ -65,111 +82,9 @@ _ARCHITECTURE_SUFFIXES = {
 }
 # What one page can raise without the others being affected: bad files, bad words or boxes, Tesseract failures.
 _PAGE_ERRORS = (ValueError, RuntimeError, OSError)
-_WINDOW_KEYS = ("input_ids", "bbox", "attention_mask", "word_ids")
+_WINDOW_KEYS = ("input_ids", "bbox", "attention_mask", WORD_INDEX_KEY)
+MODEL_INPUT_NAMES = ("input_ids", "bbox", "attention_mask", "pixel_values")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class PageLoadError(ValueError):
-    """A path that does not exist, is not an image or a PDF, or cannot be decoded."""
-
-
-@dataclass(frozen=True)
-class PageSource:
-    """One page to load: `index` is the 0-based page of a PDF or multi-frame TIFF, `None` for a plain image."""
-
-    path: str
-    index: int | None
-    name: str
-
-    def load(self, pdf_dpi: float = 200) -> Image.Image:
-        """Decode the page into an RGB image (EXIF rotation applied, PDF pages rendered at `pdf_dpi`)."""
-        try:
-            if self.path.lower().endswith(PDF_EXTENSIONS):
-                import pypdfium2
-
-                document = pypdfium2.PdfDocument(self.path)
-                try:
-                    return document[self.index].render(scale=pdf_dpi / 72).to_pil().convert("RGB")
-                finally:
-                    document.close()
-            with Image.open(self.path) as image:
-                if self.index is not None:
-                    image.seek(self.index)
-                return ImageOps.exif_transpose(image).convert("RGB")
-        except Exception as error:  # PIL and pdfium raise many types for damaged files
-            raise PageLoadError(f"unreadable {'image' if self.index is None else 'page'}: {error}") from error
-
-
-@dataclass
-class Page:
-    """A page in memory, with its words and boxes when they are known (else Tesseract reads them)."""
-
-    image: Image.Image
-    name: str = "page"
-    source: str | None = None
-    page_number: int | None = None
-    words: list[str] | None = None
-    boxes: list[list[float]] | None = None
-    boxes_normalized: bool = False
-
-
-def collect_page_sources(paths: Iterable[str | os.PathLike]) -> tuple[list[PageSource], list[tuple[str, str]]]:
-    """
-    Expand files and folders into pages without decoding them.
-
-    Folders contribute their images and PDFs (sorted, not recursive); other files in them are skipped with a warning
-    that counts them. A PDF gives one source per page (`<stem>_page<N>`), a multi-frame TIFF one per frame.
-
-    Returns:
-        `(sources, errors)`: the pages, and `(path, message)` for every path that cannot be used.
-    """
-    sources, errors = [], []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            entries = [p for p in path.iterdir() if p.is_file()]
-            files = sorted(p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS + PDF_EXTENSIONS)
-            skipped = len(entries) - len(files)
-            if skipped:
-                logger.warning(f"{path}: skipped {skipped} file(s) that are not images or PDFs.")
-            if not files:
-                errors.append((str(path), "folder holds no image or PDF file"))
-        elif path.is_file():
-            files = [path]
-        else:
-            errors.append((str(path), "no such file or folder"))
-            continue
-        for file in files:
-            try:
-                sources.extend(_file_pages(file))
-            except PageLoadError as error:
-                errors.append((str(file), str(error)))
-    return sources, errors
-
-
-def _file_pages(file: Path) -> list[PageSource]:
-    if file.suffix.lower() in PDF_EXTENSIONS:
-        import pypdfium2
-
-        try:
-            document = pypdfium2.PdfDocument(str(file))
-        except Exception as error:
-            raise PageLoadError(f"not a readable PDF ({error})") from error
-        try:
-            count = len(document)
-        finally:
-            document.close()
-        if count == 0:
-            raise PageLoadError("PDF has no pages")
-        return [PageSource(str(file), i, f"{file.stem}_page{i + 1}") for i in range(count)]
-    try:
-        with Image.open(file) as image:
-            frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
-    except (UnidentifiedImageError, OSError) as error:
-        raise PageLoadError(f"not a readable image ({error})") from error
-    if frames == 1:
-        return [PageSource(str(file), None, file.stem)]
-    return [PageSource(str(file), i, f"{file.stem}_page{i + 1}") for i in range(frames)]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -195,43 +110,12 @@ def task_of(config) -> str:
     )
 
 
-def is_bio(labels: Iterable[str]) -> bool:
-    """Whether a label set is BIO: every label is `O` or starts with `B-` / `I-`, and some are not `O`."""
-    labels = list(labels)
-    return any(label != "O" for label in labels) and all(label == "O" or label[:2] in ("B-", "I-") for label in labels)
-
-
-def group_entities(words: Sequence[dict], bio: bool) -> list[dict]:
-    """
-    Group consecutive labelled words into entities.
-
-    With BIO labels, `B-X` opens an entity of type `X`, `I-X` extends an open entity of type `X` (and opens one
-    otherwise, as seqeval does) and `O` closes it. Without BIO, runs of equal labels form entities and `O` is skipped.
-    Each entity has its label, its words' text joined by spaces, the union of their boxes, their mean confidence and
-    their indices. Words without a label (never seen by the model) close the open entity.
-    """
-    entities, current = [], None
-    for index, word in enumerate(words):
-        label = word.get("label")
-        if label is None or label == "O":
-            current = None
-            continue
-        kind, opens = (label[2:], label.startswith("B-")) if bio else (label, False)
-        if current is None or opens or current["label"] != kind:
-            current = {"label": kind, "words": []}
-            entities.append(current)
-        current["words"].append(index)
-    for entity in entities:
-        members = [words[i] for i in entity["words"]]
-        boxes = np.asarray([w["box"] for w in members], dtype=float)
-        entity["text"] = " ".join(w["text"] for w in members)
-        entity["box"] = _union_box(boxes)
-        entity["confidence"] = round(float(np.mean([w["confidence"] for w in members])), 4)
-    return [{key: e[key] for key in ("label", "text", "box", "confidence", "words")} for e in entities]
-
-
-def _union_box(boxes: np.ndarray) -> list[int]:
-    return np.round(np.concatenate([boxes[:, :2].min(0), boxes[:, 2:].max(0)])).astype(int).tolist()
+def text_positions(config, tokenizer) -> int:
+    """Longest window (in tokens) a model with `config` and `tokenizer` take: RoBERTa-style positions start after the
+    padding index."""
+    config = getattr(config, "layout_config", config)
+    positions = getattr(config, "max_position_embeddings", 514) - 2
+    return min(positions, tokenizer.model_max_length)
 
 
 def _pixel_boxes(boxes: Sequence[Sequence[float]], normalized: bool, size: tuple[int, int]) -> list[list[int]]:
@@ -247,7 +131,8 @@ class DocumentPredictor:
     Run a token classification, sequence classification or question answering checkpoint on document pages.
 
     Args:
-        model (`PreTrainedModel`): the model; its `config.id2label` names the labels.
+        model (`PreTrainedModel` or [`~aetnet.onnx_export.ONNXDocumentModel`]): the model; its `config.id2label`
+            names the labels. An ONNX model runs where its session was created (`device` and `dtype` do not apply).
         processor ([`AETNetProcessor`]): the processor saved with the model.
         task (`str`, *optional*): `"token-classification"`, `"sequence-classification"` or
             `"question-answering"`; read from `model.config.architectures` by default.
@@ -256,10 +141,13 @@ class DocumentPredictor:
         batch_size (`int`, *optional*, defaults to 8): pages loaded together and windows per forward pass.
         max_length (`int`, *optional*): window length in tokens; defaults to what the model and tokenizer accept, at
             most 512.
-        stride (`int`, *optional*): tokens shared by consecutive windows; defaults to `min(128, max_length // 4)`.
+        stride (`int`, *optional*): tokens shared by consecutive windows; defaults to `min(128, max_length // 4)`
+            ([`~aetnet.processing_aetnet.default_stride`]).
         ocr_lang (`str`, *optional*): Tesseract language (e.g. `"eng+deu"`); defaults to the processor's.
         tesseract_config (`str`, *optional*): extra Tesseract flags (e.g. `"--psm 6"`).
         max_answer_tokens (`int`, *optional*, defaults to 30): longest answer span for question answering.
+        n_best_size (`int`, *optional*, defaults to 20): start and end candidates tried per window (question
+            answering; see [`~aetnet.qa_decoding.best_answer_spans`], the decoder evaluation uses too).
     """
 
     def __init__(
@@ -276,6 +164,7 @@ class DocumentPredictor:
         ocr_lang: str | None = None,
         tesseract_config: str | None = None,
         max_answer_tokens: int = 30,
+        n_best_size: int = 20,
     ):
         self.task = task_of(model.config) if task is None else task
         if self.task not in TASKS:
@@ -286,33 +175,51 @@ class DocumentPredictor:
             dtype = _DTYPES[dtype]
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
-        self.device = resolve_device(device)
-        self.model = model.to(device=self.device, dtype=dtype).eval()
-        self.dtype = next(self.model.parameters()).dtype
+        if isinstance(model, torch.nn.Module):
+            self.device = resolve_device(device)
+            self.model = model.to(device=self.device, dtype=dtype).eval()
+            self.dtype = next(self.model.parameters()).dtype
+        else:  # an ONNX Runtime model: takes CPU tensors and runs on its session's providers
+            self.device, self.model, self.dtype = torch.device("cpu"), model, torch.float32
         self.processor = processor
         self.batch_size = batch_size
         self.ocr_lang, self.tesseract_config = ocr_lang, tesseract_config
-        self.max_answer_tokens = max_answer_tokens
+        self.max_answer_tokens, self.n_best_size = max_answer_tokens, n_best_size
+        # Right padding whatever the tokenizer's side: `window_scores` keeps the first tokens of every row.
+        self.collator = AETNetDataCollator(pad_token_id=processor.tokenizer.pad_token_id)
         limit = self._text_positions()
         self.max_length = min(512, limit) if max_length is None else max_length
         if not isinstance(self.max_length, int) or not 8 <= self.max_length <= limit:
             raise ValueError(f"`max_length` must be an int in [8, {limit}] for this model, got {self.max_length!r}")
-        self.stride = min(128, self.max_length // 4) if stride is None else stride
+        self.stride = default_stride(self.max_length) if stride is None else stride
         if not isinstance(self.stride, int) or not 0 <= self.stride < self.max_length - 2:
             raise ValueError(f"`stride` must be an int in [0, {self.max_length - 3}], got {self.stride!r}")
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.bio = is_bio(self.labels)
 
     @classmethod
-    def from_pretrained(cls, model_name_or_path: str | os.PathLike, *, task: str | None = None, **kwargs):
+    def from_pretrained(
+        cls,
+        model_name_or_path: str | os.PathLike,
+        *,
+        task: str | None = None,
+        onnx: str | os.PathLike | None = None,
+        **kwargs,
+    ):
         """Load the model (with the Auto class of its task) and its processor from one folder; `kwargs` go to
-        `DocumentPredictor`."""
+        `DocumentPredictor`. With `onnx` (an `.onnx` file written by [`~aetnet.onnx_export.export_onnx`]), the forward
+        pass runs that file in ONNX Runtime and only the config and processor are read from the folder."""
         path = str(model_name_or_path)
         config = AutoConfig.from_pretrained(path)
         task = task_of(config) if task is None else task
         if task not in TASKS:
             raise ValueError(f"`task` must be one of {list(TASKS)}, got {task!r}")
-        model = TASKS[task].from_pretrained(path)
+        if onnx is not None:
+            from .onnx_export import ONNXDocumentModel
+
+            model = ONNXDocumentModel(onnx, config, device=kwargs.get("device"))
+        else:
+            model = TASKS[task].from_pretrained(path)
         try:
             processor = AETNetProcessor.from_pretrained(path)
         except (OSError, ValueError) as error:
@@ -322,11 +229,7 @@ class DocumentPredictor:
         return cls(model, processor, task=task, **kwargs)
 
     def _text_positions(self) -> int:
-        """Longest window the model and tokenizer take: RoBERTa-style positions start after the padding index."""
-        config = self.model.config
-        config = getattr(config, "layout_config", config)
-        positions = getattr(config, "max_position_embeddings", 514) - 2
-        return min(positions, self.processor.tokenizer.model_max_length)
+        return text_positions(self.model.config, self.processor.tokenizer)
 
     # ------------------------------------------------------------------------------------------------ public calls
 
@@ -386,7 +289,7 @@ class DocumentPredictor:
             for position, source in enumerate(batch):
                 try:
                     image = source.load(pdf_dpi)
-                    entry = {} if words is None else _words_entry(words, source)
+                    entry = {} if words is None else words_entry(words, source)
                     page_number = None if source.index is None else source.index + 1
                     pages.append(as_page({**entry, "image": image}, position, source.name, source.path, page_number))
                     positions.append(position)
@@ -489,28 +392,37 @@ class DocumentPredictor:
         """Second step: run the model over windows (of any pages) in chunks of `batch_size`; returns float32 CPU
         scores per window, unpadded: `probs` (token or page classes) or `start` / `end` logits."""
         results = []
-        pad_id = self.processor.tokenizer.pad_token_id
         for start in range(0, len(windows), self.batch_size):
             chunk = windows[start : start + self.batch_size]
-            batch = {
-                "input_ids": _pad_stack([w["input_ids"] for w in chunk], pad_id),
-                "bbox": _pad_stack([w["bbox"] for w in chunk], 0),
-                "attention_mask": _pad_stack([w["attention_mask"] for w in chunk], 0),
-                "pixel_values": torch.stack([w["pixel_values"] for w in chunk]),
-            }
-            batch = {key: value.to(self.device) for key, value in batch.items()}
-            batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
-            output = self.model(**batch)
-            for row, window in enumerate(chunk):
-                n = len(window["input_ids"])
-                if self.task == "question-answering":
-                    # The QA head also scores the visual tokens after the text: keep the text part.
-                    start, end = output.start_logits[row, :n], output.end_logits[row, :n]
-                    results.append({"start": start.float().cpu(), "end": end.float().cpu()})
-                elif self.task == "token-classification":
-                    results.append({"probs": output.logits[row, :n].float().softmax(-1).cpu()})
-                else:
-                    results.append({"probs": output.logits[row].float().softmax(-1).cpu()})
+            output = self.run_model(self.collate(chunk))
+            results.extend(self.window_scores(output, [len(window["input_ids"]) for window in chunk]))
+        return results
+
+    def collate(self, windows: list[dict]) -> dict[str, torch.Tensor]:
+        """The model inputs of a batch of windows, by the training collator ([`AETNetDataCollator`], without
+        augmentation): text fields right-padded to the longest window, pages stacked."""
+        return self.collator(windows)
+
+    @torch.inference_mode()
+    def run_model(self, batch: dict[str, torch.Tensor]):
+        """The model's output on a collated batch, moved to the predictor's device and dtype first."""
+        batch = {key: batch[key].to(self.device) for key in MODEL_INPUT_NAMES}
+        batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        return self.model(**batch)
+
+    def window_scores(self, output, lengths: Sequence[int]) -> list[dict]:
+        """Float32 CPU scores of each window of a batch `output`, cut to the window's own number of tokens
+        (`lengths`): token `logits`, page-class `probs`, or `start` / `end` logits."""
+        results = []
+        for row, n in enumerate(lengths):
+            if self.task == "question-answering":
+                # The QA head also scores the visual tokens after the text: keep the text part.
+                start, end = output.start_logits[row, :n], output.end_logits[row, :n]
+                results.append({"start": start.float().cpu(), "end": end.float().cpu()})
+            elif self.task == "token-classification":
+                results.append({"logits": output.logits[row, :n].float().cpu()})
+            else:
+                results.append({"probs": output.logits[row].float().softmax(-1).cpu()})
         return results
 
     def decode(self, result: dict, encoded: list[tuple[str | None, list[dict], list[dict]]]) -> dict:
@@ -528,14 +440,11 @@ class DocumentPredictor:
             result["label"], result["score"] = self.labels[best], round(float(probs[best]), 4)
             result["scores"] = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
         elif self.task == "token-classification":
-            length = max(len(w["word_ids"]) for w in windows)
-            probs = torch.zeros(len(windows), length, len(self.labels))
-            word_ids = torch.full((len(windows), length), -1, dtype=torch.long)
-            for i, (window, output) in enumerate(zip(windows, outputs)):
-                probs[i, : len(output["probs"])] = output["probs"]
-                word_ids[i, : len(window["word_ids"])] = window["word_ids"]
+            # Per-word class probabilities by the rule evaluation uses too (see `merge_window_predictions`).
+            logits = [output["logits"] for output in outputs]
             mapping = torch.zeros(len(windows), dtype=torch.long)
-            merged = merge_window_predictions(probs, word_ids, mapping, len(words))[0]
+            word_index = [window[WORD_INDEX_KEY] for window in windows]
+            merged = merge_window_predictions(logits, word_index, mapping, len(words))[0]
             unseen = 0
             for word, row in zip(words, merged):
                 if torch.isnan(row).any():
@@ -551,93 +460,25 @@ class DocumentPredictor:
             result.setdefault("answers", []).append(self._best_answer(words, windows, outputs, question))
 
     def _best_answer(self, words: list[dict], windows: list[dict], outputs: list[dict], question: str) -> dict:
-        """Highest `p(start) * p(end)` span over context tokens of all windows, `start <= end < start + max`."""
-        best = (-1.0, None, None)
-        for window, output in zip(windows, outputs):
-            context = window["word_ids"] >= 0
-            if not context.any():
-                continue
-            start = output["start"].masked_fill(~context, -math.inf).softmax(-1)
-            end = output["end"].masked_fill(~context, -math.inf).softmax(-1)
-            scores = torch.triu(start[:, None] * end[None, :]).tril(self.max_answer_tokens - 1)
-            flat = int(scores.argmax())
-            score = float(scores.flatten()[flat])
-            if score > best[0]:
-                s, e = divmod(flat, scores.shape[1])
-                best = (score, int(window["word_ids"][s]), int(window["word_ids"][e]))
-        score, first, last = best
-        if first is None:
+        """The answer of one question: the span decoder of evaluation too ([`~aetnet.qa_decoding.best_answer_spans`],
+        whose docstring states the rule) over the question's windows."""
+        (span,) = best_answer_spans(
+            [output["start"] for output in outputs],
+            [output["end"] for output in outputs],
+            [window[WORD_INDEX_KEY] for window in windows],
+            num_examples=1,
+            n_best_size=self.n_best_size,
+            max_answer_length=self.max_answer_tokens,
+        )
+        first, last = span["start_word"], span["end_word"]
+        if first < 0:
             return {"question": question, "text": "", "box": None, "score": 0.0, "words": []}
-        members = words[first : last + 1]
         return {
             "question": question,
-            "text": " ".join(w["text"] for w in members),
-            "box": _union_box(np.asarray([w["box"] for w in members], dtype=float)),
-            "score": round(score, 4),
+            **word_span(words, first, last),
+            "score": round(span["score"], 4),
             "words": list(range(first, last + 1)),
         }
-
-
-def _pad_stack(rows: list[torch.Tensor], value: int) -> torch.Tensor:
-    """Right-pad the first dimension of each row to the longest and stack."""
-    length = max(len(row) for row in rows)
-    return torch.stack(
-        [torch.nn.functional.pad(row, (0, 0) * (row.dim() - 1) + (0, length - len(row)), value=value) for row in rows]
-    )
-
-
-def as_page(
-    item, index: int = 0, name: str | None = None, source: str | None = None, page_number: int | None = None
-) -> Page:
-    """A [`Page`] from a `Page`, a PIL image / array, or a dict `{"image", "words", "boxes", "boxes_normalized"}`."""
-    if isinstance(item, Page):
-        return item
-    entry = item if isinstance(item, dict) else {"image": item}
-    where = f"page {name!r}" if name else f"`inputs[{index}]`"
-    if "image" not in entry:
-        raise ValueError(f"{where} is a dict without an `image`")
-    image = entry["image"]
-    if isinstance(image, (str, os.PathLike)):
-        image = PageSource(str(image), None, Path(image).stem).load()
-    elif not isinstance(image, Image.Image):
-        image = Image.fromarray(np.asarray(image))
-    words, boxes = entry.get("words"), entry.get("boxes")
-    if (words is None) != (boxes is None):
-        raise ValueError(f"{where} must give both `words` and `boxes`, or neither (to run OCR)")
-    if words is not None and (not isinstance(words, list) or not isinstance(boxes, list) or len(words) != len(boxes)):
-        raise ValueError(
-            f"{where} needs lists `words` and `boxes` of equal length, got "
-            f"{type(words).__name__} of {len(words) if hasattr(words, '__len__') else '?'} and "
-            f"{type(boxes).__name__} of {len(boxes) if hasattr(boxes, '__len__') else '?'}"
-        )
-    return Page(
-        image=image.convert("RGB"),
-        name=name or f"page{index}",
-        source=source,
-        page_number=page_number,
-        words=words,
-        boxes=boxes,
-        boxes_normalized=bool(entry.get("boxes_normalized", False)),
-    )
-
-
-def words_key_for(words: dict[str, dict], source: PageSource) -> str | None:
-    """The key of a page in a `--words-json` mapping: its page name, file name, stem or path; `None` if absent."""
-    path = Path(source.path)
-    for key in (source.name, path.name, path.stem, source.path, str(path.resolve())):
-        if key in words:
-            return key
-    return None
-
-
-def _words_entry(words: dict[str, dict], source: PageSource) -> dict:
-    key = words_key_for(words, source)
-    entry = None if key is None else words[key]
-    if entry is None:
-        raise ValueError(f"no entry for page {source.name!r} in the words JSON (keys: {sorted(words)[:5]})")
-    if not isinstance(entry, dict):
-        raise ValueError(f"the words JSON entry of page {source.name!r} must be an object, got {type(entry).__name__}")
-    return entry
 
 
 def predict(model, inputs, *, questions: str | Sequence[str] | None = None, **kwargs) -> list[dict]:
@@ -667,6 +508,7 @@ def predict(model, inputs, *, questions: str | Sequence[str] | None = None, **kw
 __all__ = [
     "DocumentPredictor",
     "IMAGE_EXTENSIONS",
+    "MODEL_INPUT_NAMES",
     "PDF_EXTENSIONS",
     "Page",
     "PageLoadError",
@@ -679,5 +521,6 @@ __all__ = [
     "predict",
     "resolve_device",
     "task_of",
+    "text_positions",
     "words_key_for",
 ]

@@ -23,23 +23,20 @@ from transformers import (
 )
 from transformers import initialization as init
 from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
     ModelOutput,
     QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
 from transformers.models.layoutlmv3.modeling_layoutlmv3 import LayoutLMv3ClassificationHead
-from transformers.utils import logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 
+from .alignment import AlignmentFeatures, get_objective
 from .configuration_aetnet import AETNetConfig
-from .fast_attention import set_layoutlmv3_attention
-from .losses import (
-    DocumentContrastiveLoss,
-    GlobalLocalContrastiveLoss,
-    IntraModalContrastiveLoss,
-    PatchTokenAlignmentLoss,
-    concat_all_gather,
-)
+from .losses import weighted_objective
+from .momentum import FeatureQueues
 
 
 logger = logging.get_logger(__name__)
@@ -52,6 +49,9 @@ MOMENTUM_MODULES = ("vision_model_m", "vision_proj_m", "text_model_m", "text_pro
 class AETNetModelOutput(ModelOutput):
     """
     Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            The weighted sum of the alignment objectives (`config.alignment_loss_weights`), when they were computed:
+            what training the base model alone minimises.
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, text_length + 1 + num_patches, hidden_size)`):
             LayoutLMv3's output: the text tokens, then the visual [CLS] and patch tokens.
         hidden_states, attentions: LayoutLMv3's, when asked for.
@@ -60,10 +60,11 @@ class AETNetModelOutput(ModelOutput):
         text_embeds (`torch.FloatTensor` of shape `(batch_size, text_length, hidden_size)`, *optional*):
             The online RoBERTa aligner's output, when the aligners ran.
         alignment_losses (`dict[str, torch.FloatTensor]`, *optional*):
-            One unweighted scalar per enabled objective (`ditc`, `imc`, `glitc`, `pita`); computed in training mode,
+            One unweighted scalar per enabled objective (`config.alignment_objectives`); computed in training mode,
             or in eval mode with `return_alignment_losses=True`.
     """
 
+    loss: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
@@ -74,22 +75,37 @@ class AETNetModelOutput(ModelOutput):
 
 @dataclass
 class AETNetTokenClassifierOutput(TokenClassifierOutput):
-    """`TokenClassifierOutput` (`loss` is the task loss only) plus the unweighted `alignment_losses`."""
+    """
+    `TokenClassifierOutput` where `loss` is the whole objective: the task loss plus the weighted alignment terms that were
+    computed (all of them in training mode), `task_loss` the task loss alone and `alignment_losses` the unweighted
+    terms (as `FlavaForPreTraining` exposes `loss_info`).
+    """
 
+    task_loss: torch.FloatTensor | None = None
     alignment_losses: dict[str, torch.FloatTensor] | None = None
 
 
 @dataclass
 class AETNetSequenceClassifierOutput(SequenceClassifierOutput):
-    """`SequenceClassifierOutput` (`loss` is the task loss only) plus the unweighted `alignment_losses`."""
+    """
+    `SequenceClassifierOutput` where `loss` is the whole objective: the task loss plus the weighted alignment terms that were
+    computed (all of them in training mode), `task_loss` the task loss alone and `alignment_losses` the unweighted
+    terms (as `FlavaForPreTraining` exposes `loss_info`).
+    """
 
+    task_loss: torch.FloatTensor | None = None
     alignment_losses: dict[str, torch.FloatTensor] | None = None
 
 
 @dataclass
 class AETNetQuestionAnsweringModelOutput(QuestionAnsweringModelOutput):
-    """`QuestionAnsweringModelOutput` (`loss` is the task loss only) plus the unweighted `alignment_losses`."""
+    """
+    `QuestionAnsweringModelOutput` where `loss` is the whole objective: the task loss plus the weighted alignment terms that were
+    computed (all of them in training mode), `task_loss` the task loss alone and `alignment_losses` the unweighted
+    terms (as `FlavaForPreTraining` exposes `loss_info`).
+    """
 
+    task_loss: torch.FloatTensor | None = None
     alignment_losses: dict[str, torch.FloatTensor] | None = None
 
 
@@ -123,27 +139,41 @@ class AETNetLayoutLMv3Model(LayoutLMv3Model):
             self._aligned_text_embeds = self._aligned_image_embeds = None
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose encoder weights are missing from, or unexpected by, the config it is loaded with."""
+
+
 class AETNetPreTrainedModel(PreTrainedModel):
     config: AETNetConfig
     base_model_prefix = "aetnet"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
+    # transformers dispatches `attn_implementation` to every sub-model: LayoutLMv3 takes sdpa and flex attention, the
+    # ViT and RoBERTa aligners flash attention too (a per-sub-config dict selects it for them alone).
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_flash_attn = True
+    _no_split_modules = ["LayoutLMv3Layer", "ViTLayer", "RobertaLayer"]
+    # Checkpoints saved before the queues moved into `queues` carry them at the top level: they load with empty
+    # queues (the queues are training state, refilled within `queue_size / batch_size` steps).
+    _keys_to_ignore_on_load_unexpected = [r"^(aetnet\.)?(image_queue|text_queue|queue_ptr|queue_filled)$"]
     # The task loss is a plain mean, so the Trainer must divide it by the accumulation steps itself.
     accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)
+        if isinstance(module, FeatureQueues):
+            # Empty queues: only the first `queue_filled` entries are ever read, so zeros are as good as ALBEF's
+            # random vectors, and deterministic (meta-device initialisation gives the same buffers).
+            for buffer in module.buffers():
+                init.zeros_(buffer)
         if isinstance(module, AETNetModel):
             init.constant_(module.temp, module.config.temperature)
             for gate in (module.text_gate, module.image_gate):
                 if gate is not None:
                     init.zeros_(gate)
             if module.config.uses_momentum:
-                init.copy_(module.image_queue, F.normalize(torch.randn_like(module.image_queue), dim=0))
-                init.copy_(module.text_queue, F.normalize(torch.randn_like(module.text_queue), dim=0))
-                init.zeros_(module.queue_ptr)
-                init.zeros_(module.queue_filled)
                 # Children are initialised before their parent, so the online encoders are final here.
                 for online, momentum in module.momentum_pairs():
                     for param, param_m in zip(online.parameters(), momentum.parameters()):
@@ -156,14 +186,19 @@ class AETNetPreTrainedModel(PreTrainedModel):
         copied from the online encoders (a checkpoint saved without them starts with momentum == online), every
         momentum parameter is frozen again (loading re-creates parameters with `requires_grad=True`), and a checkpoint
         whose encoders do not match the config (missing, unexpected or resized weights of the AETNet base model, other
-        than momentum ones) raises a `ValueError` listing the keys instead of silently re-initialising them. Task
-        heads (e.g. `classifier`) may be missing or unexpected, as when fine-tuning a pretrained base. Pass
-        `allow_missing_keys=True` (or `ignore_mismatched_sizes=True` for resized weights) to accept the mismatch.
+        than momentum ones) raises an error listing the keys instead of silently re-initialising them: a
+        `CheckpointMismatchError` (a `ValueError`) for missing or unexpected weights, a `RuntimeError` for resized
+        ones, as transformers raises. Task heads (e.g. `classifier`) may be missing or unexpected, as when fine-tuning
+        a pretrained base. Pass `allow_missing_keys=True` (or `ignore_mismatched_sizes=True` for resized weights) to
+        accept the mismatch; `output_loading_info=True` returns the lists instead of raising for missing or
+        unexpected weights, and initialising from a config (`from_pretrained(None, config=..., state_dict=...)`)
+        checks nothing.
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
-        allow_missing_keys = kwargs.pop("allow_missing_keys", False)
+        from_checkpoint = (args[0] if args else kwargs.get("pretrained_model_name_or_path")) is not None
+        allow_missing_keys = kwargs.pop("allow_missing_keys", False) or output_loading_info or not from_checkpoint
         # Load resized weights as re-initialised so that they can be listed below (transformers' own error does not).
-        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False) or not from_checkpoint
         model, loading_info = super().from_pretrained(
             *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
         )
@@ -178,7 +213,10 @@ class AETNetPreTrainedModel(PreTrainedModel):
 
         problems = {}
         if not allow_missing_keys:
-            problems["missing"] = [k for k in loading_info["missing_keys"] if in_base(k) and "_m." not in k]
+            # Momentum copies are re-synced below; the queues are training state that refills within a few steps.
+            problems["missing"] = [
+                k for k in loading_info["missing_keys"] if in_base(k) and "_m." not in k and "queues." not in k
+            ]
             problems["unexpected"] = [k for k in loading_info["unexpected_keys"] if in_base(k)]
         if not ignore_mismatched_sizes:
             problems["mismatched"] = [
@@ -187,7 +225,9 @@ class AETNetPreTrainedModel(PreTrainedModel):
         problems = {kind: sorted(keys) for kind, keys in problems.items() if keys}
         if problems:
             listed = "; ".join(f"{kind} ({len(keys)}): {keys[:10]}" for kind, keys in problems.items())
-            raise ValueError(
+            # transformers raises RuntimeError for resized weights; missing or unexpected ones are AETNet's own check.
+            error = RuntimeError if "mismatched" in problems else CheckpointMismatchError
+            raise error(
                 f"The checkpoint does not match the config of {cls.__name__}, whose sub-configs (layout_config, "
                 f"vision_config, text_config) must describe the saved encoders: {listed}. Fix the config, or pass "
                 "`allow_missing_keys=True` (missing / unexpected) or `ignore_mismatched_sizes=True` (mismatched) to "
@@ -201,6 +241,30 @@ class AETNetPreTrainedModel(PreTrainedModel):
         base.freeze_momentum()
         return (model, loading_info) if output_loading_info else model
 
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """
+        `PreTrainedModel.resize_token_embeddings` for the two encoders that read `input_ids`: LayoutLMv3 (the input
+        embeddings) and the RoBERTa aligner with its momentum copy, whose new rows start equal to the online ones.
+        `layout_config.vocab_size` and `text_config.vocab_size` both follow.
+        """
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return embeddings
+        base, size = self.base_model, embeddings.num_embeddings
+        old_size = base.text_model.get_input_embeddings().num_embeddings
+        base.text_model.resize_token_embeddings(size, mean_resizing=mean_resizing)
+        if getattr(base, "text_model_m", None) is not None:
+            base.text_model_m.resize_token_embeddings(size, mean_resizing=False)
+            with torch.no_grad():
+                rows = slice(min(old_size, size), size)
+                momentum_rows = base.text_model_m.get_input_embeddings().weight[rows]
+                momentum_rows.copy_(base.text_model.get_input_embeddings().weight[rows])
+        for sub_config in (self.config.layout_config, self.config.text_config, base.text_model.config):
+            sub_config.vocab_size = size
+        base.freeze_momentum()
+        return embeddings
 
     @classmethod
     def from_encoders_pretrained(
@@ -230,9 +294,21 @@ class AETNetPreTrainedModel(PreTrainedModel):
         layout_class = getattr(cls, "_layoutlmv3_class", LayoutLMv3Model)
         if layout_class is not LayoutLMv3Model:
             prefixed["layout_"] = {"ignore_mismatched_sizes": True, **label_kwargs, **prefixed["layout_"]}
-        layout = layout_class.from_pretrained(layout_model_name_or_path, **prefixed["layout_"])
-        vision = AutoModel.from_pretrained(vision_model_name_or_path, add_pooling_layer=False, **prefixed["vision_"])
-        text = AutoModel.from_pretrained(text_model_name_or_path, add_pooling_layer=False, **prefixed["text_"])
+        # One line below instead of three load reports (a pretrained LayoutLMv3 without a head reports it missing).
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity_error()
+        try:
+            layout, layout_info = layout_class.from_pretrained(
+                layout_model_name_or_path, output_loading_info=True, **prefixed["layout_"]
+            )
+            vision = AutoModel.from_pretrained(
+                vision_model_name_or_path, add_pooling_layer=False, **prefixed["vision_"]
+            )
+            text = AutoModel.from_pretrained(text_model_name_or_path, add_pooling_layer=False, **prefixed["text_"])
+        finally:
+            logging.set_verbosity(verbosity)
+        resized = [k[0] if isinstance(k, tuple) else str(k) for k in layout_info.get("mismatched_keys", [])]
+        new_head = sorted({*layout_info.get("missing_keys", []), *resized})
 
         config = AETNetConfig(
             layout_config=layout.config.to_dict(),
@@ -249,8 +325,10 @@ class AETNetPreTrainedModel(PreTrainedModel):
         for name in getattr(cls, "_layoutlmv3_head_names", ()):
             getattr(model, name).load_state_dict(getattr(layout, name).state_dict())
         base.copy_params()
+        head = f" and the task head ({', '.join(new_head)})" if new_head else ""
         logger.warning(
-            "The AETNet projections (vision_proj, text_proj) are newly initialised: fine-tune before using the model."
+            f"Newly initialised: the AETNet projections (vision_proj, text_proj){head}. Fine-tune before using the "
+            "model."
         )
         return model
 
@@ -259,18 +337,18 @@ class AETNetModel(AETNetPreTrainedModel):
     """
     The AETNet encoder: LayoutLMv3 (`layoutlmv3`), the ViT and RoBERTa aligners (`vision_model`, `text_model`) with
     their projections into the contrastive space (`vision_proj`, `text_proj`), the frozen momentum copies (`_m`
-    suffix), the learnable temperature `temp` and the feature queues `image_queue` / `text_queue` (ALBEF layout:
-    `(embed_dim, queue_size)`, with `queue_ptr` and `queue_filled`, the number of real entries so far).
+    suffix), the learnable temperature `temp` and the feature queues `queues` (`image_queue` / `text_queue` in ALBEF's
+    layout `(embed_dim, queue_size)`, `queue_ptr` and `queue_filled`, the number of real entries so far; also readable
+    as `model.image_queue` etc.).
 
-    `forward` never updates the momentum weights: call `momentum_update()` once per optimizer step (`AETNetTrainer`
-    does). The queues are updated by `forward` in training mode only.
+    In training mode `forward` first takes the momentum EMA step (ALBEF's rule) and then enqueues the batch's
+    momentum features; set `momentum_update_in_forward = False` to call `momentum_update()` once per optimizer step
+    instead, which keeps the EMA horizon independent of gradient accumulation (`AETNetTrainer` does that).
     """
 
     def __init__(self, config: AETNetConfig):
         super().__init__(config)
         self.layoutlmv3 = AETNetLayoutLMv3Model(config.layout_config)
-        if config.fusion_attention != "eager":
-            set_layoutlmv3_attention(self.layoutlmv3, config.fusion_attention)
         self.vision_model = AutoModel.from_config(config.vision_config, add_pooling_layer=False)
         self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
         self.vision_proj = nn.Linear(config.vision_config.hidden_size, config.embed_dim)
@@ -287,20 +365,17 @@ class AETNetModel(AETNetPreTrainedModel):
             self.text_model_m = AutoModel.from_config(config.text_config, add_pooling_layer=False)
             self.vision_proj_m = nn.Linear(config.vision_config.hidden_size, config.embed_dim)
             self.text_proj_m = nn.Linear(config.text_config.hidden_size, config.embed_dim)
-            self.register_buffer("image_queue", torch.zeros(config.embed_dim, config.queue_size))
-            self.register_buffer("text_queue", torch.zeros(config.embed_dim, config.queue_size))
-            self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
-            self.register_buffer("queue_filled", torch.zeros(1, dtype=torch.long))
+            self.queues = FeatureQueues(config.embed_dim, config.queue_size)
 
-        objectives = config.alignment_objectives
-        self.ditc_loss = DocumentContrastiveLoss() if "ditc" in objectives else None
-        self.imc_loss = IntraModalContrastiveLoss() if "imc" in objectives else None
-        self.glitc_loss = GlobalLocalContrastiveLoss() if "glitc" in objectives else None
-        self.pita_loss = (
-            PatchTokenAlignmentLoss(config.grid_size, config.pita_loss, config.pita_span_policy)
-            if "pita" in objectives
-            else None
+        # One module per enabled objective, in config order (see `alignment.py`: the registry and the bundle).
+        self.objectives = nn.ModuleDict(
+            {
+                name: get_objective(name)(config, **config.objective_settings.get(name, {}))
+                for name in config.alignment_objectives
+            }
         )
+        # Off when something else runs the EMA once per optimizer step (AETNetTrainer's MomentumUpdateCallback).
+        self.momentum_update_in_forward = True
         self.post_init()
         self.freeze_momentum()
 
@@ -357,49 +432,68 @@ class AETNetModel(AETNetPreTrainedModel):
         torch._foreach_mul_(momentum_params, m)
         torch._foreach_add_(momentum_params, online_params, alpha=1 - m)
 
+    # ALBEF's names for the queue buffers, which live in `self.queues` (see `momentum.FeatureQueues`).
+    image_queue = property(lambda self: self.queues.image_queue)
+    text_queue = property(lambda self: self.queues.text_queue)
+    queue_ptr = property(lambda self: self.queues.queue_ptr)
+    queue_filled = property(lambda self: self.queues.queue_filled)
+
     @torch.no_grad()
-    def _dequeue_and_enqueue(self, image_feat_m: torch.Tensor, text_feat_m: torch.Tensor) -> None:
-        """
-        Write the batch's momentum features (gathered over ranks) into the ring buffers at `queue_ptr`. Any batch
-        size works: a batch larger than the queue keeps its last `queue_size` features.
-        """
-        image_feats, text_feats = concat_all_gather(image_feat_m), concat_all_gather(text_feat_m)
-        queue_size, num_new = self.config.queue_size, image_feats.shape[0]
-        skipped = max(0, num_new - queue_size)
-        image_feats, text_feats = image_feats[skipped:], text_feats[skipped:]
-        index = (self.queue_ptr + skipped + torch.arange(image_feats.shape[0], device=image_feats.device)) % queue_size
-        # A non-finite feature (one bad page) would poison every later DITC/IMC loss: keep the old entry instead.
-        finite = (torch.isfinite(image_feats).all(dim=1) & torch.isfinite(text_feats).all(dim=1))[None, :]
-        for queue, feats in ((self.image_queue, image_feats), (self.text_queue, text_feats)):
-            queue[:, index] = torch.where(finite, feats.t().to(queue.dtype), queue[:, index])
-        self.queue_ptr.copy_((self.queue_ptr + num_new) % queue_size)
-        self.queue_filled.copy_((self.queue_filled + num_new).clamp(max=queue_size))
+    def clamp_temperature_(self) -> None:
+        """Put `temp` back into its range in place (ALBEF's rule; `AETNetTrainer` runs it after every optimizer step)."""
+        self.temp.clamp_(*TEMPERATURE_RANGE)
 
     def _clamped_temperature(self) -> torch.Tensor:
         if self.training:
             # ALBEF clamps the parameter itself so that the optimizer state never runs away outside the range.
-            with torch.no_grad():
-                self.temp.clamp_(*TEMPERATURE_RANGE)
+            self.clamp_temperature_()
         return self.temp.clamp(*TEMPERATURE_RANGE)
 
-    def _alignable_tokens(self, input_ids: torch.Tensor, bbox: torch.Tensor, attention_mask: torch.Tensor):
-        """Tokens PITA may align: attended, not special, and with a box (special and question tokens have [0,0,0,0])."""
+    def _special_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`(batch, length)` bool: the `<s>`, `</s>` and padding tokens."""
         layout = self.config.layout_config
         special = torch.tensor(
             [i for i in (layout.bos_token_id, layout.eos_token_id, layout.pad_token_id) if i is not None],
             device=input_ids.device,
         )
-        return attention_mask.bool() & (bbox != 0).any(dim=-1) & ~torch.isin(input_ids, special)
+        return torch.isin(input_ids, special)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """L2-normalised projected [CLS] features of the ViT aligner, `(batch_size, embed_dim)`."""
-        return F.normalize(self.vision_proj(self.vision_model(pixel_values).last_hidden_state[:, 0]), dim=-1)
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        """
+        The ViT aligner on `pixel_values`: its output (`last_hidden_state`, and `hidden_states` / `attentions` when
+        asked for) with `pooler_output` the L2-normalised projected [CLS] feature, `(batch_size, embed_dim)`, that
+        DITC compares with `get_text_features`.
+        """
+        outputs = self.vision_model(pixel_values, return_dict=True, **kwargs)
+        return self._with_projected_cls(outputs, self.vision_proj)
 
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """L2-normalised projected [CLS] features of the RoBERTa aligner, `(batch_size, embed_dim)`."""
-        hidden = self.text_model(input_ids, attention_mask=attention_mask).last_hidden_state
-        return F.normalize(self.text_proj(hidden[:, 0]), dim=-1)
+    @can_return_tuple
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
+        """
+        The RoBERTa aligner on `input_ids`: its output with `pooler_output` the L2-normalised projected [CLS]
+        feature, `(batch_size, embed_dim)`.
+        """
+        outputs = self.text_model(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        return self._with_projected_cls(outputs, self.text_proj)
 
+    @staticmethod
+    def _with_projected_cls(outputs: ModelOutput, projection: nn.Linear) -> BaseModelOutputWithPooling:
+        return BaseModelOutputWithPooling(
+            last_hidden_state=outputs.last_hidden_state,
+            pooler_output=F.normalize(projection(outputs.last_hidden_state[:, 0]), dim=-1),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -411,7 +505,7 @@ class AETNetModel(AETNetPreTrainedModel):
         pixel_values_aug: torch.FloatTensor | None = None,
         return_alignment_losses: bool | None = None,
         distill_alpha: float | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> AETNetModelOutput:
         r"""
         Args:
@@ -430,6 +524,13 @@ class AETNetModel(AETNetPreTrainedModel):
                 Compute `alignment_losses`. Defaults to `self.training`. In eval mode nothing is enqueued.
             distill_alpha (`float`, *optional*):
                 Overrides `config.distill_alpha` for this call (the trainer ramps it up).
+            kwargs:
+                transformers' output options for LayoutLMv3 (`output_hidden_states`, `output_attentions`, the
+                latter with `attn_implementation="eager"`), and `return_dict`.
+
+        In training mode `loss` is the weighted sum of the alignment objectives and, unless
+        `momentum_update_in_forward` is off, the momentum encoders take their EMA step first (ALBEF's rule, so that a
+        plain training loop trains what `AETNetTrainer` trains).
         """
         config = self.config
         if return_alignment_losses is None:
@@ -447,10 +548,12 @@ class AETNetModel(AETNetPreTrainedModel):
         if bbox is None and input_ids is not None:
             bbox = torch.zeros(*input_ids.shape, 4, dtype=torch.long, device=input_ids.device)
 
+        if compute_losses and self.training and self.momentum_update_in_forward:
+            self.momentum_update()
         image_embeds = text_embeds = aligned_text = aligned_image = None
         if use_aligners:
-            image_embeds = self.vision_model(pixel_values).last_hidden_state
-            text_embeds = self.text_model(input_ids, attention_mask=attention_mask).last_hidden_state
+            image_embeds = self.vision_model(pixel_values, return_dict=True).last_hidden_state
+            text_embeds = self.text_model(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
             if config.fusion_injection != "none":
                 aligned_text = text_embeds
                 aligned_image = torch.cat([image_embeds[:, :1], image_embeds[:, self.vision_prefix_tokens :]], dim=1)
@@ -466,6 +569,7 @@ class AETNetModel(AETNetPreTrainedModel):
             pixel_values=pixel_values,
             aligned_text_embeds=aligned_text,
             aligned_image_embeds=aligned_image,
+            return_dict=True,
             **kwargs,
         )
         alignment_losses = None
@@ -480,6 +584,7 @@ class AETNetModel(AETNetPreTrainedModel):
                 config.distill_alpha if distill_alpha is None else distill_alpha,
             )
         return AETNetModelOutput(
+            loss=weighted_objective(None, alignment_losses, config.alignment_loss_weights),
             last_hidden_state=outputs.last_hidden_state,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
@@ -491,46 +596,43 @@ class AETNetModel(AETNetPreTrainedModel):
     def _alignment_losses(
         self, input_ids, bbox, attention_mask, image_embeds, text_embeds, pixel_values_m, distill_alpha
     ) -> dict[str, torch.Tensor]:
-        temp = self._clamped_temperature()
-        prefix = self.vision_prefix_tokens
-        image_feat = F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)
-        text_feat = F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1)
-        losses = {}
+        """Fill the `AlignmentFeatures` bundle once, run every enabled objective on it, then enqueue (training)."""
+        real_tokens = attention_mask.bool() & ~self._special_tokens(input_ids)
+        features = AlignmentFeatures(
+            input_ids=input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            real_tokens=real_tokens,
+            boxed_tokens=real_tokens & (bbox != 0).any(dim=-1),
+            image_embeds=image_embeds,
+            patch_embeds=image_embeds[:, self.vision_prefix_tokens :],
+            text_embeds=text_embeds,
+            image_feat=F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1),
+            text_feat=F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1),
+            vision_proj=self.vision_proj,
+            text_proj=self.text_proj,
+            temp=self._clamped_temperature(),
+            grid_size=self.config.grid_size,
+            distill_alpha=distill_alpha,
+        )
         if self.config.uses_momentum:
             with torch.no_grad():
-                image_embeds_m = self.vision_model_m(pixel_values_m).last_hidden_state
-                text_embeds_m = self.text_model_m(input_ids, attention_mask=attention_mask).last_hidden_state
-                image_feat_m = F.normalize(self.vision_proj_m(image_embeds_m[:, 0]), dim=-1)
-                text_feat_m = F.normalize(self.text_proj_m(text_embeds_m[:, 0]), dim=-1)
+                image_embeds_m = self.vision_model_m(pixel_values_m, return_dict=True).last_hidden_state
+                text_embeds_m = self.text_model_m(
+                    input_ids, attention_mask=attention_mask, return_dict=True
+                ).last_hidden_state
+                features.patch_embeds_m = image_embeds_m[:, self.vision_prefix_tokens :]
+                features.text_embeds_m = text_embeds_m
+                features.image_feat_m = F.normalize(self.vision_proj_m(image_embeds_m[:, 0]), dim=-1)
+                features.text_feat_m = F.normalize(self.text_proj_m(text_embeds_m[:, 0]), dim=-1)
+            features.vision_proj_m, features.text_proj_m = self.vision_proj_m, self.text_proj_m
             # Clones: the queues are overwritten in place below, before backward reads them.
-            queues = (self.image_queue.clone(), self.text_queue.clone())
-            queue_valid = torch.arange(self.config.queue_size, device=queues[0].device) < self.queue_filled
-            features = (image_feat, text_feat, image_feat_m, text_feat_m, *queues, temp)
-            if self.ditc_loss is not None:
-                losses["ditc"] = self.ditc_loss(*features, alpha=distill_alpha, queue_valid=queue_valid)
-            if self.imc_loss is not None:
-                losses["imc"] = self.imc_loss(*features, queue_valid=queue_valid)
-            if self.glitc_loss is not None:
-                with torch.no_grad():
-                    patches_m = F.normalize(self.vision_proj_m(image_embeds_m[:, prefix:]), dim=-1)
-                    tokens_m = F.normalize(self.text_proj_m(text_embeds_m), dim=-1)
-                patch_mask = torch.ones(patches_m.shape[:2], dtype=torch.bool, device=patches_m.device)
-                token_mask = attention_mask.bool().clone()
-                token_mask[:, 0] = False  # [CLS] is the text anchor itself
-                losses["glitc"] = (
-                    self.glitc_loss(image_feat, patches_m, patch_mask, temp)
-                    + self.glitc_loss(text_feat, tokens_m, token_mask, temp)
-                ) / 2
-            if self.training:
-                self._dequeue_and_enqueue(image_feat_m, text_feat_m)
-        if self.pita_loss is not None:
-            losses["pita"] = self.pita_loss(
-                self.vision_proj(image_embeds[:, prefix:]),
-                self.text_proj(text_embeds),
-                bbox,
-                self._alignable_tokens(input_ids, bbox, attention_mask),
-                temp,
-            )
+            features.image_queue = self.queues.image_queue.clone()
+            features.text_queue = self.queues.text_queue.clone()
+            features.queue_valid = self.queues.valid().clone()
+        losses = {name: objective(features) for name, objective in self.objectives.items()}
+        if self.config.uses_momentum and self.training:
+            self.queues.enqueue(features.image_feat_m, features.text_feat_m)
         return losses
 
 class _AETNetHeadMixin:
@@ -552,6 +654,10 @@ class _AETNetHeadMixin:
     def momentum_update(self) -> None:
         self.aetnet.momentum_update()
 
+    def _objective(self, task_loss: torch.Tensor | None, outputs: AETNetModelOutput) -> torch.Tensor | None:
+        """The task loss plus the weighted alignment terms of this forward (`config.alignment_loss_weights`)."""
+        return weighted_objective(task_loss, outputs.alignment_losses, self.config.alignment_loss_weights)
+
     def to_layoutlmv3(self) -> PreTrainedModel:
         """
         Stock LayoutLMv3 with this head (`LayoutLMv3ForTokenClassification`, ...) holding copies of this model's
@@ -563,6 +669,7 @@ class _AETNetHeadMixin:
         """
         config = self._head_config()
         config.id2label, config.label2id = dict(self.config.id2label), dict(self.config.label2id)
+        config._attn_implementation = self.config.layout_config._attn_implementation
         baseline = self._layoutlmv3_class(config)
         baseline.layoutlmv3.load_state_dict(self.aetnet.layoutlmv3.state_dict())
         for name in self._layoutlmv3_head_names:
@@ -587,6 +694,7 @@ class AETNetForTokenClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
             self.classifier = LayoutLMv3ClassificationHead(self._head_config(), pool_feature=False)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -599,11 +707,11 @@ class AETNetForTokenClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
         labels: torch.LongTensor | None = None,
         return_alignment_losses: bool | None = None,
         distill_alpha: float | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> AETNetTokenClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
-            Token labels in `[0, num_labels)`, -100 for ignored tokens. `loss` is the task loss only.
+            Token labels in `[0, num_labels)`, -100 for ignored tokens.
 
         See `AETNetModel.forward` for the other arguments.
         """
@@ -617,15 +725,17 @@ class AETNetForTokenClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
             pixel_values_aug=pixel_values_aug,
             return_alignment_losses=return_alignment_losses,
             distill_alpha=distill_alpha,
+            return_dict=True,
             **kwargs,
         )
         sequence_output = self.dropout(outputs.last_hidden_state[:, : input_ids.shape[1]])
         logits = self.classifier(sequence_output)
-        loss = None
+        task_loss = None
         if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+            task_loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
         return AETNetTokenClassifierOutput(
-            loss=loss,
+            loss=self._objective(task_loss, outputs),
+            task_loss=task_loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
@@ -646,6 +756,7 @@ class AETNetForSequenceClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
         self.classifier = LayoutLMv3ClassificationHead(self._head_config(), pool_feature=False)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -658,7 +769,7 @@ class AETNetForSequenceClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
         labels: torch.LongTensor | None = None,
         return_alignment_losses: bool | None = None,
         distill_alpha: float | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> AETNetSequenceClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
@@ -676,10 +787,11 @@ class AETNetForSequenceClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
             pixel_values_aug=pixel_values_aug,
             return_alignment_losses=return_alignment_losses,
             distill_alpha=distill_alpha,
+            return_dict=True,
             **kwargs,
         )
         logits = self.classifier(outputs.last_hidden_state[:, 0, :])
-        loss = None
+        task_loss = None
         if labels is not None:
             if self.config.problem_type is None:
                 if self.num_labels == 1:
@@ -689,13 +801,15 @@ class AETNetForSequenceClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
                 else:
                     self.config.problem_type = "multi_label_classification"
             if self.config.problem_type == "regression":
-                loss = MSELoss()(logits.squeeze(), labels.squeeze()) if self.num_labels == 1 else MSELoss()(logits, labels)
+                squeeze = self.num_labels == 1
+                task_loss = MSELoss()(logits.squeeze(), labels.squeeze()) if squeeze else MSELoss()(logits, labels)
             elif self.config.problem_type == "single_label_classification":
-                loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+                task_loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
             else:
-                loss = BCEWithLogitsLoss()(logits, labels)
+                task_loss = BCEWithLogitsLoss()(logits, labels)
         return AETNetSequenceClassifierOutput(
-            loss=loss,
+            loss=self._objective(task_loss, outputs),
+            task_loss=task_loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
@@ -711,11 +825,17 @@ class AETNetForQuestionAnswering(_AETNetHeadMixin, AETNetPreTrainedModel):
 
     def __init__(self, config: AETNetConfig):
         super().__init__(config)
+        if config.num_labels != 2:
+            raise ValueError(
+                f"AETNetForQuestionAnswering predicts a start and an end logit: `num_labels` must be 2, got "
+                f"{config.num_labels}"
+            )
         self.num_labels = config.num_labels
         self.aetnet = AETNetModel(config)
         self.qa_outputs = LayoutLMv3ClassificationHead(self._head_config(), pool_feature=False)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -729,7 +849,7 @@ class AETNetForQuestionAnswering(_AETNetHeadMixin, AETNetPreTrainedModel):
         end_positions: torch.LongTensor | None = None,
         return_alignment_losses: bool | None = None,
         distill_alpha: float | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> AETNetQuestionAnsweringModelOutput:
         r"""
         start_positions, end_positions (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
@@ -747,19 +867,21 @@ class AETNetForQuestionAnswering(_AETNetHeadMixin, AETNetPreTrainedModel):
             pixel_values_aug=pixel_values_aug,
             return_alignment_losses=return_alignment_losses,
             distill_alpha=distill_alpha,
+            return_dict=True,
             **kwargs,
         )
         logits = self.qa_outputs(outputs.last_hidden_state)
         start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
-        loss = None
+        task_loss = None
         if start_positions is not None and end_positions is not None:
             ignored_index = start_logits.size(1)
             start_positions = start_positions.view(-1).clamp(0, ignored_index)
             end_positions = end_positions.view(-1).clamp(0, ignored_index)
             loss_fct = CrossEntropyLoss(ignore_index=ignored_index)
-            loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
+            task_loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
         return AETNetQuestionAnsweringModelOutput(
-            loss=loss,
+            loss=self._objective(task_loss, outputs),
+            task_loss=task_loss,
             start_logits=start_logits,
             end_logits=end_logits,
             hidden_states=outputs.hidden_states,
@@ -779,4 +901,5 @@ __all__ = [
     "AETNetQuestionAnsweringModelOutput",
     "AETNetSequenceClassifierOutput",
     "AETNetTokenClassifierOutput",
+    "CheckpointMismatchError",
 ]

@@ -46,6 +46,7 @@ from PIL import Image
 from transformers.utils import logging
 
 from .processing_aetnet import _to_rgb_image
+from .processing_aetnet import run_tesseract as _tesseract  # the default engine; tests replace it here
 
 
 logger = logging.get_logger(__name__)
@@ -86,14 +87,6 @@ def load_page_image(image) -> Image.Image:
         except (OSError, Image.DecompressionBombError) as error:
             raise ValueError(f"Cannot read the page image {os.fspath(image)!r}: {error}") from None
     return _to_rgb_image(image, 0)
-
-
-def _tesseract(page: Image.Image, lang: str, config: str) -> tuple[list[str], list[list[int]]]:
-    from transformers.image_utils import ChannelDimension
-    from transformers.models.layoutlmv3.image_processing_pil_layoutlmv3 import apply_tesseract
-
-    words, boxes = apply_tesseract(np.asarray(page), lang, config, input_data_format=ChannelDimension.LAST)
-    return list(words), [list(map(int, box)) for box in boxes]
 
 
 @contextmanager

@@ -12,37 +12,66 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-The `document-token-classification` task of `transformers.pipeline`, for AETNet checkpoints.
+`transformers.pipeline` for AETNet checkpoints: document question answering and document token classification.
 
-Importing this module registers the task. Each input is one page (a path to an image, a PIL image, or a dict
-`{"image", "words", "boxes", "boxes_normalized"}`) and gives the same dict as
-[`~aetnet.inference.DocumentPredictor`]: `words` with label and confidence, and grouped `entities`.
+- [`AETNetDocumentQuestionAnsweringPipeline`] is the stock `document-question-answering` pipeline (same call, same
+  answers: `score`, `answer`, `start`, `end`) fed by the AETNet processor, so that the model gets the page pixels it
+  needs (the stock one passes them only to LayoutLMv2/v3 configs, under another name).
+- [`DocumentTokenClassificationPipeline`] (task `document-token-classification`) labels the words of a page and
+  groups them into entities, as [`~aetnet.inference.DocumentPredictor`] does (same dict per page).
+
+Both take an image with given words and boxes, or run Tesseract, cut long pages into windows, and batch windows
+(`batch_size=...`). A checkpoint saved by the example scripts (or passed to [`save_custom_pipelines`]) names its
+pipeline in `config.json` (`custom_pipelines`) and carries this file, so that it also works where aetnet is not
+installed:
 
 ```python
->>> import aetnet.pipeline_aetnet  # registers the task
 >>> from transformers import pipeline
 
->>> labeller = pipeline("document-token-classification", model="outputs/aetnet-synthetic", device="cpu")
->>> page = labeller("scan.png")
->>> [(entity["label"], entity["text"]) for entity in page["entities"]][:3]
+>>> qa = pipeline("document-question-answering", model="outputs/docvqa", trust_remote_code=True)
+>>> qa(image="scan.png", question="What is the date?")
+>>> labeller = pipeline("document-token-classification", model="outputs/funsd", trust_remote_code=True)
+>>> labeller(["scan.png", {"image": "form.png", "words": words, "boxes": boxes}], batch_size=2)
 ```
+
+With aetnet installed and without remote code, pass the class: `pipeline("document-question-answering",
+model=..., pipeline_class=AETNetDocumentQuestionAnsweringPipeline)`. Importing this module also registers the
+`document-token-classification` task, for checkpoints that do not name their pipeline.
+
+This module imports only torch, transformers and its sibling modules, so that checkpoints can ship it as remote code.
 """
 
 from __future__ import annotations
 
-from transformers import AutoModelForTokenClassification, Pipeline
-from transformers.pipelines import PIPELINE_REGISTRY
+import json
+import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
-from aetnet.inference import DocumentPredictor, as_page
+import torch
+from transformers import AutoModelForTokenClassification
+from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.image_utils import load_image
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.pipelines.base import ChunkPipeline
+from transformers.pipelines.document_question_answering import DocumentQuestionAnsweringPipeline
+
+from .inference import DocumentPredictor, as_page, task_of, text_positions
+from .processing_aetnet import default_stride
 
 
 TASK = "document-token-classification"
+QA_TASK = "document-question-answering"
 
 
-class DocumentTokenClassificationPipeline(Pipeline):
+class DocumentTokenClassificationPipeline(ChunkPipeline):
     """
     Label the words of document pages and group them into entities, with OCR unless words and boxes are given and
-    overlapping windows for long pages.
+    overlapping windows for long pages. Each input is one page: a path to an image, a PIL image, or a dict `{"image",
+    "words", "boxes", "boxes_normalized"}` (pixel boxes unless `boxes_normalized`); each output is the page dict of
+    [`~aetnet.inference.DocumentPredictor`] (`words` with label and confidence, `entities`). The windows of all pages
+    are batched together (`batch_size`).
 
     Pipeline arguments (at creation or per call): `max_length`, `stride` (window length and overlap in tokens),
     `ocr_lang`, `tesseract_config` (Tesseract settings).
@@ -73,21 +102,168 @@ class DocumentTokenClassificationPipeline(Pipeline):
         )
 
     def preprocess(self, inputs, **settings):
-        predictor = self._predictor(**settings)
-        page = as_page(inputs)
-        result, encoded = predictor.prepare(page)
-        return {"result": result, "encoded": encoded, "settings": settings}
+        result, ((_, windows),) = self._predictor(**settings).prepare(as_page(inputs))
+        for index, window in enumerate(windows):
+            yield {
+                "input_ids": window["input_ids"][None],
+                "bbox": window["bbox"][None],
+                "attention_mask": window["attention_mask"][None],
+                "pixel_values": window["pixel_values"][None],
+                "window": window,
+                "result": result,
+                "settings": settings,
+                "is_last": index == len(windows) - 1,
+            }
 
     def _forward(self, model_inputs):
-        predictor = self._predictor(**model_inputs["settings"])
-        outputs = predictor.forward([window for _, windows in model_inputs["encoded"] for window in windows])
-        return {**model_inputs, "outputs": outputs}
+        # Batched (`batch_size` > 1), the per-window entries come as lists, one item per window of the batch.
+        extras = {key: model_inputs.pop(key) for key in ("window", "result", "settings", "is_last")}
+        batched = isinstance(extras["is_last"], list)
+        if not batched:
+            extras = {key: [value] for key, value in extras.items()}
+        predictor = self._predictor()
+        output = predictor.run_model(model_inputs)
+        scores = predictor.window_scores(output, [len(window["input_ids"]) for window in extras["window"]])
+        outputs = {"scores": scores, **extras}
+        return outputs if batched else {key: value[0] for key, value in outputs.items()}
 
-    def postprocess(self, model_outputs):
-        predictor = self._predictor(**model_outputs["settings"])
-        outputs = iter(model_outputs["outputs"])
-        encoded = [(q, windows, [next(outputs) for _ in windows]) for q, windows in model_outputs["encoded"]]
-        return predictor.decode(model_outputs["result"], encoded)
+    def postprocess(self, all_outputs):
+        first = all_outputs[0]
+        windows = [output["window"] for output in all_outputs]
+        scores = [output["scores"] for output in all_outputs]
+        return self._predictor(**first["settings"]).decode(first["result"], [(None, windows, scores)])
+
+
+class AETNetDocumentQuestionAnsweringPipeline(DocumentQuestionAnsweringPipeline):
+    """
+    transformers' `document-question-answering` pipeline for AETNet (and LayoutLMv3 baseline) checkpoints saved with
+    an [`~aetnet.processing_aetnet.AETNetProcessor`]: the same call (`image`, `question`, optional `word_boxes` as
+    `(word, [x0, y0, x1, y1])` pairs on the 0-1000 scale, or a list of such dicts; `top_k`, `max_answer_len`,
+    `handle_impossible_answer`, `doc_stride`, `max_seq_len`, `lang`, `tesseract_config`) and the same answers, with
+    the page pixels passed to the model, the answer searched over the text tokens only, and windows batched
+    (`batch_size`). `max_seq_len` defaults to what the model takes (at most 512 tokens), `doc_stride` to
+    `min(128, max_seq_len // 4)`.
+    """
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+
+    def check_model_type(self, supported_models):
+        """Any extractive QA head with `start_logits` / `end_logits` over LayoutLMv3-style inputs will do."""
+
+    def preprocess(
+        self,
+        input,
+        padding="do_not_pad",
+        doc_stride=None,
+        max_seq_len=None,
+        word_boxes=None,
+        lang=None,
+        tesseract_config="",
+        timeout=None,
+    ):
+        if input.get("image") is None:
+            raise ValueError("AETNet reads the page: give an `image` (with `word_boxes`, or Tesseract reads it).")
+        image = load_image(input["image"], timeout=timeout)
+        if "word_boxes" in input:
+            words = [word for word, _ in input["word_boxes"]]
+            boxes = [list(box) for _, box in input["word_boxes"]]
+        else:
+            words, boxes = self.processor.apply_tesseract(image, ocr_lang=lang, tesseract_config=tesseract_config)
+        if max_seq_len is None:
+            max_seq_len = min(512, text_positions(self.model.config, self.processor.tokenizer))
+        if doc_stride is None:
+            doc_stride = default_stride(max_seq_len)
+        encoding = self.processor(
+            image,
+            input["question"],
+            text_pair=words,
+            boxes=boxes,
+            boxes_normalized=True,
+            apply_ocr=False,
+            max_length=max_seq_len,
+            stride=doc_stride,
+            padding=padding,
+            truncation=True,
+            return_overflowing_tokens=True,
+        )
+        num_spans = len(encoding["input_ids"])
+        for span in range(num_spans):
+            # 1 marks what cannot be an answer: the question and special tokens; <s> stays open for "no answer".
+            p_mask = [int(sequence != 1) for sequence in encoding.sequence_ids(span)]
+            p_mask[0] = 0
+            yield {
+                "input_ids": torch.tensor(encoding["input_ids"][span])[None],
+                "bbox": torch.tensor(encoding["bbox"][span])[None],
+                "attention_mask": torch.tensor(encoding["attention_mask"][span])[None],
+                "pixel_values": torch.as_tensor(encoding["pixel_values"][span])[None].to(self.model.dtype),
+                # A tensor, so that batching pads it (with 1) like the logits.
+                "p_mask": torch.tensor(p_mask)[None],
+                "word_ids": encoding.word_ids(span),
+                "words": words,
+                "is_last": span == num_spans - 1,
+            }
+
+    def _forward(self, model_inputs, **generate_kwargs):
+        length = model_inputs["input_ids"].shape[1]
+        outputs = super()._forward(model_inputs, **generate_kwargs)
+        # The QA head scores the visual tokens after the text too: answers are text tokens.
+        for key in ("start_logits", "end_logits"):
+            outputs[key] = outputs[key][:, :length]
+        return outputs
+
+
+# Per task of a checkpoint: the pipeline task name, its class and the Auto class that loads the model.
+CUSTOM_PIPELINES = {
+    "token-classification": (TASK, DocumentTokenClassificationPipeline, "AutoModelForTokenClassification"),
+    "question-answering": (QA_TASK, AETNetDocumentQuestionAnsweringPipeline, "AutoModelForQuestionAnswering"),
+}
+
+
+def custom_pipelines_entry(task: str) -> dict:
+    """The `custom_pipelines` value of `config.json` for a checkpoint of `task` (`"token-classification"` or
+    `"question-answering"`); empty for other tasks."""
+    if task not in CUSTOM_PIPELINES:
+        return {}
+    name, pipeline_class, auto_class = CUSTOM_PIPELINES[task]
+    module = Path(__file__).stem
+    return {name: {"impl": f"{module}.{pipeline_class.__name__}", "pt": [auto_class], "type": "multimodal"}}
+
+
+def save_custom_pipelines(save_directory: str | os.PathLike, model=None) -> dict:
+    """
+    Make a saved checkpoint answer `transformers.pipeline(..., trust_remote_code=True)` without aetnet installed:
+    name its pipeline in `config.json` (`custom_pipelines`: `document-question-answering` for a question answering
+    head, `document-token-classification` for token classification; nothing for other heads) and copy this module
+    and the modules it imports (`inference.py`, `processing_aetnet.py`, ...) next to it.
+
+    Call it after `model.save_pretrained(save_directory)`. Pass `model` to also set `model.config.custom_pipelines`,
+    so that later saves of the same model (e.g. `Trainer.push_to_hub`) keep the entry.
+
+    Returns:
+        `dict`: the `custom_pipelines` entry written (empty when the head has no pipeline here).
+    """
+    folder = Path(save_directory)
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    try:
+        task = task_of(SimpleNamespace(architectures=config.get("architectures")))
+    except ValueError:
+        return {}
+    entry = custom_pipelines_entry(task)
+    if not entry:
+        return {}
+    config["custom_pipelines"] = entry
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for source in [__file__, *get_relative_import_files(__file__)]:
+        target = folder / Path(source).name
+        if Path(source).resolve() != target.resolve():
+            shutil.copyfile(source, target)
+    if model is not None:
+        model.config.custom_pipelines = entry
+    return entry
 
 
 PIPELINE_REGISTRY.register_pipeline(
@@ -98,4 +274,12 @@ PIPELINE_REGISTRY.register_pipeline(
 )
 
 
-__all__ = ["TASK", "DocumentTokenClassificationPipeline"]
+__all__ = [
+    "AETNetDocumentQuestionAnsweringPipeline",
+    "CUSTOM_PIPELINES",
+    "DocumentTokenClassificationPipeline",
+    "QA_TASK",
+    "TASK",
+    "custom_pipelines_entry",
+    "save_custom_pipelines",
+]

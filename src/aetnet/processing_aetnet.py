@@ -29,14 +29,22 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import ChannelDimension
 from transformers.models.layoutlmv3.image_processing_pil_layoutlmv3 import apply_tesseract as _stock_apply_tesseract
 from transformers.processing_utils import ProcessorMixin
-from transformers.tokenization_utils_base import TruncationStrategy
+from transformers.tokenization_utils_base import BatchEncoding, TruncationStrategy
 from transformers.utils import logging
 
 from .augmentation import AugmentationConfig, augment_pixel_values
+from .windowing import (
+    default_stride,
+    first_subword_mask,
+    merge_window_predictions,
+    pad_word_index,
+    word_index_rows,
+)
 
 
 logger = logging.get_logger(__name__)
 
+WORD_INDEX_KEY = "word_index"
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
@@ -94,6 +102,18 @@ def _to_rgb_image(image, index: int) -> Image.Image:
     return _to_rgb_image(Image.fromarray(array), index)
 
 
+def run_tesseract(page: Image.Image, ocr_lang: str, tesseract_config: str) -> tuple[list[str], list[list[int]]]:
+    """
+    The one Tesseract wrapper of the package (the processor's `apply_ocr=True` path, [`AETNetProcessor.apply_tesseract`]
+    and the OCR cache's default engine): the stock LayoutLMv3 `apply_tesseract` through `pytesseract` on an RGB page,
+    empty words dropped, boxes normalised to 0-1000 by the page size (not yet clipped), as plain lists.
+    """
+    words, boxes = _stock_apply_tesseract(
+        np.asarray(page), ocr_lang, tesseract_config, input_data_format=ChannelDimension.LAST
+    )
+    return list(words), [[int(value) for value in box] for box in boxes]
+
+
 def _prepare_boxes(boxes, doc_index: int, page_size: tuple[int, int], normalized: bool) -> tuple[list, int]:
     """Validate one document's word boxes, scale them to 0-1000 and clip; returns the boxes and the clip count."""
     rows = []
@@ -117,121 +137,6 @@ def _prepare_boxes(boxes, doc_index: int, page_size: tuple[int, int], normalized
     return np.floor(np.clip(array, 0, 1000)).astype(np.int64).tolist(), out_of_range
 
 
-def first_subword_mask(word_ids: torch.Tensor, overflow_to_sample_mapping: torch.Tensor) -> torch.Tensor:
-    """
-    Mark, in every window, the tokens that are the *first* sub-token of their word.
-
-    A window produced by the tokenizer's overflow can start in the middle of a word. Its leading tokens then belong
-    to a word whose first sub-token lies in an earlier window, and must not carry the word's label (the stock
-    tokenizer labels them, so labels leak onto continuation sub-tokens). The leading run of a window is kept only
-    when its word does not occur in the previous window of the same document. The earliest window that contains a
-    word always holds its first sub-token, so every word stays marked in at least one window; the only vote lost is
-    a duplicate, when a window starts exactly on a word that the overlap already showed in the previous window.
-
-    Args:
-        word_ids (`torch.Tensor` of shape `(num_windows, seq_len)`): source word index per token, -1 elsewhere.
-        overflow_to_sample_mapping (`torch.Tensor` of shape `(num_windows,)`): document index of each window; the
-            windows of one document must be consecutive and in order, as the tokenizer returns them.
-
-    Returns:
-        `torch.BoolTensor` of shape `(num_windows, seq_len)`.
-    """
-    word_ids = torch.as_tensor(word_ids)
-    mapping = torch.as_tensor(overflow_to_sample_mapping, device=word_ids.device)
-    previous_token = torch.nn.functional.pad(word_ids[:, :-1], (1, 0), value=-1)
-    run_start = (word_ids >= 0) & (word_ids != previous_token)
-    leading = run_start & (previous_token < 0)
-    # Word of the leading run of each window (the first content token), -1 for windows without words.
-    has_word = (word_ids >= 0).any(dim=1)
-    lead_word = word_ids.gather(1, (word_ids >= 0).int().argmax(dim=1, keepdim=True))[:, 0]
-    lead_word = torch.where(has_word, lead_word, torch.full_like(lead_word, -1))
-    previous_window = torch.roll(word_ids, shifts=1, dims=0)
-    same_document = torch.zeros_like(has_word)
-    same_document[1:] = mapping[1:] == mapping[:-1]
-    continued = same_document & has_word & (previous_window == lead_word[:, None]).any(dim=1)
-    return run_start & ~(leading & continued[:, None])
-
-
-def merge_window_predictions(
-    logits: torch.Tensor,
-    word_ids: torch.Tensor,
-    overflow_to_sample_mapping: torch.Tensor,
-    num_words: int | Sequence[int] | None = None,
-) -> list[torch.Tensor]:
-    """
-    Merge per-token scores of overlapping windows into one row of scores per word and document.
-
-    For each word, the scores of its first sub-token are averaged over every window that contains that first
-    sub-token (see [`first_subword_mask`]); continuation sub-tokens are ignored, as in training. Scores are averaged
-    as given, so pass logits or probabilities as you prefer.
-
-    Args:
-        logits (`torch.Tensor` of shape `(num_windows, seq_len, num_labels)`): token scores, text part only.
-        word_ids (`torch.Tensor` of shape `(num_windows, seq_len)`): the processor's `word_ids` (-1 = no word).
-        overflow_to_sample_mapping (`torch.Tensor` of shape `(num_windows,)`): document index of each window, the
-            windows of a document consecutive and in order. The processor numbers documents from 0 in every call:
-            when windows of several calls are concatenated (e.g. `dataset.map`), add each call's first document
-            index so that the ids are global.
-        num_words (`int` or `list[int]`, *optional*): number of words per document (one int is used for all). By
-            default, one more than the largest word index seen in the document.
-
-    Returns:
-        `list[torch.Tensor]`: one float tensor of shape `(num_words, num_labels)` per document (documents
-        `0 .. max(mapping)`). A word that has no first sub-token in any window (e.g. dropped by truncation without
-        overflow) gets a row of NaN rather than a made-up score.
-    """
-    logits = torch.as_tensor(logits)
-    word_ids = torch.as_tensor(word_ids, device=logits.device).long()
-    mapping = torch.as_tensor(overflow_to_sample_mapping, device=logits.device).long()
-    if logits.dim() != 3 or logits.shape[:2] != word_ids.shape:
-        raise ValueError(
-            f"`logits` must have shape (num_windows, seq_len, num_labels) matching `word_ids` {tuple(word_ids.shape)},"
-            f" got {tuple(logits.shape)}"
-        )
-    if mapping.shape != (word_ids.shape[0],):
-        raise ValueError(
-            f"`overflow_to_sample_mapping` must have shape ({word_ids.shape[0]},), got {tuple(mapping.shape)}"
-        )
-    num_documents = int(mapping.max()) + 1 if mapping.numel() else 0
-    run_starts = torch.ones_like(mapping, dtype=torch.bool)
-    run_starts[1:] = mapping[1:] != mapping[:-1]
-    if int(run_starts.sum()) != len(torch.unique(mapping)):
-        raise ValueError(
-            "The windows of each document must be consecutive in `overflow_to_sample_mapping`, got "
-            f"{mapping.tolist()[:20]}; when concatenating several processor calls, make the document ids global."
-        )
-    mask = first_subword_mask(word_ids, mapping)
-    token_document = mapping[:, None].expand_as(word_ids)
-    if num_words is None:
-        seen_max = torch.full((num_documents,), -1, dtype=torch.long, device=logits.device)
-        seen_max = seen_max.scatter_reduce(0, token_document.reshape(-1), word_ids.reshape(-1), reduce="amax")
-        counts_per_document = (seen_max + 1).tolist()
-    elif isinstance(num_words, int):
-        counts_per_document = [num_words] * num_documents
-    else:
-        counts_per_document = list(num_words)
-        if len(counts_per_document) != num_documents:
-            raise ValueError(f"`num_words` has {len(counts_per_document)} entries for {num_documents} documents")
-    counts = torch.tensor(counts_per_document, dtype=torch.long, device=logits.device)
-    too_large = mask & (word_ids >= counts[token_document])
-    if too_large.any():
-        window, position = too_large.nonzero()[0].tolist()
-        document = int(mapping[window])
-        raise ValueError(
-            f"`word_ids[{window}][{position}]` = {int(word_ids[window, position])} is out of range for document "
-            f"{document} with `num_words` = {counts_per_document[document]}"
-        )
-    # One flat row per (document, word): scatter-add every first sub-token score into its row.
-    offsets = torch.cumsum(counts, dim=0) - counts
-    rows = (offsets[token_document] + word_ids)[mask]
-    total = int(counts.sum())
-    sums = torch.zeros(total, logits.shape[-1], dtype=torch.float32, device=logits.device)
-    sums.index_add_(0, rows, logits[mask].float())
-    hits = torch.bincount(rows, minlength=total).to(sums.dtype)
-    merged = sums / hits[:, None]  # 0 / 0 = NaN for words never seen
-    return list(torch.split(merged, counts_per_document))
-
-
 class AETNetProcessor(ProcessorMixin):
     r"""
     Constructs an AETNet processor from a LayoutLMv3 image processor and a LayoutLMv3 tokenizer.
@@ -240,8 +145,11 @@ class AETNetProcessor(ProcessorMixin):
 
     - normalises pixel boxes to 0-1000 from the original page size (or takes normalised boxes), clips out-of-range
       coordinates with a warning that counts them, and raises `ValueError` on malformed boxes;
-    - turns long documents into overlapping windows (`stride`) that all keep their page image, and returns `word_ids`
-      so that window predictions can be merged back per word ([`~AETNetProcessor.merge_window_predictions`]);
+    - turns long documents into overlapping windows (`stride`) that all keep their page image, and returns
+      `word_index` (the document word of each token) so that window predictions can be merged back per word
+      ([`~AETNetProcessor.merge_window_predictions`]), also after `dataset.map`;
+    - returns a [`BatchEncoding`] that keeps the tokenizer's encodings, so that `encoding.word_ids(i)`,
+      `encoding.sequence_ids(i)` and `encoding.token_to_word(i, j)` work as with [`LayoutLMv3Processor`];
     - puts labels only on the first sub-token of each word, also when a window starts in the middle of a word;
     - optionally returns `pixel_values_aug`, an augmented copy of the page for the momentum ViT only.
 
@@ -276,7 +184,7 @@ class AETNetProcessor(ProcessorMixin):
         augmentation_generator: torch.Generator | None = None,
         return_tensors: str | None = None,
         **kwargs,
-    ) -> BatchFeature:
+    ) -> BatchEncoding:
         r"""
         Prepare one page or a batch of pages for an AETNet model.
 
@@ -313,10 +221,13 @@ class AETNetProcessor(ProcessorMixin):
             **kwargs: forwarded to the tokenizer (e.g. `return_offsets_mapping=True`).
 
         Returns:
-            [`BatchFeature`] with one row per window: `input_ids`, `attention_mask`, `bbox`, `labels` (with
-            `word_labels`), `pixel_values` (the window's page), `pixel_values_aug` (if asked), `word_ids` (source
-            word of each token, -1 for special, question and padding tokens), `overflow_to_sample_mapping`
-            (document of each window), and with OCR `words` / `boxes` (per document, boxes normalised).
+            [`BatchEncoding`] with one row per window: `input_ids`, `attention_mask`, `bbox`, `labels` (with
+            `word_labels`), `pixel_values` (the window's page), `pixel_values_aug` (if asked), `word_index` (source
+            word of each token, -1 for special, question and padding tokens; see [`word_index_rows`]),
+            `overflow_to_sample_mapping` (document of each window), and with OCR `words` / `boxes` (per document,
+            boxes normalised). It keeps the tokenizer's encodings: `encoding.word_ids(i)` and
+            `encoding.sequence_ids(i)` of window `i` are the stock ones (`None` for special tokens; for question
+            answering the question's tokens have word ids too, in sequence 0).
 
         A word longer than a whole window is kept, split over consecutive windows; its label sits on its first
         sub-token only, in the first window that holds it.
@@ -374,14 +285,10 @@ class AETNetProcessor(ProcessorMixin):
         )
         num_windows = len(encoding["input_ids"])
         mapping = encoding.pop("overflow_to_sample_mapping", list(range(num_windows)))
-        content_sequence = 1 if is_qa else 0
-        word_ids = [
-            [w if w is not None and s == content_sequence else -1 for w, s in zip(e.word_ids, e.sequence_ids)]
-            for e in encoding.encodings
-        ]
+        word_ids = word_index_rows(encoding, content_sequence=1 if is_qa else 0)
         self._check_coverage(word_ids, mapping, [len(doc) for doc in words])
         if "labels" in encoding and self.tokenizer.only_label_first_subword:
-            padded = self._pad_ragged(word_ids)
+            padded = pad_word_index(word_ids)
             keep = first_subword_mask(padded, torch.tensor(mapping)).tolist()
             encoding["labels"] = [
                 [label if keep_token else self.tokenizer.pad_token_label for label, keep_token in zip(row, keep_row)]
@@ -390,17 +297,19 @@ class AETNetProcessor(ProcessorMixin):
 
         page_pixels = self.image_processor(pages, apply_ocr=False, return_tensors=None)["pixel_values"]
         data = dict(encoding)
-        data["word_ids"] = word_ids
+        data[WORD_INDEX_KEY] = word_ids
         data["overflow_to_sample_mapping"] = list(mapping)
-        data["pixel_values"] = [page_pixels[doc] for doc in mapping]
+        images = {"pixel_values": [page_pixels[doc] for doc in mapping]}
         if return_augmented_view:
             augmented = augment_pixel_values(
-                torch.from_numpy(np.stack(data["pixel_values"])) if num_windows else torch.empty(0, 3, 1, 1),
+                torch.from_numpy(np.stack(images["pixel_values"])) if num_windows else torch.empty(0, 3, 1, 1),
                 augmentation_generator,
                 config=self.augmentation_config(),
             )
-            data["pixel_values_aug"] = list(augmented.numpy())
-        features = BatchFeature(data=data, tensor_type=return_tensors)
+            images["pixel_values_aug"] = list(augmented.numpy())
+        # The text fields convert as the tokenizer's do; the pages as the image processor's (stacked float arrays).
+        features = BatchEncoding(data=data, encoding=encoding.encodings, tensor_type=return_tensors)
+        features.update(BatchFeature(data=images, tensor_type=return_tensors))
         if apply_ocr:
             # Added after tensor conversion: words are strings and documents have different lengths.
             features["words"], features["boxes"] = words, prepared_boxes
@@ -566,11 +475,6 @@ class AETNetProcessor(ProcessorMixin):
                 "not fit in `max_length` and were dropped; use `return_overflowing_tokens=True` to keep them."
             )
 
-    @staticmethod
-    def _pad_ragged(rows: list[list[int]]) -> torch.Tensor:
-        length = max((len(row) for row in rows), default=0)
-        return torch.tensor([row + [-1] * (length - len(row)) for row in rows], dtype=torch.long).reshape(-1, length)
-
     def apply_tesseract(
         self, image, ocr_lang: str | None = None, tesseract_config: str | None = None
     ) -> tuple[list[str], list[list[int]]]:
@@ -585,12 +489,9 @@ class AETNetProcessor(ProcessorMixin):
         Returns:
             `tuple[list[str], list[list[int]]]`: the words and their boxes normalised to 0-1000 (not yet clipped).
         """
-        page = _to_rgb_image(image, 0)
         ocr_lang = self.image_processor.ocr_lang if ocr_lang is None else ocr_lang
         tesseract_config = self.image_processor.tesseract_config if tesseract_config is None else tesseract_config
-        return _stock_apply_tesseract(
-            np.asarray(page), ocr_lang, tesseract_config, input_data_format=ChannelDimension.LAST
-        )
+        return run_tesseract(_to_rgb_image(image, 0), ocr_lang, tesseract_config)
 
     def merge_window_predictions(
         self,
@@ -599,8 +500,8 @@ class AETNetProcessor(ProcessorMixin):
         overflow_to_sample_mapping: torch.Tensor,
         num_words: int | Sequence[int] | None = None,
     ) -> list[torch.Tensor]:
-        """One `(num_words, num_labels)` tensor of averaged first-sub-token scores per document; see
-        [`~aetnet.processing_aetnet.merge_window_predictions`]."""
+        """One `(num_words, num_labels)` tensor of class probabilities per document, merged from the windows' token
+        logits by the rule of [`~aetnet.windowing.merge_window_predictions`]."""
         return merge_window_predictions(logits, word_ids, overflow_to_sample_mapping, num_words)
 
     @property
@@ -608,4 +509,13 @@ class AETNetProcessor(ProcessorMixin):
         return ["input_ids", "bbox", "attention_mask", "pixel_values"]
 
 
-__all__ = ["AETNetProcessor", "first_subword_mask", "merge_window_predictions"]
+__all__ = [
+    "AETNetProcessor",
+    "WORD_INDEX_KEY",
+    "default_stride",
+    "first_subword_mask",
+    "merge_window_predictions",
+    "pad_word_index",
+    "run_tesseract",
+    "word_index_rows",
+]

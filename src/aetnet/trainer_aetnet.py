@@ -1,64 +1,48 @@
 """
-Training AETNet with the transformers `Trainer`: the loss weights as training arguments, a trainer that adds the
-weighted alignment objectives to the task loss and logs every term, and the callback that runs the momentum (EMA)
-update once per optimizer step.
+Training AETNet with the transformers `Trainer`: a trainer that combines the task loss with the weighted alignment
+objectives, logs every term and writes a model card, its training arguments, and the callback that runs the momentum
+(EMA) update once per optimizer step.
 
-The models return the *task* loss as `loss` and the unweighted alignment terms in `alignment_losses`, so a plain
-`Trainer` still trains the task (the alignment encoders then learn through the task loss only). `AETNetTrainer` is
-what trains the paper's objective, `L = L_task + L_ditc + L_imc + L_glitc + L_pita`.
+The models themselves already return the whole objective as `loss` in training mode (`task + sum_k weight_k *
+loss_k`, weights in `config.alignment_loss_weights`), so a plain `Trainer`, PEFT or `accelerate` train what this
+trainer trains. `AETNetTrainer` recombines the same terms with the same weights (`losses.weighted_objective`) to add
+what a plain loop lacks: label smoothing of the task term, the distillation ramp, per-term logs, the non-finite guard
+and an EMA step per optimizer step rather than per forward.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
-from transformers.modelcard import extract_hyperparameters_from_trainer, make_markdown_table, parse_log_history
+from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.utils import logging
 
 from .data_collator import AETNetDataCollator
+from .losses import weighted_objective
+from .modelcard_aetnet import write_model_card
+from .trainer_callbacks import (
+    AugmentationStepCallback,
+    MomentumUpdateCallback,
+    NonFiniteGradientGuard,
+    TemperatureRangeCallback,
+    unwrap_model,
+)
 
 
 logger = logging.get_logger(__name__)
 
-LOSS_COMPONENTS = ("task", "ditc", "imc", "glitc", "pita")
 # Scalars that must keep their own value: weight decay would pull the temperature and the zero-initialised fusion
 # gates towards 0 for no reason.
 NO_DECAY_PARAMETER_NAMES = ("temp", "text_gate", "image_gate")
-MODEL_CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
-AETNET_CITATION = """@inproceedings{wang2023aetnet,
-  title     = {Alignment-Enriched Tuning for Patch-Level Pre-trained Document Image Models},
-  author    = {Wang, Lei and He, Jiabang and Xu, Xing and Liu, Ning and Liu, Hui},
-  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
-  volume    = {37},
-  number    = {2},
-  year      = {2023},
-  doi       = {10.1609/aaai.v37i2.25357},
-  eprint    = {2211.14777},
-  archivePrefix = {arXiv}
-}"""
-_PIPELINE_TAGS = {
-    "AETNetForTokenClassification": "token-classification",
-    "AETNetForSequenceClassification": "text-classification",
-    "AETNetForQuestionAnswering": "document-question-answering",
-}
-_AUTO_CLASSES = {
-    f"{model}For{head}": f"AutoModelFor{head}"
-    for model in ("AETNet", "LayoutLMv3")  # LayoutLMv3: the baselines of the examples
-    for head in ("TokenClassification", "SequenceClassification", "QuestionAnswering")
-}
-_NON_METRIC_KEYS = (
-    "runtime", "samples_per_second", "steps_per_second", "epoch", "step", "model_preparation_time", "samples"
-)
 
 
 @dataclass
@@ -68,14 +52,27 @@ class AETNetTrainingArguments(TrainingArguments):
 
     > Weights of the alignment objectives (the total loss is `task + sum_k weight_k * loss_k`)
 
-    Each objective is already the mean of its two directions (image-to-text and text-to-image, or image and text),
-    so unit weights are the paper's `L_so + L_ditc + L_imc + L_glitc + L_pita`. The official FUNSD code instead puts
-    the three contrastive objectives together at 1/3 of that (method.md 2.5): weights of 1/3 reproduce it.
+    The single source of the weights is the model config, `AETNetConfig.alignment_loss_weights`: a weight given
+    here (`loss_weights="pita=0,ditc=0.5"`) is written into the model's config when the trainer is built, so that
+    the saved model, its `loss` and this trainer all use it. Each objective is already the mean of its two directions, so unit weights are
+    the paper's `L_so + L_ditc + L_imc + L_glitc + L_pita`; the official FUNSD code puts the three contrastive
+    objectives at 1/3 (method.md 2.5).
 
     > Momentum distillation
 
     `distill_alpha` overrides the model config's DITC soft-target weight and `alpha_warmup_steps` ramps it linearly
-    from 0, as ALBEF does over its first epoch.
+    from 0, by default over the first epoch as ALBEF and SIMLA do.
+
+    > Temperature
+
+    The learnable temperature is put back into its range after every optimizer step (so that a checkpoint never holds
+    a value outside it); `temperature_learning_rate` gives it a learning rate of its own.
+
+    > Several processes
+
+    Launched by `torchrun` or `accelerate launch` on a machine without a GPU, the arguments switch to `use_cpu` (DDP
+    over gloo), and `ddp_find_unused_parameters` defaults to False: AETNet's `loss` reaches every trainable
+    parameter. (Set it to True for a model that leaves some unused, e.g. an objective switched off by a zero weight.)
 
     > Robustness
 
@@ -84,25 +81,27 @@ class AETNetTrainingArguments(TrainingArguments):
     the weights are never corrupted, also under DDP, where all ranks skip the same step).
     """
 
-    ditc_loss_weight: float = field(
-        default=1.0, metadata={"help": "Weight of DITC, the document-level image-text contrastive loss (paper: 1)."}
-    )
-    imc_loss_weight: float = field(
-        default=1.0, metadata={"help": "Weight of IMC, the intra-modal contrastive loss (paper: 1)."}
-    )
-    glitc_loss_weight: float = field(
-        default=1.0, metadata={"help": "Weight of GLITC, the global-local contrastive loss (paper: 1)."}
-    )
-    pita_loss_weight: float = field(
-        default=1.0, metadata={"help": "Weight of PITA, the patch-level image-text alignment loss (paper: 1)."}
+    loss_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Weights of alignment objectives as `name=weight` pairs separated by commas (e.g. `pita=0,"
+            "ditc=0.5`) or a JSON object; objectives left out keep the model config's weight (paper: 1 each)."
+        },
     )
     distill_alpha: float | None = field(
         default=None,
         metadata={"help": "Momentum-distillation weight of DITC's soft targets; None uses the model config's value."},
     )
-    alpha_warmup_steps: int = field(
-        default=0,
-        metadata={"help": "Ramp distill_alpha linearly from 0 over this many optimizer steps (ALBEF); 0 = no ramp."},
+    alpha_warmup_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Ramp distill_alpha linearly from 0 over this many optimizer steps; None (default): over the "
+            "first epoch, as ALBEF and SIMLA do; 0: no ramp."
+        },
+    )
+    temperature_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the contrastive temperature `temp` (its own group); None: learning_rate."},
     )
     skip_nonfinite_loss: bool = field(
         default=True,
@@ -110,111 +109,58 @@ class AETNetTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        # `torchrun` / `accelerate launch` with several processes on a machine without a GPU: run DDP over gloo (the
+        # Trainer would otherwise train one independent model per process, all into the same folder).
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if launched and not self.use_cpu and not torch.cuda.is_available() and not torch.backends.mps.is_available():
+            self.use_cpu = True
+        # AETNet's `loss` reaches every trainable parameter, so DDP needs no search for unused ones (which costs a
+        # graph traversal per step and warns when it finds none).
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False
         super().__post_init__()
-        for name in (f"{component}_loss_weight" for component in LOSS_COMPONENTS[1:]):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"`{name}` must be a finite non-negative number, got {value}")
+        self.alignment_loss_weights  # parse now: a bad `loss_weights` fails here, not at the first step
         if self.distill_alpha is not None and not 0.0 <= self.distill_alpha <= 1.0:
             raise ValueError(f"`distill_alpha` must be in [0, 1] or None, got {self.distill_alpha}")
-        if self.alpha_warmup_steps < 0:
-            raise ValueError(f"`alpha_warmup_steps` must be >= 0, got {self.alpha_warmup_steps}")
+        if self.alpha_warmup_steps is not None and self.alpha_warmup_steps < 0:
+            raise ValueError(f"`alpha_warmup_steps` must be >= 0 or None, got {self.alpha_warmup_steps}")
+        if self.temperature_learning_rate is not None and not self.temperature_learning_rate >= 0:
+            raise ValueError(f"`temperature_learning_rate` must be >= 0 or None, got {self.temperature_learning_rate}")
 
     @property
     def alignment_loss_weights(self) -> dict[str, float]:
-        """`{"ditc": w, "imc": w, "glitc": w, "pita": w}`."""
-        return {component: getattr(self, f"{component}_loss_weight") for component in LOSS_COMPONENTS[1:]}
-
-
-def _unwrap(model: nn.Module, accelerator=None) -> nn.Module:
-    """The model inside DDP / DataParallel / accelerate wrappers."""
-    if accelerator is not None:
-        model = accelerator.unwrap_model(model)
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
-    return model
-
-
-class MomentumUpdateCallback(TrainerCallback):
-    """
-    Runs `model.momentum_update()` (the EMA of the momentum encoders) after every optimizer step.
-
-    ALBEF and the official AET code update in every forward pass, so their EMA horizon shrinks with gradient
-    accumulation and the momentum weights even move during evaluation; one update per optimizer step keeps the
-    horizon at `1 / (1 - momentum)` steps whatever the accumulation.
-    """
-
-    def __init__(self, accelerator=None):
-        self.accelerator = accelerator
-
-    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if model is None:
-            return
-        model = _unwrap(model, self.accelerator)
-        update = getattr(model, "momentum_update", None) or getattr(
-            getattr(model, "base_model", None), "momentum_update", None
-        )
-        if update is not None:
-            update()
-
-
-class _NonFiniteGradientGuard(TrainerCallback):
-    """
-    Zeroes the gradients of an optimizer step when any of them is not finite (`skip_nonfinite_loss`). DDP averages
-    gradients across ranks, so every rank sees the same non-finite values and skips the same step.
-    """
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        grads = [param.grad for param in model.parameters() if param.grad is not None]
-        if grads and not torch.stack([torch.isfinite(grad).all() for grad in grads]).all().item():
-            logger.warning(f"Non-finite gradients at step {state.global_step}: this step gets zero gradients.")
-            for grad in grads:
-                grad.zero_()
-
-
-class AugmentationStepCallback(TrainerCallback):
-    """
-    Keep a seeded [`AETNetDataCollator`]'s batch numbering in step with the Trainer, so that a run resumed with
-    `resume_from_checkpoint` draws exactly the momentum views of an uninterrupted run (the Trainer restores its own
-    RNG states, but not the collator's). At the start of every epoch, resumed ones included, the next batch is
-    numbered `global_step * gradient_accumulation_steps`: the number of training batches drawn so far. Batches that
-    `Trainer.evaluate` collates with the same collator are not counted.
-
-    Args:
-        collator (`AETNetDataCollator`): the training collator, built with `seed`.
-
-    Example: `trainer.add_callback(AugmentationStepCallback(trainer.data_collator))`.
-    """
-
-    def __init__(self, collator: AETNetDataCollator):
-        if collator.seed is None or collator.generator is not None:
-            raise ValueError("`AugmentationStepCallback` needs a collator built with `seed` and without `generator`.")
-        self.collator = collator
-        self._calls_before_evaluation: int | None = None
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.collator.set_batch_index(state.global_step * args.gradient_accumulation_steps)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self._calls_before_evaluation = self.collator._calls
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        # The Trainer evaluates with the training collator: its batches must not shift the training numbering.
-        if self._calls_before_evaluation is not None:
-            self.collator._calls = self._calls_before_evaluation
+        """`loss_weights` as `{"name": weight}`: only the objectives given there (the others keep the config's)."""
+        text = (self.loss_weights or "").strip()
+        if not text:
+            return {}
+        try:
+            pairs = json.loads(text) if text.startswith("{") else dict(
+                item.split("=", 1) for item in text.replace(" ", "").split(",") if item
+            )
+            weights = {str(name): float(weight) for name, weight in pairs.items()}
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"`loss_weights` must be `name=weight` pairs separated by commas or a JSON object, got {text!r}"
+            ) from error
+        for name, weight in weights.items():
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"`loss_weights[{name!r}]` must be a finite non-negative number, got {weight}")
+        return weights
 
 
 class AETNetTrainer(Trainer):
     """
     [`Trainer`] for AETNet models: the loss is the model's task loss plus the weighted alignment objectives
-    (`AETNetTrainingArguments.*_loss_weight`), and `loss_task`, `loss_ditc`, `loss_imc`, `loss_glitc` and `loss_pita`
+    (`config.alignment_loss_weights`, which `AETNetTrainingArguments.loss_weights` sets), and `loss_task` and
+    `loss_<objective>` for every enabled objective
     (unweighted) are logged next to `loss`, in training and, prefixed, in evaluation (`eval_loss_ditc`, ...).
 
     It also:
 
     - divides the per-batch mean loss by the accumulation steps itself, so gradient accumulation gives the loss and
       gradients of the equivalent larger batch (the contrastive terms still see micro-batch negatives);
-    - runs the momentum update once per optimizer step ([`MomentumUpdateCallback`]);
+    - runs the momentum update once per optimizer step ([`MomentumUpdateCallback`]) instead of the model's own
+      once-per-forward rule (`momentum_update_in_forward` is switched off);
     - ramps the DITC distillation weight (`distill_alpha`, `alpha_warmup_steps`);
     - keeps the temperature and the fusion gates out of weight decay;
     - warns when the feature queue is larger than the training set (stale false negatives, method.md bug 19);
@@ -242,13 +188,28 @@ class AETNetTrainer(Trainer):
         self._loss_sums = {"train": {}, "eval": {}}
         self._loss_counts = {"train": {}, "eval": {}}
         self._nonfinite_losses = {"train": 0, "eval": 0}
-        unwrapped = _unwrap(self.model, self.accelerator)
+        unwrapped = unwrap_model(self.model, self.accelerator)
         forward_parameters = inspect.signature(unwrapped.forward).parameters
         self._is_aetnet = "return_alignment_losses" in forward_parameters
         if hasattr(unwrapped, "add_model_tags"):
             unwrapped.add_model_tags(self._tag_names if self._is_aetnet else self._baseline_tag_names)
+        config = getattr(unwrapped, "config", None)
+        given = getattr(self.args, "alignment_loss_weights", None) or {}
+        if self._is_aetnet and given:
+            unknown = sorted(set(given) - set(config.alignment_objectives))
+            if unknown:
+                raise ValueError(
+                    f"`loss_weights` names {unknown}, which the model does not compute; its objectives: "
+                    f"{config.alignment_objectives}"
+                )
+            config.alignment_loss_weights = {**config.alignment_loss_weights, **given}
+        # One EMA step per optimizer step (the callback), not one per forward (the model's own rule).
+        base = getattr(unwrapped, "base_model", unwrapped)
+        if hasattr(base, "momentum_update_in_forward"):
+            base.momentum_update_in_forward = False
         if not any(isinstance(cb, MomentumUpdateCallback) for cb in self.callback_handler.callbacks):
             self.add_callback(MomentumUpdateCallback(self.accelerator))
+        self.add_callback(TemperatureRangeCallback(self.accelerator))
         collator = self.data_collator
         if (
             isinstance(collator, AETNetDataCollator)
@@ -258,7 +219,7 @@ class AETNetTrainer(Trainer):
         ):
             self.add_callback(AugmentationStepCallback(collator))
         if self._argument("skip_nonfinite_loss"):
-            self.add_callback(_NonFiniteGradientGuard())
+            self.add_callback(NonFiniteGradientGuard())
         self._warn_if_queue_exceeds_dataset(unwrapped)
 
     def _argument(self, name: str) -> Any:
@@ -282,6 +243,18 @@ class AETNetTrainer(Trainer):
                 "which then act as false negatives for DITC and IMC. Use a queue_size below the training set size."
             )
 
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer, with the temperature in a group of its own when `temperature_learning_rate` is set."""
+        optimizer = super().create_optimizer(model)
+        lr = self._argument("temperature_learning_rate")
+        temp = getattr(getattr(unwrap_model(self.model, self.accelerator), "base_model", None), "temp", None)
+        if lr is None or temp is None:
+            return optimizer
+        for group in optimizer.param_groups:
+            group["params"] = [p for p in group["params"] if p is not temp]
+        optimizer.add_param_group({"params": [temp], "lr": lr, "weight_decay": 0.0})
+        return optimizer
+
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """The Trainer's decay list (no biases or norms), minus the temperature `temp` and the fusion gates."""
         names = super().get_decay_parameter_names(model)
@@ -291,10 +264,13 @@ class AETNetTrainer(Trainer):
         """The DITC distillation weight for this step (None: let the model use its config)."""
         base = self._argument("distill_alpha")
         warmup = self._argument("alpha_warmup_steps")
+        if warmup is None:  # the first epoch, once training has set the step counts
+            epochs = max(self.state.num_train_epochs or 1, 1)
+            warmup = math.ceil(self.state.max_steps / epochs) if self.state.max_steps else 0
         if base is None and warmup == 0:
             return None
         if base is None:
-            base = _unwrap(model, self.accelerator).config.distill_alpha
+            base = unwrap_model(model, self.accelerator).config.distill_alpha
         if warmup > 0:
             base *= min(1.0, self.state.global_step / warmup)
         return base
@@ -322,7 +298,10 @@ class AETNetTrainer(Trainer):
                 inputs["distill_alpha"] = alpha
         outputs = model(**inputs)
 
-        task_loss = self.label_smoother(outputs, labels) if labels is not None else _get(outputs, "loss")
+        if labels is not None:
+            task_loss = self.label_smoother(outputs, labels)
+        else:  # AETNet models expose the task term as `task_loss`; a plain model's `loss` is its task loss
+            task_loss = _get(outputs, "task_loss") if self._is_aetnet else _get(outputs, "loss")
         alignment_losses = _get(outputs, "alignment_losses") or {}
         if task_loss is None and not alignment_losses:
             raise ValueError(
@@ -331,11 +310,8 @@ class AETNetTrainer(Trainer):
             )
         components = {} if task_loss is None else {"task": task_loss}
         components.update(alignment_losses)
-        loss = task_loss
-        for name, value in alignment_losses.items():
-            weight = self._argument(f"{name}_loss_weight")
-            if weight:
-                loss = weight * value if loss is None else loss + weight * value
+        weights = getattr(unwrap_model(model, self.accelerator).config, "alignment_loss_weights", None) or {}
+        loss = weighted_objective(task_loss, alignment_losses, weights)
 
         if mode == "train" and self._argument("skip_nonfinite_loss") and not torch.isfinite(loss.detach()).item():
             bad = [name for name, value in components.items() if not torch.isfinite(value.detach()).item()]
@@ -419,7 +395,7 @@ class AETNetTrainer(Trainer):
         `AETNetPreTrainedModel.from_pretrained` converts the names and raises on any missing encoder weight.
         """
         model = self.model if model is None else model
-        target = _unwrap(model, self.accelerator)
+        target = unwrap_model(model, self.accelerator)
         if not isinstance(target, PreTrainedModel):
             return super()._load_from_checkpoint(resume_from_checkpoint, model=model)
         loaded = type(target).from_pretrained(resume_from_checkpoint, config=target.config)
@@ -440,7 +416,13 @@ class AETNetTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
-            self._write_model_card(output_dir if output_dir is not None else self.args.output_dir)
+            output_dir = output_dir if output_dir is not None else self.args.output_dir
+            self._write_model_card(output_dir)
+            # The stock `pipeline(...)` finds the AETNet pipelines through config.json (a PEFT adapter has none).
+            if self._is_aetnet and os.path.isfile(os.path.join(output_dir, "config.json")):
+                from .pipeline_aetnet import save_custom_pipelines
+
+                save_custom_pipelines(output_dir, unwrap_model(self.model, self.accelerator))
 
     def create_model_card(
         self,
@@ -476,72 +458,7 @@ class AETNetTrainer(Trainer):
         self._write_model_card(self.args.output_dir)
 
     def _write_model_card(self, output_dir: str) -> None:
-        from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-        kwargs = getattr(self, "_card_kwargs", {})
-        model = _unwrap(self.model, self.accelerator)
-        config = model.config
-        class_name = model.__class__.__name__
-        model_name = kwargs.get("model_name") or Path(self.args.output_dir).resolve().name
-        repo_id = self.hub_model_id or self.args.hub_model_id or model_name
-        task = _first(kwargs.get("tasks")) or _PIPELINE_TAGS.get(class_name, "token-classification")
-        datasets = _as_list(kwargs.get("dataset"))
-        dataset_tags = _as_list(kwargs.get("dataset_tags")) or datasets
-        base_models = [name for name in _as_list(kwargs.get("finetuned_from")) if _is_hub_id(name)]
-        base_models = base_models or _hub_base_models(config)
-
-        _, log_lines, _ = parse_log_history(self.state.log_history)
-        eval_metrics = _last_eval_metrics(self.state.log_history)
-        eval_results = [
-            EvalResult(
-                task_type=task,
-                dataset_type=dataset_tags[0] if dataset_tags else "custom",
-                dataset_name=datasets[0] if datasets else "evaluation set",
-                dataset_args=_first(kwargs.get("dataset_args")),
-                metric_type=name,
-                metric_name=name.replace("_", " ").title(),
-                metric_value=value,
-            )
-            for name, value in eval_metrics.items()
-            if not name.startswith(("loss", "nonfinite"))
-        ]
-        default_tags = self._tag_names if self._is_aetnet else self._baseline_tag_names
-        tags = _as_list(kwargs.get("tags")) + list(getattr(model, "model_tags", None) or default_tags) + [task]
-        card_data = ModelCardData(
-            language=kwargs.get("language"),
-            license=kwargs.get("license"),
-            library_name="transformers",
-            tags=list(dict.fromkeys(tags)),
-            datasets=dataset_tags or None,
-            base_model=(base_models[0] if len(base_models) == 1 else base_models) or None,
-            model_name=model_name,
-            pipeline_tag=task,
-            eval_results=eval_results or None,
-        )
-        hyperparameters = extract_hyperparameters_from_trainer(self)
-        for name in ("distill_alpha", "alpha_warmup_steps", "weight_decay", "max_grad_norm"):
-            if self._argument(name) is not None:
-                hyperparameters[name] = self._argument(name)
-        card = ModelCard.from_template(
-            card_data,
-            template_path=str(MODEL_CARD_TEMPLATE),
-            model_name=model_name,
-            repo_id=repo_id,
-            auto_class=_AUTO_CLASSES.get(class_name, "AutoModel"),
-            base_models=base_models,
-            datasets_text=", ".join(datasets) if datasets else "an unspecified dataset",
-            eval_metrics=eval_metrics,
-            hyperparameters=hyperparameters,
-            is_aetnet=self._is_aetnet,
-            loss_weights={name: self._argument(f"{name}_loss_weight") for name in LOSS_COMPONENTS[1:]},
-            aetnet_config=_config_summary(config) if self._is_aetnet else {},
-            training_log=make_markdown_table(log_lines),
-            framework_versions=_framework_versions(),
-            citation=AETNET_CITATION,
-        )
-        os.makedirs(output_dir, exist_ok=True)
-        card.save(os.path.join(output_dir, "README.md"))
-
+        write_model_card(self, output_dir, getattr(self, "_card_kwargs", {}))
 
 def _get(outputs: Any, name: str) -> Any:
     if isinstance(outputs, dict):
@@ -549,88 +466,10 @@ def _get(outputs: Any, name: str) -> Any:
     return getattr(outputs, name, None)
 
 
-def _as_list(value: str | list[str] | None) -> list[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _first(value: str | list[str] | None) -> str | None:
-    values = _as_list(value)
-    return values[0] if values else None
-
-
-def _last_eval_metrics(log_history: list[dict]) -> dict[str, float]:
-    """The metrics of the most recent evaluation in the trainer state, without the `eval_` prefix and timings."""
-    for entry in reversed(log_history):
-        if "eval_loss" in entry or any(key.startswith("eval_") and key.endswith("f1") for key in entry):
-            return {
-                key.removeprefix("eval_"): value
-                for key, value in entry.items()
-                if key.startswith("eval_") and key.removeprefix("eval_") not in _NON_METRIC_KEYS
-            }
-    return {}
-
-
-def _hub_base_models(config) -> list[str]:
-    """Hub ids the encoders were loaded from (local folders and empty names are not Hub ids)."""
-    names = [getattr(config, "_name_or_path", "")]
-    for sub in ("layout_config", "vision_config", "text_config"):
-        names.append(getattr(getattr(config, sub, None), "_name_or_path", ""))
-    return [name for name in dict.fromkeys(names) if _is_hub_id(name)]
-
-
-def _is_hub_id(name: str) -> bool:
-    """`owner/name` or `name`, and not a local path."""
-    if not name or os.path.isabs(name) or name.startswith(".") or os.path.exists(name):
-        return False
-    return name.count("/") <= 1
-
-
-def _config_summary(config) -> dict[str, Any]:
-    summary = {
-        name: getattr(config, name, None)
-        for name in (
-            "alignment_objectives",
-            "fusion_injection",
-            "embed_dim",
-            "queue_size",
-            "momentum",
-            "temperature",
-            "distill_alpha",
-            "pita_loss",
-            "pita_span_policy",
-        )
-    }
-    for sub in ("layout_config", "vision_config", "text_config"):
-        sub_config = getattr(config, sub, None)
-        if sub_config is not None:
-            summary[sub] = (
-                f"{sub_config.model_type}: hidden {sub_config.hidden_size}, {sub_config.num_hidden_layers} layers, "
-                f"{sub_config.num_attention_heads} heads"
-            )
-    num_labels = getattr(config, "num_labels", None)
-    if num_labels:
-        summary["labels"] = ", ".join(str(label) for label in config.id2label.values())
-    return {key: value for key, value in summary.items() if value is not None}
-
-
-def _framework_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for package in ("aetnet", "transformers", "torch", "accelerate", "datasets", "tokenizers"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return versions
-
 
 __all__ = [
     "AETNetTrainer",
     "AETNetTrainingArguments",
     "AugmentationStepCallback",
-    "LOSS_COMPONENTS",
     "MomentumUpdateCallback",
 ]

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-Pictures of page predictions: one colour per entity type, a box and a small tag per entity, and a legend.
+Pictures of page predictions: one colour per entity type, a box and a small tag per entity, and a legend. Tags
+are placed where they cover no word of the page ([`layout_tags`]).
 
 [`draw_prediction`] takes a page image and the dict that [`~aetnet.inference.DocumentPredictor`] returns for it
 (token classification, sequence classification or question answering) and returns an RGB image of the same size as
@@ -26,6 +27,7 @@ import functools
 from collections import Counter
 from collections.abc import Iterable
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
@@ -94,14 +96,21 @@ def draw_prediction(
     """
     Draw one page's prediction on a copy of its image.
 
+    Each entity (or answer) gets a translucent box in its label's colour and a small tag with its label (and
+    confidence). Tags never cover a word of the page, an entity box, another tag or the legend: each goes to the
+    first free place just above, below, left or right of its box, else to the free place nearest to it, along its
+    row or in the page margins (joined to its box by a thin line where that line crosses no word), with a shorter
+    text or a smaller font if needed; a tag that finds no free place is left out, and its box keeps its colour (see
+    the legend). See [`layout_tags`].
+
     Args:
         image (`PIL.Image.Image`): the page. Boxes are rescaled when its size differs from the prediction's
             `width` / `height`.
         prediction (`dict`): one page of [`~aetnet.inference.DocumentPredictor`]'s output.
         colors (`dict[str, tuple[int, int, int]]`, *optional*): colour per entity label; see [`label_colors`].
-        show_confidence (`bool`, *optional*, defaults to `True`): add the confidence to each tag.
-        font_size (`int`, *optional*): legend text size, about 1/75 of the page height by default; tags are a little
-            smaller.
+        show_confidence (`bool`, *optional*, defaults to `True`): add the confidence to each tag where it fits.
+        font_size (`int`, *optional*): legend text size, about 1/75 of the page height by default; tags are about
+            60% of it (at least 7 pixels).
 
     Returns:
         `PIL.Image.Image`: an RGB image of the same size as `image`.
@@ -111,7 +120,7 @@ def draw_prediction(
     scale_x = width / prediction.get("width", width)
     scale_y = height / prediction.get("height", height)
     font_size = font_size or max(10, round(height / 75))
-    font, tag_font = _font(font_size), _font(max(8, round(font_size * 0.8)))
+    font = _font(font_size)
     line = max(2, round(min(width, height) / 400))
 
     task = prediction.get("task", "token-classification")
@@ -133,21 +142,15 @@ def draw_prediction(
         if not legend:
             legend = [(None, "no entities found")]
 
+    def scaled(box):
+        return [box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y]
+
     overlay = Image.new("RGBA", page.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
-    drawn = []
-    for label, box, _ in tags:
+    drawn = [scaled(box) for _, box, _ in tags]
+    for (label, _, _), box in zip(tags, drawn):
         color = colors.get(label, PALETTE[-1])
-        x0, y0, x1, y1 = box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y
-        draw.rectangle([x0, y0, x1, y1], fill=(*color, 40), outline=(*color, 255), width=line)
-        drawn.append([x0, y0, x1, y1])
-    for (label, _, confidence), (x0, y0, _, _) in zip(tags, drawn):
-        color = colors.get(label, PALETTE[-1])
-        text = label if confidence is None or not show_confidence else f"{label} {confidence:.2f}"
-        text_width, text_height = _text_size(draw, text, tag_font)
-        top = y0 - text_height - 4 if y0 - text_height - 4 >= 0 else y0
-        draw.rectangle([x0, top, x0 + text_width + 4, top + text_height + 4], fill=(*color, 220))
-        draw.text((x0 + 2, top + 1), text, fill=(255, 255, 255, 255), font=tag_font)
+        draw.rectangle(box, fill=(*color, 40), outline=(*color, 255), width=line)
 
     if task == "sequence-classification":
         banner = f"{prediction.get('label')} ({prediction.get('score', 0):.2f})"
@@ -156,14 +159,184 @@ def draw_prediction(
         draw.rectangle([0, 0, text_width + 16, text_height + 16], fill=(*PALETTE[0], 230))
         draw.text((8, 6), banner, fill=(255, 255, 255, 255), font=banner_font)
         drawn.append([0, 0, text_width + 16, text_height + 16])
-    _draw_legend(draw, legend, colors, font, page.size, drawn)
+    words = [scaled(w["box"]) for w in prediction.get("words", []) if w.get("box") is not None]
+    legend_box = _legend_layout(draw, legend, font, page.size, drawn + words)
+    texts = [
+        [label] if confidence is None or not show_confidence else [f"{label} {confidence:.2f}", label]
+        for label, _, confidence in tags
+    ]
+    tag_size = max(7, round(font_size * 0.6))
+    obstacles = words + drawn + ([legend_box["box"]] if legend_box else [])
+    placements = layout_tags(drawn[: len(tags)], texts, page.size, obstacles=obstacles, font_sizes=(tag_size, 7))
+    word_array = np.asarray(words, dtype=float).reshape(-1, 4)
+    for (label, _, _), box, placement in zip(tags, drawn, placements):
+        if placement is None:
+            continue
+        color = colors.get(label, PALETTE[-1])
+        rectangle, text, size = placement["box"], placement["text"], placement["font_size"]
+        leader = _leader(rectangle, box)
+        # A line to a tag further away, unless it would cross a word: tags at their box's row read without one.
+        if placement["leader"] and not _crosses(leader, word_array, box):
+            draw.line(leader, fill=(*color, 150), width=1)
+        draw.rectangle(rectangle, fill=(*color, 230))
+        origin = (rectangle[0] + TAG_PADDING, rectangle[1] + TAG_PADDING)
+        draw.text(origin, text, fill=(255, 255, 255, 255), font=_font(size))
+    _draw_legend(draw, legend, colors, font, legend_box)
     return Image.alpha_composite(page.convert("RGBA"), overlay).convert("RGB")
 
 
-def _draw_legend(draw, entries, colors, font, size, drawn) -> None:
-    """A white box listing the entries with colour swatches, in the corner that covers the least drawn area."""
+TAG_PADDING = 1
+
+
+def _tag_extent(text: str, font_size: int) -> tuple[int, int]:
+    """Width and height of a tag: the text's ink box from the origin plus the padding around it."""
+    left, top, right, bottom = _font(font_size).getbbox(text)
+    return right + 2 * TAG_PADDING, bottom + 2 * TAG_PADDING
+
+
+def _leader(tag: list[float], box: list[float]) -> list[float]:
+    """A line from the tag's side nearest the box to the nearest point of the box's edge."""
+    cx = min(max((tag[0] + tag[2]) / 2, box[0]), box[2])
+    cy = min(max((tag[1] + tag[3]) / 2, box[1]), box[3])
+    tx = tag[2] if tag[2] <= box[0] else tag[0] if tag[0] >= box[2] else (tag[0] + tag[2]) / 2
+    ty = tag[3] if tag[3] <= box[1] else tag[1] if tag[1] >= box[3] else (tag[1] + tag[3]) / 2
+    return [tx, ty, cx, cy]
+
+
+def _crosses(segment: list[float], rects: np.ndarray, own_box: list[float]) -> bool:
+    """Whether the segment passes through any of `rects` (n, 4) outside `own_box` (sampled every pixel)."""
+    if not len(rects):
+        return False
+    x0, y0, x1, y1 = segment
+    steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
+    t = np.linspace(0, 1, steps + 1)
+    xs, ys = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
+    outside = ~((xs >= own_box[0]) & (xs <= own_box[2]) & (ys >= own_box[1]) & (ys <= own_box[3]))
+    xs, ys = xs[outside], ys[outside]
+    inside = (
+        (xs[:, None] > rects[None, :, 0])
+        & (xs[:, None] < rects[None, :, 2])
+        & (ys[:, None] > rects[None, :, 1])
+        & (ys[:, None] < rects[None, :, 3])
+    )
+    return bool(inside.any())
+
+
+def _candidates(box, tag_width: float, tag_height: float, size: tuple[int, int], gap: float) -> tuple[np.ndarray, int]:
+    """Top-left corners to try for a tag of a box, best first, and how many of them touch the box (the rest, in the
+    margins and further along the row, get a leader line)."""
+    x0, y0, x1, y1 = box
+    width, height = size
+    cy = (y0 + y1) / 2 - tag_height / 2
+    near = [
+        (x0, y0 - tag_height - gap),  # above, at the left
+        (x1 - tag_width, y0 - tag_height - gap),  # above, at the right
+        (x0, y1 + gap),  # below
+        (x1 - tag_width, y1 + gap),
+        (x0 - tag_width - gap, cy),  # left
+        (x1 + gap, cy),  # right
+    ]
+    far = []
+    step = max(tag_height / 2, 2)
+    # Along the line above and below the box, then further left and right on its row.
+    for offset in np.arange(step, max(width, 1), step * 2):
+        far += [(x0 + offset, y0 - tag_height - gap), (x0 - offset, y0 - tag_height - gap)]
+        far += [(x0 + offset, y1 + gap), (x0 - offset, y1 + gap)]
+        if len(far) > 400:
+            break
+    # The page margins, from the box's row outwards.
+    for offset in np.arange(0, height, step):
+        for y in (cy - offset, cy + offset):
+            far += [(gap, y), (width - tag_width - gap, y)]
+    corners = np.asarray(near + far, dtype=float)
+    return corners, len(near)
+
+
+def layout_tags(
+    boxes: list[list[float]],
+    texts: list[list[str]],
+    size: tuple[int, int],
+    *,
+    obstacles: list[list[float]] = (),
+    font_sizes: tuple[int, ...] = (9, 7),
+    gap: float = 1.0,
+) -> list[dict | None]:
+    """
+    Place one tag per box so that no tag covers an obstacle (the page's words and the entity boxes), another tag or
+    the page border.
+
+    For each box, in reading order of the boxes (top to bottom), the texts of `texts[i]` (longest first, e.g. with
+    and without the confidence) are tried at each of `font_sizes` in turn, at the candidate places of
+    [`_candidates`]: touching the box (above, below, left, right) if one is free, else the free place nearest to
+    the box, further along its row or in the page margins.
+
+    Args:
+        boxes (`list[list[float]]`): `[x0, y0, x1, y1]` of each box to tag, in pixels.
+        texts (`list[list[str]]`): the tag texts to try for each box, preferred first.
+        size (`tuple[int, int]`): page width and height.
+        obstacles (`list[list[float]]`, *optional*): rectangles no tag may overlap.
+        font_sizes (`tuple[int, ...]`, *optional*, defaults to `(9, 7)`): font sizes to try, preferred first.
+        gap (`float`, *optional*, defaults to 1): free pixels between a tag and what it must not touch.
+
+    Returns:
+        `list[dict | None]`: per box, `{"box": [x0, y0, x1, y1], "text", "font_size", "leader"}` (`leader`: the tag
+        does not touch its box and needs a line to it), or `None` when no free place was found.
+    """
+    width, height = size
+    blocked = np.asarray(list(obstacles), dtype=float).reshape(-1, 4)
+    placed = np.empty((0, 4))
+    results: list[dict | None] = [None] * len(boxes)
+    order = sorted(range(len(boxes)), key=lambda i: (boxes[i][1], boxes[i][0]))
+    for index in order:
+        box = boxes[index]
+        found = None
+        for font_size in font_sizes:
+            for text in texts[index]:
+                tag_width, tag_height = _tag_extent(text, font_size)
+                corners, num_near = _candidates(box, tag_width, tag_height, size, gap)
+                rects = np.concatenate([corners, corners + [tag_width, tag_height]], axis=1)
+                inside = (rects[:, 0] >= 0) & (rects[:, 1] >= 0) & (rects[:, 2] <= width) & (rects[:, 3] <= height)
+                free = inside & ~_hits(rects, blocked, gap) & ~_hits(rects, placed, gap)
+                hits = np.flatnonzero(free)
+                if hits.size:
+                    near = hits[hits < num_near]
+                    # Touching the box if possible; otherwise the free place nearest to it (shortest leader line).
+                    choice = int(near[0]) if near.size else int(hits[np.argmin(_distances(rects[hits], box))])
+                    found = {
+                        "box": [float(v) for v in rects[choice]],
+                        "text": text,
+                        "font_size": font_size,
+                        "leader": choice >= num_near,
+                    }
+                    break
+            if found:
+                break
+        if found:
+            results[index] = found
+            placed = np.vstack([placed, found["box"]])
+    return results
+
+
+def _distances(rects: np.ndarray, box) -> np.ndarray:
+    """Distance from each rectangle (n, 4) to `box`: 0 where they touch."""
+    dx = np.maximum(0, np.maximum(box[0] - rects[:, 2], rects[:, 0] - box[2]))
+    dy = np.maximum(0, np.maximum(box[1] - rects[:, 3], rects[:, 1] - box[3]))
+    return np.hypot(dx, dy)
+
+
+def _hits(rects: np.ndarray, others: np.ndarray, gap: float) -> np.ndarray:
+    """Which of `rects` (n, 4) come within `gap` of any of `others` (m, 4)."""
+    if not len(others) or not len(rects):
+        return np.zeros(len(rects), dtype=bool)
+    overlap_x = (rects[:, None, 0] < others[None, :, 2] + gap) & (others[None, :, 0] - gap < rects[:, None, 2])
+    overlap_y = (rects[:, None, 1] < others[None, :, 3] + gap) & (others[None, :, 1] - gap < rects[:, None, 3])
+    return (overlap_x & overlap_y).any(axis=1)
+
+
+def _legend_layout(draw, entries, font, size, drawn) -> dict | None:
+    """Where the legend goes: a box listing the entries, in the corner that covers the least drawn area."""
     if not entries:
-        return
+        return None
     pad = 6
     rows = [_text_size(draw, text, font) for _, text in entries]
     row_height = max(h for _, h in rows) + 4
@@ -179,8 +352,17 @@ def _draw_legend(draw, entries, colors, font, size, drawn) -> None:
     left, top = min(
         corners, key=lambda c: sum(_overlap([c[0], c[1], c[0] + box_width, c[1] + box_height], b) for b in drawn)
     )
-    outline = (60, 60, 60, 255)
-    draw.rectangle([left, top, left + box_width - 1, top + box_height - 1], fill=(255, 255, 255, 235), outline=outline)
+    box = [left, top, left + box_width - 1, top + box_height - 1]
+    return {"box": box, "pad": pad, "row_height": row_height, "swatch": swatch}
+
+
+def _draw_legend(draw, entries, colors, font, layout) -> None:
+    """A white box listing the entries with colour swatches, where [`_legend_layout`] put it."""
+    if layout is None:
+        return
+    left, top = layout["box"][:2]
+    pad, row_height, swatch = layout["pad"], layout["row_height"], layout["swatch"]
+    draw.rectangle(layout["box"], fill=(255, 255, 255, 235), outline=(60, 60, 60, 255))
     y = top + pad
     for label, text in entries:
         x = left + pad
@@ -235,4 +417,12 @@ def plot_loss_curves(log_history: list[dict], path: str, title: str | None = Non
     return path
 
 
-__all__ = ["KNOWN_COLORS", "PALETTE", "draw_prediction", "label_colors", "loss_curves", "plot_loss_curves"]
+__all__ = [
+    "KNOWN_COLORS",
+    "PALETTE",
+    "draw_prediction",
+    "label_colors",
+    "layout_tags",
+    "loss_curves",
+    "plot_loss_curves",
+]

@@ -13,15 +13,8 @@
 # limitations under the License.
 """Form-understanding data: the FUNSD reader and the embedded synthetic forms, both in one FUNSD-shaped schema."""
 
-from .funsd import (
-    FUNSD_LABELS,
-    bio_tags,
-    funsd_features,
-    load_funsd,
-    load_funsd_like,
-    normalize_bbox,
-    union_bbox,
-)
+from .funsd import FUNSD_LABELS, funsd_features, load_funsd, load_funsd_like
+from .reader_utils import bio_tags, normalize_bbox, union_bbox
 from .synthetic import generate_synthetic_forms, load_synthetic_funsd
 
 

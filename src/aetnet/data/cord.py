@@ -36,7 +36,15 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
-from .funsd import bio_tags, clip_bbox, load_split_folders, normalize_bbox, union_bbox
+from .reader_utils import (
+    annotation_files,
+    bio_tags,
+    clip_bbox,
+    load_split_folders,
+    normalize_bbox,
+    token_classification_features,
+    union_bbox,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -80,16 +88,8 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def cord_features() -> datasets.Features:
-    """The FUNSD schema (`aetnet.data.funsd.funsd_features`) with `CORD_LABELS` as the tag names."""
-    return datasets.Features(
-        {
-            "id": datasets.Value("string"),
-            "words": datasets.Sequence(datasets.Value("string")),
-            "bboxes": datasets.Sequence(datasets.Sequence(datasets.Value("int64"))),
-            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=CORD_LABELS)),
-            "image": datasets.Image(mode="RGB"),
-        }
-    )
+    """The FUNSD schema ([`~aetnet.data.reader_utils.token_classification_features`]) over `CORD_LABELS`."""
+    return token_classification_features(CORD_LABELS)
 
 
 def quad_to_box(quad: Mapping[str, float]) -> list[float]:
@@ -159,14 +159,7 @@ def _read_receipt(path: Path, image_path: Path, word_level: bool, counts: Counte
 
 def _load_split(split_dir: Path, word_level: bool) -> datasets.Dataset:
     json_dir, image_dir = split_dir / "json", split_dir / "image"
-    for folder in (split_dir, json_dir, image_dir):
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"CORD folder {folder} does not exist; expected <data_dir>/{{train,dev,test}}/{{json,image}}."
-            )
-    paths = sorted(json_dir.glob("*.json"))
-    if not paths:
-        raise FileNotFoundError(f"No CORD annotation (*.json) in {json_dir}.")
+    paths = annotation_files("CORD", split_dir, (json_dir, image_dir), "<data_dir>/{train,dev,test}/{json,image}")
     counts: Counter = Counter()
     examples = []
     for path in paths:

@@ -46,6 +46,7 @@ import datasets
 import numpy as np
 
 from ..metrics.anls import levenshtein_distance
+from ..qa_decoding import best_answer_spans
 
 
 logger = logging.getLogger(__name__)
@@ -261,19 +262,19 @@ def add_answer_spans(
     return dataset
 
 
-def answer_token_positions(word_ids: Sequence[int], start_word: int, end_word: int) -> tuple[int, int]:
+def answer_token_positions(word_index: Sequence[int], start_word: int, end_word: int) -> tuple[int, int]:
     """
     Token positions of a word span in one window: the first token of `start_word` and the last of `end_word`.
 
-    `word_ids` are the processor's (word index of each token, -1 for the question, special and padding tokens).
+    `word_index` is the processor's (word index of each token, -1 for the question, special and padding tokens).
     When the window does not hold the whole span, or there is no span (`start_word < 0`), the answer is "not in
     this window" and both positions are 0, the `<s>` token, as in the transformers question-answering examples.
     """
-    word_ids = np.asarray(word_ids)
+    word_index = np.asarray(word_index)
     if start_word < 0 or end_word < start_word:
         return 0, 0
-    starts = np.flatnonzero(word_ids == start_word)
-    ends = np.flatnonzero(word_ids == end_word)
+    starts = np.flatnonzero(word_index == start_word)
+    ends = np.flatnonzero(word_index == end_word)
     if not starts.size or not ends.size:
         return 0, 0
     return int(starts[0]), int(ends[-1])
@@ -282,63 +283,45 @@ def answer_token_positions(word_ids: Sequence[int], start_word: int, end_word: i
 def postprocess_qa_predictions(
     start_logits: np.ndarray,
     end_logits: np.ndarray,
-    word_ids: Sequence[Sequence[int]],
+    word_index: Sequence[Sequence[int]],
     window_to_example: Sequence[int],
     words: Sequence[Sequence[str]],
     n_best_size: int = 20,
     max_answer_length: int = 30,
 ) -> list[dict]:
     """
-    Turn window logits into one answer per question: the best-scoring span (start logit + end logit) over all the
-    windows of the question, with the start before the end, both on page words (not question or special tokens)
-    and at most `max_answer_length` tokens long; its words are joined with spaces.
+    Turn window logits into one answer per question, with the span decoder that `aetnet predict` uses too
+    ([`~aetnet.qa_decoding.best_answer_spans`], whose docstring states the rule): the best span over all the windows
+    of the question, start before end, both on page words and at most `max_answer_length` tokens; its words are
+    joined with spaces.
 
     Args:
         start_logits, end_logits (`np.ndarray` of shape `(num_windows, length)`): the model's logits; positions
-            beyond `word_ids` (LayoutLMv3's visual tokens, batch padding) are ignored.
-        word_ids (`Sequence[Sequence[int]]`): the processor's word index per token of each window.
+            beyond `word_index` (LayoutLMv3's visual tokens, batch padding) are ignored.
+        word_index (`Sequence[Sequence[int]]`): the processor's `word_index` (word of each token) of each window.
         window_to_example (`Sequence[int]`): the question of each window (0-based rows of `words`).
         words (`Sequence[Sequence[str]]`): the page words of each question.
         n_best_size (`int`, *optional*, defaults to 20): start and end candidates tried per window.
         max_answer_length (`int`, *optional*, defaults to 30): longest answer in tokens.
 
     Returns:
-        `list[dict]`: per question, `answer` (`""` when no valid span exists), `score`, `start_word`, `end_word`.
+        `list[dict]`: per question, `answer` (`""` when no valid span exists), `score` (`p(start) * p(end)`, 0.0
+        without a span), `start_word`, `end_word` (-1 without a span).
     """
-    if not len(start_logits) == len(end_logits) == len(window_to_example) == len(word_ids):
-        raise ValueError(
-            f"Got {len(start_logits)} start and {len(end_logits)} end logit rows, {len(word_ids)} word_ids rows and "
-            f"{len(window_to_example)} window indices: one of each per window."
-        )
-    best = [{"answer": "", "score": -np.inf, "start_word": -1, "end_word": -1} for _ in words]
-    for window, (starts, ends, ids, example) in enumerate(zip(start_logits, end_logits, word_ids, window_to_example)):
-        if not 0 <= example < len(words):
-            raise ValueError(f"`window_to_example[{window}]` is {example}, outside the {len(words)} questions.")
-        ids = np.asarray(ids)
-        length = min(len(ids), len(starts))
-        context = np.flatnonzero(ids[:length] >= 0)
-        if not context.size:
-            continue
-        starts, ends = np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64)
-        start_candidates = context[np.argsort(starts[context])[::-1][:n_best_size]]
-        end_candidates = context[np.argsort(ends[context])[::-1][:n_best_size]]
-        for start in start_candidates:
-            for end in end_candidates:
-                if end < start or end - start + 1 > max_answer_length:
-                    continue
-                score = starts[start] + ends[end]
-                if score > best[example]["score"]:
-                    first, last = int(ids[start]), int(ids[end])
-                    best[example] = {
-                        "answer": " ".join(words[example][first : last + 1]),
-                        "score": float(score),
-                        "start_word": first,
-                        "end_word": last,
-                    }
-    for prediction in best:
-        if prediction["score"] == -np.inf:
-            prediction["score"] = float("nan")
-    return best
+    spans = best_answer_spans(
+        start_logits,
+        end_logits,
+        word_index,
+        window_to_example,
+        num_examples=len(words),
+        n_best_size=n_best_size,
+        max_answer_length=max_answer_length,
+    )
+    answers = []
+    for page, span in zip(words, spans):
+        text = " ".join(page[span["start_word"] : span["end_word"] + 1]) if span["start_word"] >= 0 else ""
+        answers.append({"answer": text, **span})
+    return answers
 
 
 __all__ = [

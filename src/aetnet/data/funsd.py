@@ -28,11 +28,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
 from PIL import Image
+
+from .reader_utils import (
+    annotation_files,
+    bio_tags,
+    clip_bbox,
+    load_split_folders,
+    normalize_bbox,
+    token_classification_features,
+    union_bbox,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -43,46 +53,9 @@ _ENTITY_TYPES = {"header": "HEADER", "question": "QUESTION", "answer": "ANSWER",
 
 
 def funsd_features() -> datasets.Features:
-    """The schema shared by `load_funsd` and the synthetic forms of `aetnet.data.synthetic`.
-
-    `image` decodes to RGB because the FUNSD scans are 8-bit gray and LayoutLMv3's image processor normalises
-    three channels.
-    """
-    return datasets.Features(
-        {
-            "id": datasets.Value("string"),
-            "words": datasets.Sequence(datasets.Value("string")),
-            "bboxes": datasets.Sequence(datasets.Sequence(datasets.Value("int64"))),
-            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=FUNSD_LABELS)),
-            "image": datasets.Image(mode="RGB"),
-        }
-    )
-
-
-def normalize_bbox(box: Sequence[float], width: int, height: int) -> list[int]:
-    """Scale a pixel box `[x0, y0, x1, y1]` on a `width` x `height` page to LayoutLMv3's 0-1000 integer grid."""
-    x0, y0, x1, y1 = box
-    return [int(1000 * x0 / width), int(1000 * y0 / height), int(1000 * x1 / width), int(1000 * y1 / height)]
-
-
-def clip_bbox(box: Sequence[float], width: int, height: int) -> list[float]:
-    """Clip a pixel box `[x0, y0, x1, y1]` to a `width` x `height` page (annotations may overshoot the edges); a result
-    that differs from `box` tells the reader to count a clipped box."""
-    x0, y0, x1, y1 = box
-    return [min(max(x0, 0), width), min(max(y0, 0), height), min(max(x1, 0), width), min(max(y1, 0), height)]
-
-
-def union_bbox(boxes: Iterable[Sequence[int]]) -> list[int]:
-    """The smallest box that covers all `boxes`: the box of a segment (text line or entity) made of words."""
-    x0s, y0s, x1s, y1s = zip(*boxes)
-    return [min(x0s), min(y0s), max(x1s), max(y1s)]
-
-
-def bio_tags(entity_type: str | None, num_words: int) -> list[str]:
-    """BIO tags of an entity of `num_words` words; `entity_type=None` (FUNSD "other") gives all `O`."""
-    if entity_type is None:
-        return ["O"] * num_words
-    return [f"B-{entity_type}"] + [f"I-{entity_type}"] * (num_words - 1)
+    """The schema shared by `load_funsd` and the synthetic forms of `aetnet.data.synthetic`
+    ([`~aetnet.data.reader_utils.token_classification_features`] over `FUNSD_LABELS`)."""
+    return token_classification_features(FUNSD_LABELS)
 
 
 def _read_form(annotation_path: Path, image_path: Path, word_level: bool, counts: dict[str, int]) -> dict:
@@ -132,15 +105,8 @@ def _read_form(annotation_path: Path, image_path: Path, word_level: bool, counts
 
 def _load_split(split_dir: Path, word_level: bool) -> datasets.Dataset:
     annotation_dir, image_dir = split_dir / "annotations", split_dir / "images"
-    for folder in (split_dir, annotation_dir, image_dir):
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"FUNSD folder {folder} does not exist; expected the original layout "
-                f"<data_dir>/{{training_data,testing_data}}/{{annotations,images}}."
-            )
-    annotation_paths = sorted(annotation_dir.glob("*.json"))
-    if not annotation_paths:
-        raise FileNotFoundError(f"No FUNSD annotation (*.json) in {annotation_dir}.")
+    layout = "the original layout <data_dir>/{training_data,testing_data}/{annotations,images}"
+    annotation_paths = annotation_files("FUNSD", split_dir, (annotation_dir, image_dir), layout)
 
     counts = {"empty_words": 0, "empty_entities": 0, "clipped_boxes": 0}
     examples = []
@@ -194,19 +160,6 @@ def load_funsd(
     return load_split_folders("FUNSD", data_dir, splits, FUNSD_SPLIT_FOLDERS, _load_split, word_level)
 
 
-def load_split_folders(name, data_dir, splits, split_folders, load_split, word_level) -> datasets.DatasetDict:
-    """Check `data_dir` and `splits` (names of `split_folders`), then `load_split(folder, word_level)` each split."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"{name} `data_dir` {data_dir} is not a directory.")
-    if isinstance(splits, str):
-        splits = (splits,)
-    unknown = [split for split in splits if split not in split_folders]
-    if unknown or not splits:
-        raise ValueError(f"`splits` must be a non-empty subset of {list(split_folders)}, got {list(splits)}.")
-    return datasets.DatasetDict({split: load_split(data_dir / split_folders[split], word_level) for split in splits})
-
-
 def load_funsd_like(
     path_or_hub_id: str | os.PathLike,
     *,
@@ -254,14 +207,4 @@ def load_funsd_like(
     return datasets.DatasetDict(result)
 
 
-__all__ = [
-    "FUNSD_LABELS",
-    "bio_tags",
-    "clip_bbox",
-    "funsd_features",
-    "load_funsd",
-    "load_funsd_like",
-    "load_split_folders",
-    "normalize_bbox",
-    "union_bbox",
-]
+__all__ = ["FUNSD_LABELS", "FUNSD_SPLIT_FOLDERS", "funsd_features", "load_funsd", "load_funsd_like"]

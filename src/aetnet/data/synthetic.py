@@ -29,7 +29,8 @@ import random
 import datasets
 from PIL import Image, ImageDraw, ImageFont
 
-from .funsd import bio_tags, funsd_features, normalize_bbox, union_bbox
+from .funsd import funsd_features
+from .reader_utils import bio_tags, normalize_bbox, union_bbox
 
 
 # The vocabulary below is laid out by hand, several entries a line, to keep the module short.

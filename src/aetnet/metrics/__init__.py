@@ -11,115 +11,29 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Evaluation metrics that work without the Hugging Face Hub.
+"""Evaluation metrics that work without the Hugging Face Hub: entity-level seqeval for token classification
+(`token_classification`), accuracy / macro F1 / confusion matrix for document classification (`classification`)
+and ANLS / exact match for DocVQA (`anls`). numpy only on import; `evaluate`, `seqeval` and matplotlib on use."""
 
-`load_seqeval()` returns the seqeval metric as an `evaluate.EvaluationModule` loaded from the script shipped inside
-this package, and `compute_token_classification_metrics()` turns token-classification logits or label ids into the
-flat `precision` / `recall` / `f1` / `accuracy` dict that a `Trainer`'s `compute_metrics` returns.
-
-`evaluate`, `datasets` and `seqeval` are optional dependencies (the `examples` extra): they are imported on use.
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
-from pathlib import Path
-
-import numpy as np
+from .anls import anls, compute_docvqa_metrics, exact_match
+from .classification import classification_metrics, confusion_matrix, plot_confusion_matrix
+from .token_classification import (
+    SEQEVAL_METRIC_PATH,
+    compute_token_classification_metrics,
+    load_seqeval,
+    seqeval_summary,
+)
 
 
-SEQEVAL_METRIC_PATH = str(Path(__file__).resolve().parent / "seqeval_metric.py")
-
-
-def load_seqeval(**kwargs):
-    """Load the offline seqeval metric with `evaluate.load`, from the script shipped in `aetnet/metrics/`.
-
-    `kwargs` are passed to `evaluate.load` (e.g. `experiment_id`, `keep_in_memory`). The result behaves like
-    `evaluate.load("seqeval")` (same inputs and output keys) but never contacts the Hub.
-    """
-    import evaluate
-
-    return evaluate.load(SEQEVAL_METRIC_PATH, **kwargs)
-
-
-def compute_token_classification_metrics(
-    predictions,
-    labels,
-    label_names: Sequence[str],
-    ignore_index: int = -100,
-    return_entity_level_metrics: bool = False,
-) -> dict[str, float]:
-    """Entity-level seqeval scores of a token-classification model's predictions.
-
-    Args:
-        predictions (`np.ndarray` or nested lists):
-            Either logits of shape `(batch_size, sequence_length, num_labels)` (the arg-max is taken) or predicted
-            label ids of shape `(batch_size, sequence_length)`.
-        labels (`np.ndarray` or nested lists of shape `(batch_size, sequence_length)`):
-            Gold label ids; positions equal to `ignore_index` (special tokens, padding, non-first sub-words) are
-            dropped from both predictions and labels before scoring.
-        label_names (`Sequence[str]`):
-            The tag string of every label id (e.g. `FUNSD_LABELS`), in BIO notation.
-        ignore_index (`int`, *optional*, defaults to -100):
-            The label id that marks positions to ignore.
-        return_entity_level_metrics (`bool`, *optional*, defaults to `False`):
-            Also return `<TYPE>_precision`, `<TYPE>_recall`, `<TYPE>_f1` and `<TYPE>_number` for every entity type.
-
-    Returns:
-        `dict[str, float]`: `precision`, `recall`, `f1` (micro averages over entities) and `accuracy` (over tokens),
-        plus the per-type entries when requested.
-    """
-    from .seqeval_metric import compute_seqeval_scores
-
-    labels = np.asarray(labels)
-    predictions = np.asarray(predictions)
-    if predictions.ndim == labels.ndim + 1:
-        predictions = predictions.argmax(axis=-1)
-    if predictions.shape != labels.shape:
-        raise ValueError(
-            f"`predictions` must have the shape of `labels` {labels.shape} (or that shape plus a label axis), "
-            f"got {predictions.shape}."
-        )
-    num_labels = len(label_names)
-    kept = labels != ignore_index
-    for name, ids in (("labels", labels[kept]), ("predictions", predictions[kept])):
-        invalid = (ids < 0) | (ids >= num_labels)
-        if invalid.any():
-            position = tuple(int(i) for i in np.argwhere(kept)[np.flatnonzero(invalid)[0]])
-            raise ValueError(
-                f"`{name}` at index {position} is {int(ids[invalid][0])}, outside [0, {num_labels}) "
-                f"for the {num_labels} `label_names`."
-            )
-
-    true_tags = [[label_names[i] for i in row[mask]] for row, mask in zip(labels, kept)]
-    predicted_tags = [[label_names[i] for i in row[mask]] for row, mask in zip(predictions, kept)]
-    scores = compute_seqeval_scores(predicted_tags, true_tags, zero_division=0)
-
-    results = {
-        "precision": scores.pop("overall_precision"),
-        "recall": scores.pop("overall_recall"),
-        "f1": scores.pop("overall_f1"),
-        "accuracy": scores.pop("overall_accuracy"),
-    }
-    if return_entity_level_metrics:
-        for entity_type, values in scores.items():
-            for key, value in values.items():
-                results[f"{entity_type}_{key}"] = value
-    return results
-
-
-__all__ = ["SEQEVAL_METRIC_PATH", "compute_token_classification_metrics", "load_seqeval"]
-
-# Document classification and DocVQA scores (numpy only; the confusion-matrix plot imports matplotlib on use).
-from .anls import anls, compute_docvqa_metrics, exact_match  # noqa: E402
-from .classification import classification_metrics, confusion_matrix, plot_confusion_matrix  # noqa: E402
-
-
-__all__ += [
+__all__ = [
+    "SEQEVAL_METRIC_PATH",
     "anls",
     "classification_metrics",
     "compute_docvqa_metrics",
+    "compute_token_classification_metrics",
     "confusion_matrix",
     "exact_match",
+    "load_seqeval",
     "plot_confusion_matrix",
+    "seqeval_summary",
 ]

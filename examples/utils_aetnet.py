@@ -11,19 +11,19 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Helpers shared by the example scripts (`examples/run_funsd.py`, `run_cord.py`, `run_rvlcdip.py`,
-`run_docvqa.py`).
+"""
+Plumbing shared by the example scripts (`run_funsd.py`, `run_cord.py`, `run_rvlcdip.py`, `run_docvqa.py`), kept next
+to them as transformers keeps `utils_qa.py` next to `run_qa.py`: the scripts import it from their own folder.
 
 The scripts fine-tune different AETNet heads on different data, but start the model the same three ways (an AETNet
 checkpoint, three pretrained encoder checkpoints, or random weights of a named size with a tokenizer trained on the
-training words), parse, log, train, save and publish the same way, and the two token-classification scripts merge
-window logits back to words the same way. Those pieces live here, parametrised by the head class, so that each script
-keeps only its task: its data, its pre-processing, its metrics and the files it writes.
+training words), parse, log, train, save and publish the same way. Those pieces live here, parametrised by the head
+class; the data side (windows, merging them back to words, seqeval, prediction files) is in `utils_aetnet_data.py`.
+Each script keeps only its task: its data, its pre-processing, its metrics and the files it writes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 import transformers
 from transformers import (
@@ -48,11 +47,12 @@ from transformers.trainer_utils import get_last_checkpoint
 from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.modeling_aetnet import (
-    AETNetPreTrainedModel,
     AETNetForQuestionAnswering,
     AETNetForSequenceClassification,
     AETNetForTokenClassification,
+    AETNetPreTrainedModel,
 )
+from aetnet.pipeline_aetnet import save_custom_pipelines
 from aetnet.processing_aetnet import AETNetProcessor
 from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
 from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
@@ -126,7 +126,6 @@ class ExampleTrainingArguments(AETNetTrainingArguments):
     save_strategy: str = field(
         default="no", metadata={"help": "Checkpoints during training; the final model is saved."}
     )
-    alpha_warmup_steps: int = field(default=100, metadata={"help": "Ramp distill_alpha from 0 over N steps."})
     torch_num_threads: int | None = field(
         default=None,
         metadata={
@@ -137,15 +136,56 @@ class ExampleTrainingArguments(AETNetTrainingArguments):
 
 
 def parse_arguments(parser: HfArgumentParser) -> tuple:
-    """The parser's dataclasses from the command line, or from a JSON file given as the only argument."""
+    """The parser's dataclasses from the command line, or from a JSON file given as the only argument. Exits with one
+    line when `--push_to_hub` cannot work (see [`check_hub_access`]), before any data or model is loaded."""
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
-    return parser.parse_args_into_dataclasses()
+        parsed = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+    else:
+        parsed = parser.parse_args_into_dataclasses()
+    for arguments in parsed:
+        if isinstance(arguments, transformers.TrainingArguments):
+            check_hub_access(arguments)
+    return parsed
+
+
+def hub_access_problem(training_args: transformers.TrainingArguments, timeout: float = 10.0) -> str | None:
+    """Why `--push_to_hub` would fail, in one sentence, or `None` when it can work (or is not asked): the Hub is
+    switched off (`HF_HUB_OFFLINE`), there is no token, or the Hub endpoint does not answer within `timeout`
+    seconds."""
+    if not training_args.push_to_hub:
+        return None
+    from huggingface_hub import constants, get_token
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return (
+            "--push_to_hub needs the Hugging Face Hub, but HF_HUB_OFFLINE is set: unset it, or drop --push_to_hub "
+            "and upload the saved folder later (`hf upload`)."
+        )
+    if training_args.hub_token is None and get_token() is None:
+        return "--push_to_hub needs a Hub token: run `hf auth login`, set HF_TOKEN, or pass --hub_token."
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception as error:  # httpx and requests raise different types; any failure means no Hub
+        return (
+            f"--push_to_hub cannot reach the Hugging Face Hub at {constants.ENDPOINT} "
+            f"({type(error).__name__}: {error}); check the network, or drop --push_to_hub and upload later."
+        )
+    return None
+
+
+def check_hub_access(training_args: transformers.TrainingArguments) -> None:
+    """Exit (status 1) with one `error: ...` line on stderr when `--push_to_hub` is asked but cannot work, instead of
+    the traceback `Trainer.__init__` would raise after the data are prepared (see [`hub_access_problem`])."""
+    problem = hub_access_problem(training_args)
+    if problem is not None:
+        sys.exit(f"error: {problem}")
 
 
 def setup_logging_and_seed(script_logger: logging.Logger, training_args: ExampleTrainingArguments) -> None:
     """Log to stdout at the process's level (the script's, datasets' and transformers' loggers), log the set-up, pin
-    torch's CPU threads (`--torch_num_threads`, 1 on CPU by default) and seed everything."""
+    torch's CPU threads (`--torch_num_threads`, 1 on CPU by default), switch off pinned memory on a CPU-only run
+    (which has nothing to pin for, and where the DataLoader warns about it) and seed everything."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
@@ -158,7 +198,7 @@ def setup_logging_and_seed(script_logger: logging.Logger, training_args: Example
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
-    script_logger.warning(
+    script_logger.info(
         f"Process rank: {training_args.local_process_index}, device: {training_args.device}, "
         f"n_gpu: {training_args.n_gpu}, distributed: {training_args.parallel_mode.value == 'distributed'}, "
         f"bf16: {training_args.bf16}, fp16: {training_args.fp16}"
@@ -166,6 +206,8 @@ def setup_logging_and_seed(script_logger: logging.Logger, training_args: Example
     script_logger.info(f"Training/evaluation parameters {training_args}")
     if training_args.device.type == "cpu" or training_args.torch_num_threads:
         torch.set_num_threads(training_args.torch_num_threads or 1)
+    if training_args.device.type == "cpu":
+        training_args.dataloader_pin_memory = False
     set_seed(training_args.seed)
 
 
@@ -264,20 +306,6 @@ def training_collator(model: PreTrainedModel, processor: AETNetProcessor, seed: 
     return AETNetDataCollator(tokenizer=processor.tokenizer, augment=augment, seed=seed)
 
 
-def limit_splits(raw: dict[str, Any], data_args: Any) -> dict[str, Any]:
-    """Keep the first `--max_train_samples` / `--max_eval_samples` / `--max_predict_samples` examples of the train,
-    validation and test splits present in `raw` (in place; returned for convenience)."""
-    limits = {
-        "train": data_args.max_train_samples,
-        "validation": data_args.max_eval_samples,
-        "test": data_args.max_predict_samples,
-    }
-    for split, limit in limits.items():
-        if split in raw and limit is not None:
-            raw[split] = raw[split].select(range(min(len(raw[split]), limit)))
-    return raw
-
-
 def warn_if_from_scratch_learning_rate(
     script_logger: logging.Logger, training_args: ExampleTrainingArguments, base_models: list[str]
 ) -> None:
@@ -289,142 +317,6 @@ def warn_if_from_scratch_learning_rate(
         )
 
 
-def first_logits(predictions: np.ndarray | tuple[np.ndarray, ...]) -> np.ndarray:
-    """The head's logits from `Trainer.predict` output, which is a tuple when the model returns more than logits."""
-    return predictions[0] if isinstance(predictions, tuple) else predictions
-
-
-def merge_to_words(
-    processor: AETNetProcessor,
-    logits: np.ndarray,
-    windows: datasets.Dataset,
-    documents: datasets.Dataset,
-    outside_id: int,
-    script_logger: logging.Logger | None = None,
-) -> list[np.ndarray]:
-    """
-    Per-word label ids of every document from token-classification window logits (windows in dataset order, with
-    `word_ids` and `document_index` columns). Words that fell in no window are predicted `outside_id`, with a warning
-    per document on `script_logger` (default: this module's logger).
-    """
-    length = logits.shape[1]
-    word_ids = np.full((len(windows), length), -1, dtype=np.int64)
-    for row, ids in enumerate(windows["word_ids"]):
-        word_ids[row, : len(ids)] = ids[:length]
-    merged = processor.merge_window_predictions(
-        torch.from_numpy(logits.astype(np.float32)),
-        torch.from_numpy(word_ids),
-        torch.as_tensor(windows["document_index"]),
-        num_words=[len(words) for words in documents["words"]],
-    )
-    predictions = []
-    for document, scores in enumerate(merged):
-        unseen = torch.isnan(scores).any(dim=-1)
-        if unseen.any():
-            (script_logger or logger).warning(
-                f"Document {document}: {int(unseen.sum())} word(s) in no window are predicted 'O'."
-            )
-        predictions.append(torch.where(unseen, outside_id, scores.nan_to_num().argmax(-1)).numpy())
-    return predictions
-
-
-def window_kwargs(data_args: Any) -> dict[str, Any]:
-    """Processor arguments that cut a document (0-1000 boxes) into overlapping windows of `data_args.max_seq_length`
-    tokens, `data_args.doc_stride` of them shared by consecutive windows, padded per batch unless
-    `data_args.pad_to_max_length`."""
-    return {
-        "boxes_normalized": True,
-        "max_length": data_args.max_seq_length,
-        "stride": data_args.doc_stride,
-        "padding": "max_length" if data_args.pad_to_max_length else False,
-        "truncation": True,
-        "return_overflowing_tokens": True,
-    }
-
-
-def map_to_windows(
-    dataset: datasets.Dataset, process: Any, batch_size: int, num_proc: int | None, description: str
-) -> datasets.Dataset:
-    """`dataset.map` of a batched `process(batch, indices)` that turns documents into windows: the document columns
-    are dropped, since a window row is no document row, and `indices` lets each window name its document."""
-    return dataset.map(
-        process,
-        batched=True,
-        batch_size=batch_size,
-        with_indices=True,
-        remove_columns=dataset.column_names,
-        num_proc=num_proc,
-        desc=description,
-    )
-
-
-def prepare_token_windows(
-    dataset: datasets.Dataset,
-    processor: AETNetProcessor,
-    data_args: Any,
-    label_ids: dict[int, int],
-    num_proc: int | None,
-    description: str,
-) -> datasets.Dataset:
-    """
-    Documents with `image`, `words`, `bboxes` (0-1000) and `ner_tags` -> overlapping token-classification windows
-    (`dataset.map` + the processor, `data_args.max_seq_length` / `doc_stride` / `pad_to_max_length`), keeping each
-    window's `word_ids` and `document_index` for `merge_to_words`. `label_ids` maps dataset tags to model label ids.
-    """
-
-    def process(batch, indices):
-        encoding = processor(
-            batch["image"],
-            batch["words"],
-            boxes=batch["bboxes"],
-            word_labels=[[label_ids[tag] for tag in tags] for tags in batch["ner_tags"]],
-            **window_kwargs(data_args),
-        )
-        encoding["document_index"] = [indices[i] for i in encoding.pop("overflow_to_sample_mapping")]
-        return encoding
-
-    return map_to_windows(dataset, process, 16, num_proc, description).with_format("torch")
-
-
-def seqeval_scores(
-    metric: Any,
-    predicted: list[np.ndarray],
-    references: list[list[str]],
-    id2label: dict[int, str],
-    return_entity_level_metrics: bool = False,
-) -> dict[str, float]:
-    """Entity-level seqeval precision, recall, F1 and accuracy of per-word label ids against per-word gold labels,
-    and with `return_entity_level_metrics` the same per entity type (`<TYPE>_precision`, ...)."""
-    results = metric.compute(
-        predictions=[[id2label[int(i)] for i in row] for row in predicted], references=references, zero_division=0
-    )
-    scores = {name: results[f"overall_{name}"] for name in ("precision", "recall", "f1", "accuracy")}
-    if return_entity_level_metrics:
-        for entity, values in results.items():
-            if isinstance(values, dict):
-                scores.update({f"{entity}_{key}": value for key, value in values.items()})
-    return scores
-
-
-def write_word_predictions(
-    path: str,
-    documents: datasets.Dataset,
-    gold_words: list[list[str]],
-    predicted: list[np.ndarray],
-    id2label: dict[int, str],
-) -> None:
-    """Write one JSON line per document: its `id`, `words`, gold `labels` and `predicted_labels`."""
-    with open(path, "w", encoding="utf-8") as writer:
-        for example, gold, ids in zip(documents.select_columns(["id", "words"]), gold_words, predicted):
-            record = {
-                "id": example["id"],
-                "words": example["words"],
-                "labels": gold,
-                "predicted_labels": [id2label[int(i)] for i in ids],
-            }
-            writer.write(json.dumps(record) + "\n")
-
-
 def train_and_save(trainer: AETNetTrainer, training_args: ExampleTrainingArguments, num_train_samples: int) -> None:
     """Train (resuming from `--resume_from_checkpoint` or the last checkpoint in the output folder), then save the
     model, the training metrics and the trainer state."""
@@ -433,6 +325,10 @@ def train_and_save(trainer: AETNetTrainer, training_args: ExampleTrainingArgumen
         checkpoint = get_last_checkpoint(training_args.output_dir)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
+    if trainer.is_world_process_zero():
+        # The saved model answers `pipeline(..., trust_remote_code=True)` also where aetnet is not installed; the
+        # model's config keeps the entry for later saves (`--push_to_hub` saves again).
+        save_custom_pipelines(training_args.output_dir, trainer.model)
     metrics = train_result.metrics
     metrics["train_samples"] = num_train_samples
     trainer.log_metrics("train", metrics)
@@ -468,21 +364,15 @@ def finish_run(
 
 
 __all__ = [
-    "limit_splits",
     "ExampleTrainingArguments",
     "ModelArguments",
     "build_processor_and_model",
+    "check_hub_access",
     "finish_run",
-    "first_logits",
-    "map_to_windows",
-    "merge_to_words",
+    "hub_access_problem",
     "parse_arguments",
-    "prepare_token_windows",
-    "seqeval_scores",
     "setup_logging_and_seed",
     "train_and_save",
     "training_collator",
     "warn_if_from_scratch_learning_rate",
-    "window_kwargs",
-    "write_word_predictions",
 ]

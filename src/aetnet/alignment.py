@@ -1,0 +1,143 @@
+"""
+Alignment objectives as plug-ins: a registry, the `AlignmentObjective` base class and the `AlignmentFeatures` bundle
+that `AETNetModel` fills once per training step and hands to every enabled objective.
+
+An objective is one file (`objective_<name>.py` for the built-in ones) with a class registered under its name:
+
+```python
+@register_objective("my_term")
+class MyTerm(AlignmentObjective):
+    needs_momentum = False  # True: the model builds momentum encoders and feature queues for it
+
+    def __init__(self, config, scale: float = 1.0):  # keyword settings: `alignment_objectives={"my_term": {...}}`
+        super().__init__(config)
+        self.scale = scale
+
+    def forward(self, features: AlignmentFeatures) -> torch.Tensor:
+        return self.scale * (features.image_feat - features.text_feat).pow(2).sum(-1).mean()
+```
+
+`AETNetConfig(alignment_objectives=["ditc", "my_term"])` (or a dict of settings per name) then computes it, the
+models add it to `loss` with its weight (`alignment_loss_weights`), and `AETNetTrainer` logs it as `loss_my_term`.
+
+These are flat modules of the package (not a sub-package) because transformers copies a model's relative imports
+as files of one folder when it saves remote code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+_OBJECTIVES: dict[str, type[AlignmentObjective]] = {}
+
+
+def register_objective(name: str):
+    """Class decorator: make an `AlignmentObjective` subclass selectable as `name` in `alignment_objectives`."""
+    if not name.isidentifier() or name != name.lower():
+        raise ValueError(f"An objective name must be a lower-case identifier, got {name!r}")
+
+    def decorate(cls: type[AlignmentObjective]) -> type[AlignmentObjective]:
+        if not (isinstance(cls, type) and issubclass(cls, AlignmentObjective)):
+            raise TypeError(f"`register_objective({name!r})` decorates AlignmentObjective subclasses, got {cls!r}")
+        cls.name = name
+        _OBJECTIVES[name] = cls
+        return cls
+
+    return decorate
+
+
+def registered_objectives() -> tuple[str, ...]:
+    """The names of every registered objective, in registration order (the built-in four first)."""
+    return tuple(_OBJECTIVES)
+
+
+def get_objective(name: str) -> type[AlignmentObjective]:
+    """The class registered as `name`; a `ValueError` naming the registered ones otherwise."""
+    if name not in _OBJECTIVES:
+        raise ValueError(f"`alignment_objectives` names an unknown objective {name!r}; registered: {list(_OBJECTIVES)}")
+    return _OBJECTIVES[name]
+
+
+class AlignmentObjective(nn.Module):
+    """
+    One alignment objective: `forward(features) -> scalar tensor`, unweighted (the weight is the config's).
+
+    Class attributes say what the model must provide: `needs_momentum` (momentum encoders, their features and the
+    queues in `features`). Keyword arguments of `__init__` after `config` are the objective's settings, given as
+    `AETNetConfig(alignment_objectives={"name": {...}})`; their defaults are the objective's defaults.
+    """
+
+    name: ClassVar[str] = ""
+    needs_momentum: ClassVar[bool] = False
+
+    def __init__(self, config: Any, **settings: Any):
+        super().__init__()
+        if settings:
+            raise TypeError(f"Objective {self.name!r} takes no setting {sorted(settings)}")
+
+    def forward(self, features: AlignmentFeatures) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class AlignmentFeatures:
+    """
+    What the model computed once for this step, for the objectives to share. Shapes: B documents, L tokens, P patches
+    (without prefix tokens), E the contrastive `embed_dim`, H the aligners' hidden size, Q the queue size.
+
+    Args:
+        input_ids, bbox, attention_mask: the text inputs, `(B, L)`, `(B, L, 4)` in 0-1000 units, `(B, L)`.
+        real_tokens: `(B, L)` bool, attended tokens that are not `<s>`, `</s>` or padding.
+        boxed_tokens: `(B, L)` bool, real tokens that also have a box (question tokens have none).
+        image_embeds, text_embeds: the online aligners' outputs, `(B, prefix + P, H)` ([CLS] first; DeiT adds a
+            distillation token) and `(B, L, H)`.
+        patch_embeds: the patch part of `image_embeds`, `(B, P, H)`, in row-major grid order.
+        image_feat, text_feat: their normalised projected [CLS] features, `(B, E)`.
+        vision_proj, text_proj: the online projections into the contrastive space.
+        temp: the learnable temperature, clamped to its range.
+        grid_size: patch cells per side of the page.
+        patch_embeds_m, text_embeds_m, image_feat_m, text_feat_m, vision_proj_m, text_proj_m: the momentum
+            counterparts (the momentum ViT sees `pixel_values_aug`); None unless an objective `needs_momentum`.
+        image_queue, text_queue, queue_valid: `(E, Q)` copies of the queues before this step's write, and which
+            entries hold features, `(Q,)`; None unless an objective `needs_momentum`.
+        distill_alpha: a per-step override of momentum-distillation weights (the trainer's ramp), or None.
+    """
+
+    input_ids: torch.Tensor
+    bbox: torch.Tensor
+    attention_mask: torch.Tensor
+    real_tokens: torch.Tensor
+    boxed_tokens: torch.Tensor
+    image_embeds: torch.Tensor
+    patch_embeds: torch.Tensor
+    text_embeds: torch.Tensor
+    image_feat: torch.Tensor
+    text_feat: torch.Tensor
+    vision_proj: nn.Module
+    text_proj: nn.Module
+    temp: torch.Tensor
+    grid_size: int
+    patch_embeds_m: torch.Tensor | None = None
+    text_embeds_m: torch.Tensor | None = None
+    image_feat_m: torch.Tensor | None = None
+    text_feat_m: torch.Tensor | None = None
+    vision_proj_m: nn.Module | None = None
+    text_proj_m: nn.Module | None = None
+    image_queue: torch.Tensor | None = None
+    text_queue: torch.Tensor | None = None
+    queue_valid: torch.Tensor | None = None
+    distill_alpha: float | None = None
+
+
+__all__ = [
+    "AlignmentFeatures",
+    "AlignmentObjective",
+    "get_objective",
+    "register_objective",
+    "registered_objectives",
+]

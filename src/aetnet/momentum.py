@@ -1,0 +1,63 @@
+"""
+The ALBEF feature queues: ring buffers of the momentum encoders' normalised features, one per modality, that give the
+contrastive objectives more negatives than a batch holds.
+
+They live in a module of their own (`AETNetModel.queues`) rather than as buffers of the model itself: `accelerate`
+places the direct parameters of a module it splits over devices (`device_map="auto"`), but not its direct buffers,
+so a queue registered on `AETNetModel` would get no device.
+
+This module imports only torch and its siblings, so that it ships as Hub remote code with `modeling_aetnet.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .losses import concat_all_gather
+
+
+class FeatureQueues(nn.Module):
+    """
+    `image_queue` and `text_queue` of shape `(embed_dim, queue_size)` (ALBEF's layout), the write position
+    `queue_ptr`, `queue_filled`, the number of slots written so far (at most `queue_size`), and `queue_valid`, which
+    slots hold real features: only those are ever read, so neither the zeros an empty queue starts with nor a slot
+    whose write was refused (a non-finite feature) is used as a negative.
+    """
+
+    def __init__(self, embed_dim: int, queue_size: int):
+        super().__init__()
+        self.queue_size = queue_size
+        self.register_buffer("image_queue", torch.zeros(embed_dim, queue_size))
+        self.register_buffer("text_queue", torch.zeros(embed_dim, queue_size))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self.register_buffer("queue_filled", torch.zeros(1, dtype=torch.long))
+        # uint8 rather than bool: some of transformers' serialisation paths (and its common tests) mishandle bool.
+        self.register_buffer("queue_valid", torch.zeros(queue_size, dtype=torch.uint8))
+
+    def valid(self) -> torch.Tensor:
+        """`(queue_size,)` bool: the entries that hold real features."""
+        return self.queue_valid.bool()
+
+    @torch.no_grad()
+    def enqueue(self, image_feat_m: torch.Tensor, text_feat_m: torch.Tensor) -> None:
+        """
+        Write the batch's momentum features (gathered over ranks) into the ring buffers at `queue_ptr`. Any batch
+        size works: a batch larger than the queue keeps its last `queue_size` features.
+        """
+        image_feats, text_feats = concat_all_gather(image_feat_m), concat_all_gather(text_feat_m)
+        queue_size, num_new = self.queue_size, image_feats.shape[0]
+        skipped = max(0, num_new - queue_size)
+        image_feats, text_feats = image_feats[skipped:], text_feats[skipped:]
+        index = (self.queue_ptr + skipped + torch.arange(image_feats.shape[0], device=image_feats.device)) % queue_size
+        # A non-finite feature (one bad page) would poison every later DITC/IMC loss: keep the old entry, and its
+        # validity, instead.
+        finite = torch.isfinite(image_feats).all(dim=1) & torch.isfinite(text_feats).all(dim=1)
+        for queue, feats in ((self.image_queue, image_feats), (self.text_queue, text_feats)):
+            queue[:, index] = torch.where(finite[None, :], feats.t().to(queue.dtype), queue[:, index])
+        self.queue_valid[index] = (finite | self.queue_valid[index].bool()).to(self.queue_valid.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + num_new) % queue_size)
+        self.queue_filled.copy_((self.queue_filled + num_new).clamp(max=queue_size))
+
+
+__all__ = ["FeatureQueues"]

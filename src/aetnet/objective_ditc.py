@@ -1,0 +1,81 @@
+"""DITC, document-level image-text contrast: ALBEF's image-text contrastive loss with momentum distillation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
+from .losses import _float32, _logits_against_queue, _no_autocast, _soft_cross_entropy
+
+
+class DocumentContrastiveLoss(nn.Module):
+    """
+    DITC: document-level image-text contrastive loss (ALBEF's ITC with momentum distillation).
+
+    Each online image feature must pick its own document's momentum text feature among the batch's momentum text
+    features and the text queue, and symmetrically for text. With `alpha > 0` the one-hot targets are mixed with the
+    momentum model's own similarity distribution (momentum distillation); `alpha = 0` is plain InfoNCE.
+    """
+
+    def forward(
+        self,
+        image_feat: torch.Tensor,
+        text_feat: torch.Tensor,
+        image_feat_m: torch.Tensor,
+        text_feat_m: torch.Tensor,
+        image_queue: torch.Tensor,
+        text_queue: torch.Tensor,
+        temp: torch.Tensor,
+        alpha: float = 0.0,
+        queue_valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        with _no_autocast(image_feat.device):
+            image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp = _float32(
+                image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp
+            )
+            sim_i2t = _logits_against_queue(image_feat, text_feat_m, text_queue, temp, queue_valid)
+            sim_t2i = _logits_against_queue(text_feat, image_feat_m, image_queue, temp, queue_valid)
+            with torch.no_grad():
+                one_hot = torch.zeros_like(sim_i2t)
+                one_hot.fill_diagonal_(1.0)
+                targets_i2t = one_hot
+                targets_t2i = one_hot
+                if alpha > 0:
+                    sim_i2t_m = _logits_against_queue(image_feat_m, text_feat_m, text_queue, temp, queue_valid)
+                    sim_t2i_m = _logits_against_queue(text_feat_m, image_feat_m, image_queue, temp, queue_valid)
+                    targets_i2t = alpha * sim_i2t_m.softmax(dim=1) + (1 - alpha) * one_hot
+                    targets_t2i = alpha * sim_t2i_m.softmax(dim=1) + (1 - alpha) * one_hot
+            return (_soft_cross_entropy(sim_i2t, targets_i2t) + _soft_cross_entropy(sim_t2i, targets_t2i)) / 2
+
+
+@register_objective("ditc")
+class DocumentImageTextContrast(AlignmentObjective):
+    """
+    DITC: each document's online [CLS] image feature against the momentum text features of the batch and the text
+    queue, and symmetrically (`DocumentContrastiveLoss`).
+
+    Settings: `distill_alpha` (default: the config's `distill_alpha`, 0.4), the weight of the momentum model's
+    similarity distribution in the targets; the trainer's ramp overrides it per step (`features.distill_alpha`).
+    """
+
+    needs_momentum = True
+
+    def __init__(self, config, distill_alpha: float | None = None):
+        super().__init__(config)
+        self.distill_alpha = config.distill_alpha if distill_alpha is None else float(distill_alpha)
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"`distill_alpha` of the objective must be in [0, 1], got {self.distill_alpha}")
+        self.loss = DocumentContrastiveLoss()
+
+    def forward(self, features: AlignmentFeatures) -> torch.Tensor:
+        f = features
+        alpha = self.distill_alpha if f.distill_alpha is None else f.distill_alpha
+        return self.loss(
+            f.image_feat, f.text_feat, f.image_feat_m, f.text_feat_m, f.image_queue, f.text_queue, f.temp,
+            alpha=alpha, queue_valid=f.queue_valid,
+        )
+
+
+__all__ = ["DocumentContrastiveLoss", "DocumentImageTextContrast"]

@@ -1,0 +1,58 @@
+"""IMC, intra-modal contrast: each page's online features against the momentum features of its augmented view."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
+from .losses import _float32, _logits_against_queue, _no_autocast
+
+
+class IntraModalContrastiveLoss(nn.Module):
+    """
+    IMC: intra-modal contrastive loss. The online image feature must pick the momentum feature of the same page (the
+    momentum encoder sees an augmented view) among the batch and the image queue; likewise for text.
+    """
+
+    def forward(
+        self,
+        image_feat: torch.Tensor,
+        text_feat: torch.Tensor,
+        image_feat_m: torch.Tensor,
+        text_feat_m: torch.Tensor,
+        image_queue: torch.Tensor,
+        text_queue: torch.Tensor,
+        temp: torch.Tensor,
+        queue_valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        with _no_autocast(image_feat.device):
+            image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp = _float32(
+                image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp
+            )
+            sim_i2i = _logits_against_queue(image_feat, image_feat_m, image_queue, temp, queue_valid)
+            sim_t2t = _logits_against_queue(text_feat, text_feat_m, text_queue, temp, queue_valid)
+            targets = torch.arange(image_feat.shape[0], device=image_feat.device)
+            return (F.cross_entropy(sim_i2i, targets) + F.cross_entropy(sim_t2t, targets)) / 2
+
+
+@register_objective("imc")
+class IntraModalContrast(AlignmentObjective):
+    """IMC: online image (text) [CLS] feature against the momentum image (text) features of the batch and queue."""
+
+    needs_momentum = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.loss = IntraModalContrastiveLoss()
+
+    def forward(self, features: AlignmentFeatures) -> torch.Tensor:
+        f = features
+        return self.loss(
+            f.image_feat, f.text_feat, f.image_feat_m, f.text_feat_m, f.image_queue, f.text_queue, f.temp,
+            queue_valid=f.queue_valid,
+        )
+
+
+__all__ = ["IntraModalContrast", "IntraModalContrastiveLoss"]

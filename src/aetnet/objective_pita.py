@@ -1,0 +1,164 @@
+"""PITA, patch-level image-text alignment: each image patch against the mean of the OCR tokens inside it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
+from .losses import MASKED_LOGIT, _float32, _no_autocast
+
+
+PITA_LOSSES = ("infonce", "cosine")
+PITA_SPAN_POLICIES = ("center", "drop", "all")
+
+
+def assign_tokens_to_cells(bbox: torch.Tensor, grid_size: int, span_policy: str = "center") -> torch.Tensor:
+    """
+    Map token boxes (0-1000 units) to the patch cells of a `grid_size` x `grid_size` page grid, cells of
+    1000 / grid_size units. Returns a (B, L) long tensor of row-major cell indices, or -1 for a token that `"drop"`
+    ignores because its box spans several cells. A box that ends exactly on a cell border stays in the earlier cell;
+    a box centre exactly on a border goes to the later cell. (`"all"` is handled by `token_cell_overlap`.)
+    """
+    bbox = bbox.long()
+    x0, y0, x1, y1 = bbox.unbind(-1)
+    last = grid_size - 1
+    if span_policy == "center":
+        col = ((x0 + x1) * grid_size).div(2000, rounding_mode="floor").clamp(0, last)
+        row = ((y0 + y1) * grid_size).div(2000, rounding_mode="floor").clamp(0, last)
+        return row * grid_size + col
+    if span_policy != "drop":
+        raise ValueError(f"`span_policy` must be 'center' or 'drop' here, got {span_policy!r}")
+    c0, r0, c1, r1 = _cell_spans(x0, y0, x1, y1, grid_size)
+    cells = r0 * grid_size + c0
+    return torch.where((c0 == c1) & (r0 == r1), cells, torch.full_like(cells, -1))
+
+
+def _cell_spans(x0, y0, x1, y1, grid_size: int):
+    last = grid_size - 1
+    c0 = (x0 * grid_size).div(1000, rounding_mode="floor").clamp(0, last)
+    r0 = (y0 * grid_size).div(1000, rounding_mode="floor").clamp(0, last)
+    c1 = torch.maximum((x1 * grid_size - 1).div(1000, rounding_mode="floor").clamp(0, last), c0)
+    r1 = torch.maximum((y1 * grid_size - 1).div(1000, rounding_mode="floor").clamp(0, last), r0)
+    return c0, r0, c1, r1
+
+
+def token_cell_overlap(bbox: torch.Tensor, token_mask: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """(B, cells, L) float matrix: 1 where a valid token's box overlaps the cell (the `"all"` span policy)."""
+    x0, y0, x1, y1 = bbox.long().unbind(-1)
+    c0, r0, c1, r1 = _cell_spans(x0, y0, x1, y1, grid_size)
+    index = torch.arange(grid_size, device=bbox.device)
+    in_cols = (index[None, None, :] >= c0[..., None]) & (index[None, None, :] <= c1[..., None])  # (B, L, G)
+    in_rows = (index[None, None, :] >= r0[..., None]) & (index[None, None, :] <= r1[..., None])
+    overlap = (in_rows[..., :, None] & in_cols[..., None, :]).flatten(2)  # (B, L, G*G), row-major cells
+    return (overlap & token_mask[..., None]).transpose(1, 2).float()
+
+
+def pool_tokens_per_cell(
+    token_feat: torch.Tensor, bbox: torch.Tensor, token_mask: torch.Tensor, grid_size: int, span_policy: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Mean token feature of every patch cell. Returns `(cell_feat, cell_count)` of shapes (B, G*G, E) and (B, G*G).
+
+    "center" and "drop" scatter each token into one cell with `index_add_` (invalid tokens go to a discarded extra
+    row, so nothing synchronises with the host); "all" multiplies by the sparse-in-spirit overlap matrix.
+    """
+    batch_size, seq_len, dim = token_feat.shape
+    num_cells = grid_size * grid_size
+    if span_policy == "all":
+        overlap = token_cell_overlap(bbox, token_mask, grid_size).to(token_feat.dtype)
+        return torch.bmm(overlap, token_feat), overlap.sum(dim=-1)
+    cells = assign_tokens_to_cells(bbox, grid_size, span_policy)
+    valid = token_mask & (cells >= 0)
+    offsets = torch.arange(batch_size, device=cells.device)[:, None] * num_cells
+    flat = torch.where(valid, cells + offsets, torch.full_like(cells, batch_size * num_cells)).flatten()
+    sums = token_feat.new_zeros(batch_size * num_cells + 1, dim).index_add_(0, flat, token_feat.reshape(-1, dim))
+    counts = token_feat.new_zeros(batch_size * num_cells + 1).index_add_(0, flat, valid.flatten().to(token_feat.dtype))
+    return sums[:-1].view(batch_size, num_cells, dim), counts[:-1].view(batch_size, num_cells)
+
+
+class PatchTokenAlignmentLoss(nn.Module):
+    """
+    PITA: patch-level image-text alignment. Each image patch cell is paired with the mean feature of the OCR tokens
+    whose boxes fall in it (special, padding and box-less tokens excluded); cells without tokens are left out.
+
+    `loss="infonce"`: bidirectional InfoNCE over the occupied cells of the same page (patch -> occupied cells' text,
+    text -> all patches), on normalised features with the learnable temperature. `loss="cosine"`: the paper's
+    positive-only form, 1 - mean cosine similarity over occupied cells.
+    """
+
+    def __init__(self, grid_size: int, loss: str = "infonce", span_policy: str = "center"):
+        super().__init__()
+        self.grid_size = grid_size
+        self.loss = loss
+        self.span_policy = span_policy
+
+    def forward(
+        self,
+        patch_feat: torch.Tensor,
+        token_feat: torch.Tensor,
+        bbox: torch.Tensor,
+        token_mask: torch.Tensor,
+        temp: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            patch_feat: (B, G*G, E) patch features in row-major grid order (no CLS).
+            token_feat: (B, L, E) token features.
+            bbox: (B, L, 4) token boxes in 0-1000 units.
+            token_mask: (B, L) bool, True for tokens that may be aligned.
+            temp: scalar temperature (InfoNCE only).
+        """
+        with _no_autocast(patch_feat.device):
+            patch_feat, token_feat = _float32(patch_feat, token_feat)
+            cell_sum, cell_count = pool_tokens_per_cell(token_feat, bbox, token_mask, self.grid_size, self.span_policy)
+            occupied = cell_count > 0  # (B, C)
+            patch_feat = F.normalize(patch_feat, dim=-1)
+            cell_feat = F.normalize(cell_sum / cell_count.clamp(min=1)[..., None], dim=-1)
+            if self.loss == "cosine":
+                # 1 - mean cosine over the occupied cells; a batch without any (no boxed text) contributes 0.
+                cosine = (patch_feat * cell_feat).sum(dim=-1)
+                return ((1 - cosine) * occupied).sum() / occupied.sum().clamp(min=1)
+            logits = torch.bmm(patch_feat, cell_feat.transpose(1, 2)) / temp.float()  # (B, patch cell, text cell)
+            targets = torch.arange(logits.shape[1], device=logits.device).expand(logits.shape[0], -1)
+            i2t = F.cross_entropy(
+                logits.masked_fill(~occupied[:, None, :], MASKED_LOGIT).flatten(0, 1), targets.flatten(), reduction="none"
+            )
+            t2i = F.cross_entropy(logits.transpose(1, 2).flatten(0, 1), targets.flatten(), reduction="none")
+            rows = occupied.flatten().float()
+            return ((i2t + t2i) * rows).sum() / (2 * rows.sum().clamp(min=1))
+
+
+@register_objective("pita")
+class PatchTokenAlignment(AlignmentObjective):
+    """
+    PITA on the online projected patches and tokens of the boxed real tokens (`PatchTokenAlignmentLoss`).
+
+    Settings: `loss` (`"infonce"` or `"cosine"`) and `span_policy` (`"center"`, `"drop"`, `"all"`); defaults: the
+    config's `pita_loss` and `pita_span_policy`.
+    """
+
+    def __init__(self, config, loss: str | None = None, span_policy: str | None = None):
+        super().__init__(config)
+        loss = config.pita_loss if loss is None else loss
+        span_policy = config.pita_span_policy if span_policy is None else span_policy
+        for setting, value, choices in (("loss", loss, PITA_LOSSES), ("span_policy", span_policy, PITA_SPAN_POLICIES)):
+            if value not in choices:
+                raise ValueError(f"PITA's `{setting}` must be one of {list(choices)}, got {value!r}")
+        self.loss = PatchTokenAlignmentLoss(config.grid_size, loss, span_policy)
+
+    def forward(self, features: AlignmentFeatures) -> torch.Tensor:
+        f = features
+        return self.loss(f.vision_proj(f.patch_embeds), f.text_proj(f.text_embeds), f.bbox, f.boxed_tokens, f.temp)
+
+
+__all__ = [
+    "PITA_LOSSES",
+    "PITA_SPAN_POLICIES",
+    "PatchTokenAlignment",
+    "PatchTokenAlignmentLoss",
+    "assign_tokens_to_cells",
+    "pool_tokens_per_cell",
+    "token_cell_overlap",
+]

@@ -1,0 +1,119 @@
+"""
+The callbacks `AETNetTrainer` adds to the `Trainer`: the momentum (EMA) update and the temperature range after every
+optimizer step, the non-finite gradient guard, and the augmenting collator's batch numbering for exact resume.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import TrainerCallback
+from transformers.utils import logging
+
+from .data_collator import AETNetDataCollator
+
+
+logger = logging.get_logger(__name__)
+
+
+def unwrap_model(model: nn.Module, accelerator=None) -> nn.Module:
+    """The transformers model inside DDP / DataParallel / accelerate wrappers and PEFT adapters."""
+    if accelerator is not None:
+        model = accelerator.unwrap_model(model)
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    # A PEFT model holds the transformers model (with the adapters injected) as its base model.
+    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
+        model = model.get_base_model()
+    return model
+
+
+class MomentumUpdateCallback(TrainerCallback):
+    """
+    Runs `model.momentum_update()` (the EMA of the momentum encoders) after every optimizer step.
+
+    ALBEF and the official AET code update in every forward pass, so their EMA horizon shrinks with gradient
+    accumulation and the momentum weights even move during evaluation; one update per optimizer step keeps the
+    horizon at `1 / (1 - momentum)` steps whatever the accumulation.
+    """
+
+    def __init__(self, accelerator=None):
+        self.accelerator = accelerator
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if model is None:
+            return
+        model = unwrap_model(model, self.accelerator)
+        update = getattr(model, "momentum_update", None) or getattr(
+            getattr(model, "base_model", None), "momentum_update", None
+        )
+        if update is not None:
+            update()
+
+
+class TemperatureRangeCallback(TrainerCallback):
+    """After every optimizer step, puts the learnable temperature back into its range (the step may have pushed it
+    past the floor, even below 0), so that what is saved and what the next step starts from are in range."""
+
+    def __init__(self, accelerator=None):
+        self.accelerator = accelerator
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        base = getattr(unwrap_model(model, self.accelerator), "base_model", None) if model is not None else None
+        if hasattr(base, "clamp_temperature_"):
+            base.clamp_temperature_()
+
+
+class NonFiniteGradientGuard(TrainerCallback):
+    """
+    Zeroes the gradients of an optimizer step when any of them is not finite (`skip_nonfinite_loss`). DDP averages
+    gradients across ranks, so every rank sees the same non-finite values and skips the same step.
+    """
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [param.grad for param in model.parameters() if param.grad is not None]
+        if grads and not torch.stack([torch.isfinite(grad).all() for grad in grads]).all().item():
+            logger.warning(f"Non-finite gradients at step {state.global_step}: this step gets zero gradients.")
+            for grad in grads:
+                grad.zero_()
+
+
+class AugmentationStepCallback(TrainerCallback):
+    """
+    Keep a seeded [`AETNetDataCollator`]'s batch numbering in step with the Trainer, so that a run resumed with
+    `resume_from_checkpoint` draws exactly the momentum views of an uninterrupted run (the Trainer restores its own
+    RNG states, but not the collator's). At the start of every epoch, resumed ones included, the next batch is
+    numbered `global_step * gradient_accumulation_steps`: the number of training batches drawn so far. Batches that
+    `Trainer.evaluate` collates with the same collator are not counted.
+
+    Args:
+        collator (`AETNetDataCollator`): the training collator, built with `seed`.
+
+    Example: `trainer.add_callback(AugmentationStepCallback(trainer.data_collator))`.
+    """
+
+    def __init__(self, collator: AETNetDataCollator):
+        if collator.seed is None or collator.generator is not None:
+            raise ValueError("`AugmentationStepCallback` needs a collator built with `seed` and without `generator`.")
+        self.collator = collator
+        self._calls_before_evaluation: int | None = None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.set_batch_index(state.global_step * args.gradient_accumulation_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._calls_before_evaluation = self.collator._calls
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        # The Trainer evaluates with the training collator: its batches must not shift the training numbering.
+        if self._calls_before_evaluation is not None:
+            self.collator._calls = self._calls_before_evaluation
+
+
+__all__ = [
+    "AugmentationStepCallback",
+    "MomentumUpdateCallback",
+    "NonFiniteGradientGuard",
+    "TemperatureRangeCallback",
+    "unwrap_model",
+]

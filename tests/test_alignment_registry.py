@@ -1,0 +1,130 @@
+"""
+The objective registry: a new objective is one class plus its registration; the built-in four give the values they
+gave before they moved into their own files; settings per objective; clear errors for unknown names and settings.
+"""
+
+import pytest
+import torch
+
+from aetnet import AETNetConfig, AETNetForTokenClassification, AETNetModel
+from aetnet.alignment import AlignmentFeatures, AlignmentObjective, get_objective, register_objective, registered_objectives
+from aetnet.data_collator import AETNetDataCollator
+from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
+
+
+VOCAB, SEQ_LEN, IMAGE = 99, 10, 16
+
+
+@register_objective("toy_alignment")
+class ToyAlignment(AlignmentObjective):
+    """Squared distance of the online image and text [CLS] features, scaled: needs no momentum."""
+
+    def __init__(self, config, scale: float = 1.0):
+        super().__init__(config)
+        self.scale = scale
+
+    def forward(self, features: AlignmentFeatures) -> torch.Tensor:
+        return self.scale * (features.image_feat - features.text_feat).pow(2).sum(dim=-1).mean()
+
+
+def make_config(**kwargs) -> AETNetConfig:
+    kwargs.setdefault("num_labels", 3)
+    config = AETNetConfig.from_preset("tiny", vocab_size=VOCAB, max_length=32, queue_size=8, **kwargs)
+    for sub in (config.layout_config, config.vision_config, config.text_config):
+        sub.hidden_dropout_prob = sub.attention_probs_dropout_prob = 0.0
+    return config
+
+
+def make_documents(count=4) -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    documents = []
+    for _ in range(count):
+        input_ids = torch.randint(5, VOCAB, (SEQ_LEN,), generator=generator)
+        input_ids[0], input_ids[-1] = 0, 2
+        corner = torch.randint(0, 900, (SEQ_LEN, 2), generator=generator)
+        bbox = torch.cat([corner, corner + 60], dim=-1)
+        bbox[0] = bbox[-1] = 0
+        documents.append(dict(
+            input_ids=input_ids, bbox=bbox, attention_mask=torch.ones(SEQ_LEN, dtype=torch.long),
+            labels=torch.randint(0, 3, (SEQ_LEN,), generator=generator),
+            pixel_values=torch.randn(3, IMAGE, IMAGE, generator=generator),
+        ))
+    return documents
+
+
+def test_a_new_objective_is_one_class_and_its_registration(tmp_path):
+    assert registered_objectives()[:4] == ("ditc", "imc", "glitc", "pita")
+    assert get_objective("toy_alignment") is ToyAlignment
+    config = make_config(alignment_objectives={"pita": {}, "toy_alignment": {"scale": 2.0}})
+    assert not config.uses_momentum  # neither objective needs the momentum encoders
+    torch.manual_seed(0)
+    model = AETNetForTokenClassification(config)
+    assert not hasattr(model.aetnet, "vision_model_m")
+    args = AETNetTrainingArguments(
+        output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True, max_steps=2, per_device_train_batch_size=2,
+        learning_rate=1e-3, logging_steps=1, save_strategy="no", disable_tqdm=True, seed=0,
+        loss_weights="toy_alignment=0.5",
+    )
+    trainer = AETNetTrainer(model=model, args=args, train_dataset=make_documents(), data_collator=AETNetDataCollator())
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2 and all("loss_toy_alignment" in entry and "loss_pita" in entry for entry in logs)
+    trainer.save_model(str(tmp_path / "model"))
+    reloaded = AETNetForTokenClassification.from_pretrained(tmp_path / "model")
+    assert reloaded.config.alignment_objectives == ["pita", "toy_alignment"]
+    assert reloaded.config.objective_settings == {"toy_alignment": {"scale": 2.0}}
+    assert reloaded.config.alignment_loss_weights["toy_alignment"] == 0.5
+    assert reloaded.aetnet.objectives["toy_alignment"].scale == 2.0
+    batch = AETNetDataCollator()(make_documents(2))
+    outputs = reloaded.train()(**batch)
+    expected = outputs.task_loss + outputs.alignment_losses["pita"] + 0.5 * outputs.alignment_losses["toy_alignment"]
+    torch.testing.assert_close(outputs.loss, expected)
+
+
+def test_the_builtin_objectives_give_the_values_recorded_before_they_moved():
+    # Recorded on the code before the objectives moved out of losses.py and the model (same seed and inputs).
+    config = make_config(distill_alpha=0.4)
+    torch.manual_seed(0)
+    model = AETNetModel(config).train()
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(3, VOCAB, (3, 12), generator=generator)
+    input_ids[:, 0], input_ids[:, -1] = 0, 2
+    corner = torch.randint(0, 900, (3, 12, 2), generator=generator)
+    bbox = torch.cat([corner, corner + 80], -1)
+    bbox[:, 0] = bbox[:, -1] = 0
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[2, -3:], input_ids[2, -3:] = 0, 1
+    pixels = torch.randn(3, 3, IMAGE, IMAGE, generator=generator)
+    augmented = torch.randn(3, 3, IMAGE, IMAGE, generator=generator)
+    recorded = [
+        {"ditc": 1.118929, "imc": 1.12085, "glitc": 6.304018, "pita": 4.721691},
+        {"ditc": 1.812076, "imc": 1.813997, "glitc": 6.304018, "pita": 4.721691},  # with the queue filled
+    ]
+    for expected in recorded:
+        outputs = model(
+            input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixels,
+            pixel_values_aug=augmented,
+        )
+        assert {k: round(v.item(), 6) for k, v in outputs.alignment_losses.items()} == pytest.approx(expected, abs=2e-6)
+
+
+def test_settings_live_with_their_objective():
+    config = make_config(alignment_objectives={"ditc": {"distill_alpha": 0.1}, "pita": {"loss": "cosine"}})
+    assert config.alignment_objectives == ["ditc", "pita"]
+    model = AETNetModel(config)
+    assert model.objectives["ditc"].distill_alpha == 0.1
+    assert model.objectives["pita"].loss.loss == "cosine"
+    assert AETNetModel(make_config()).objectives["pita"].loss.loss == config.pita_loss  # the config's default
+
+
+@pytest.mark.parametrize(
+    "objectives, message",
+    [
+        (["ditc", "nope"], "unknown objective 'nope'; registered: \\['ditc', 'imc', 'glitc', 'pita'"),
+        ({"pita": {"loss_fn": "cosine"}}, "Objective 'pita' has no setting \\['loss_fn'\\]"),
+        ({"pita": {"loss": "mse"}}, "PITA's `loss` must be one of"),
+    ],
+)
+def test_unknown_objectives_and_settings_name_the_offender(objectives, message):
+    with pytest.raises(ValueError, match=message):
+        AETNetModel(make_config(alignment_objectives=objectives))
