@@ -49,3 +49,38 @@ def load_example(name: str):
     sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+def tiny_config(num_labels: int = 3, **kwargs):
+    """The `tiny` preset over a 99-token vocabulary, queue of 8, no dropout (so that two forwards agree)."""
+    from aetnet import AETNetConfig
+
+    config = AETNetConfig.from_preset(
+        "tiny", vocab_size=99, max_length=32, queue_size=8, num_labels=num_labels, **kwargs
+    )
+    for sub in (config.layout_config, config.vision_config, config.text_config):
+        sub.hidden_dropout_prob = sub.attention_probs_dropout_prob = 0.0
+    return config
+
+
+def tiny_documents(count: int = 4, seq_len: int = 10, image: int = 16, num_labels: int = 3, seed: int = 0):
+    """Token-classification windows for `tiny_config`: `<s> ... </s>` ids, ordered boxes (none for the special
+    tokens), labels and a page each, as the collator takes them."""
+    generator = torch.Generator().manual_seed(seed)
+    documents = []
+    for _ in range(count):
+        input_ids = torch.randint(5, 99, (seq_len,), generator=generator)
+        input_ids[0], input_ids[-1] = 0, 2
+        corner = torch.randint(0, 900, (seq_len, 2), generator=generator)
+        bbox = torch.cat([corner, corner + 60], dim=-1)
+        bbox[0] = bbox[-1] = 0
+        documents.append(
+            dict(
+                input_ids=input_ids,
+                bbox=bbox,
+                attention_mask=torch.ones(seq_len, dtype=torch.long),
+                labels=torch.randint(0, num_labels, (seq_len,), generator=generator),
+                pixel_values=torch.randn(3, image, image, generator=generator),
+            )
+        )
+    return documents

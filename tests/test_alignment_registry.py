@@ -6,13 +6,15 @@ gave before they moved into their own files; settings per objective; clear error
 import pytest
 import torch
 
-from aetnet import AETNetConfig, AETNetForTokenClassification, AETNetModel
+from conftest import tiny_config, tiny_documents
+
+from aetnet import AETNetForTokenClassification, AETNetModel
 from aetnet.alignment import AlignmentFeatures, AlignmentObjective, get_objective, register_objective, registered_objectives
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
 
 
-VOCAB, SEQ_LEN, IMAGE = 99, 10, 16
+VOCAB, IMAGE = 99, 16
 
 
 @register_objective("toy_alignment")
@@ -27,29 +29,8 @@ class ToyAlignment(AlignmentObjective):
         return self.scale * (features.image_feat - features.text_feat).pow(2).sum(dim=-1).mean()
 
 
-def make_config(**kwargs) -> AETNetConfig:
-    kwargs.setdefault("num_labels", 3)
-    config = AETNetConfig.from_preset("tiny", vocab_size=VOCAB, max_length=32, queue_size=8, **kwargs)
-    for sub in (config.layout_config, config.vision_config, config.text_config):
-        sub.hidden_dropout_prob = sub.attention_probs_dropout_prob = 0.0
-    return config
-
-
-def make_documents(count=4) -> list[dict[str, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    documents = []
-    for _ in range(count):
-        input_ids = torch.randint(5, VOCAB, (SEQ_LEN,), generator=generator)
-        input_ids[0], input_ids[-1] = 0, 2
-        corner = torch.randint(0, 900, (SEQ_LEN, 2), generator=generator)
-        bbox = torch.cat([corner, corner + 60], dim=-1)
-        bbox[0] = bbox[-1] = 0
-        documents.append(dict(
-            input_ids=input_ids, bbox=bbox, attention_mask=torch.ones(SEQ_LEN, dtype=torch.long),
-            labels=torch.randint(0, 3, (SEQ_LEN,), generator=generator),
-            pixel_values=torch.randn(3, IMAGE, IMAGE, generator=generator),
-        ))
-    return documents
+make_config = tiny_config
+make_documents = tiny_documents
 
 
 def test_a_new_objective_is_one_class_and_its_registration(tmp_path):

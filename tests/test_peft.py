@@ -8,12 +8,13 @@ PEFT wrapper (per-term logs, an AETNet card), and the saved adapter reloads to t
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from aetnet import AETNetConfig, AETNetForTokenClassification
+from conftest import tiny_config, tiny_documents
+
+from aetnet import AETNetForTokenClassification
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
 
 
-VOCAB, SEQ_LEN, IMAGE = 99, 10, 16
 # LayoutLMv3 and RoBERTa name their attention projections query/value, transformers 5's ViT q_proj/v_proj.
 LORA = dict(
     r=4,
@@ -24,28 +25,12 @@ LORA = dict(
 
 
 def make_model() -> AETNetForTokenClassification:
-    config = AETNetConfig.from_preset("tiny", vocab_size=VOCAB, max_length=32, num_labels=3, queue_size=8)
-    for sub in (config.layout_config, config.vision_config, config.text_config):
-        sub.hidden_dropout_prob = sub.attention_probs_dropout_prob = 0.0
     torch.manual_seed(0)
-    return AETNetForTokenClassification(config)
+    return AETNetForTokenClassification(tiny_config())
 
 
-def make_documents(count=8) -> list[dict[str, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    documents = []
-    for _ in range(count):
-        input_ids = torch.randint(5, VOCAB, (SEQ_LEN,), generator=generator)
-        input_ids[0], input_ids[-1] = 0, 2
-        corner = torch.randint(0, 900, (SEQ_LEN, 2), generator=generator)
-        bbox = torch.cat([corner, corner + 60], dim=-1)
-        bbox[0] = bbox[-1] = 0
-        documents.append(dict(
-            input_ids=input_ids, bbox=bbox, attention_mask=torch.ones(SEQ_LEN, dtype=torch.long),
-            labels=torch.randint(0, 3, (SEQ_LEN,), generator=generator),
-            pixel_values=torch.randn(3, IMAGE, IMAGE, generator=generator),
-        ))
-    return documents
+def make_documents(count=8):
+    return tiny_documents(count)
 
 
 def test_lora_trains_the_objectives_logs_them_and_reloads(tmp_path):

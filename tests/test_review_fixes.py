@@ -9,6 +9,8 @@ import pytest
 import torch
 from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification, RobertaModel, TrainerCallback, ViTModel
 
+from conftest import tiny_config
+
 from aetnet import AETNetConfig, AETNetForTokenClassification, AETNetModel
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.objective_pita import PatchTokenAlignmentLoss
@@ -19,12 +21,7 @@ from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
 VOCAB, SEQ_LEN, IMAGE = 99, 10, 16
 
 
-def make_config(**kwargs) -> AETNetConfig:
-    kwargs.setdefault("num_labels", 3)
-    config = AETNetConfig.from_preset("tiny", vocab_size=VOCAB, max_length=32, queue_size=8, **kwargs)
-    for sub in (config.layout_config, config.vision_config, config.text_config):
-        sub.hidden_dropout_prob = sub.attention_probs_dropout_prob = 0.0
-    return config
+make_config = tiny_config
 
 
 def make_documents(count=8, seed=0) -> list[dict[str, torch.Tensor]]:

@@ -11,8 +11,9 @@ import torch
 from transformers import AutoModelForTokenClassification
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from conftest import tiny_config
+
 from aetnet import (
-    AETNetConfig,
     AETNetForQuestionAnswering,
     AETNetForSequenceClassification,
     AETNetForTokenClassification,
@@ -24,12 +25,8 @@ VOCAB, SEQ_LEN, IMAGE = 99, 10, 16
 HEADS = (AETNetForTokenClassification, AETNetForSequenceClassification, AETNetForQuestionAnswering)
 
 
-def make_config(**kwargs) -> AETNetConfig:
-    kwargs.setdefault("num_labels", 2)
-    config = AETNetConfig.from_preset("tiny", vocab_size=VOCAB, max_length=32, queue_size=8, **kwargs)
-    for sub in (config.layout_config, config.vision_config, config.text_config):
-        sub.hidden_dropout_prob = sub.attention_probs_dropout_prob = 0.0
-    return config
+def make_config(**kwargs):
+    return tiny_config(**{"num_labels": 2, **kwargs})
 
 
 def make_batch(model_class=AETNetForTokenClassification, batch_size=3, seed=0) -> dict[str, torch.Tensor]:
