@@ -29,10 +29,6 @@ def make_model() -> AETNetForTokenClassification:
     return AETNetForTokenClassification(tiny_config())
 
 
-def make_documents(count=8):
-    return tiny_documents(count)
-
-
 def test_lora_trains_the_objectives_logs_them_and_reloads(tmp_path):
     model = make_model()
     peft_model = get_peft_model(model, LoraConfig(**LORA))
@@ -43,7 +39,7 @@ def test_lora_trains_the_objectives_logs_them_and_reloads(tmp_path):
         learning_rate=1e-2, logging_steps=1, save_strategy="no", disable_tqdm=True, seed=0,
     )
     trainer = AETNetTrainer(
-        model=peft_model, args=args, train_dataset=make_documents(), data_collator=AETNetDataCollator()
+        model=peft_model, args=args, train_dataset=tiny_documents(8), data_collator=AETNetDataCollator()
     )
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -64,7 +60,7 @@ def test_lora_trains_the_objectives_logs_them_and_reloads(tmp_path):
 
     peft_model.save_pretrained(tmp_path / "adapter")
     reloaded = PeftModel.from_pretrained(make_model(), tmp_path / "adapter").eval()
-    batch = AETNetDataCollator()(make_documents(2))
+    batch = AETNetDataCollator()(tiny_documents(2))
     batch.pop("labels")
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, peft_model.eval()(**batch).logits)

@@ -81,7 +81,8 @@ class AlignmentObjective(nn.Module):
             raise TypeError(f"Objective {self.name!r} takes no setting {sorted(settings)}")
 
     def forward(self, features: AlignmentFeatures) -> torch.Tensor:
-        raise NotImplementedError
+        """The unweighted term, a scalar; every objective implements it (this base class is abstract)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `forward(features)`")
 
 
 @dataclass

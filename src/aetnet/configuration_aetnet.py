@@ -140,7 +140,6 @@ class AETNetConfig(PreTrainedConfig):
         settings = dict(self.objective_settings or {})
         if isinstance(self.alignment_objectives, dict):  # {"name": {settings}}: the names, and their settings
             settings.update({k: dict(v or {}) for k, v in self.alignment_objectives.items()})
-            self.alignment_objectives = list(self.alignment_objectives)
         self.alignment_objectives = list(self.alignment_objectives)
         for name in self.alignment_objectives:
             get_objective(name)  # a ValueError naming the registered objectives

@@ -261,8 +261,8 @@ class AETNetPreTrainedModel(PreTrainedModel):
                 rows = slice(min(old_size, size), size)
                 momentum_rows = base.text_model_m.get_input_embeddings().weight[rows]
                 momentum_rows.copy_(base.text_model.get_input_embeddings().weight[rows])
-        for sub_config in (self.config.layout_config, self.config.text_config, base.text_model.config):
-            sub_config.vocab_size = size
+        # The aligners share `config.text_config` (and LayoutLMv3 `config.layout_config`): one assignment each.
+        self.config.layout_config.vocab_size = self.config.text_config.vocab_size = size
         base.freeze_momentum()
         return embeddings
 
@@ -629,7 +629,7 @@ class AETNetModel(AETNetPreTrainedModel):
             # Clones: the queues are overwritten in place below, before backward reads them.
             features.image_queue = self.queues.image_queue.clone()
             features.text_queue = self.queues.text_queue.clone()
-            features.queue_valid = self.queues.valid().clone()
+            features.queue_valid = self.queues.valid()  # a new tensor: the uint8 buffer read as bool
         losses = {name: objective(features) for name, objective in self.objectives.items()}
         if self.config.uses_momentum and self.training:
             self.queues.enqueue(features.image_feat_m, features.text_feat_m)
