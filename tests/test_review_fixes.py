@@ -98,13 +98,15 @@ def test_distill_alpha_ramps_over_the_first_epoch_by_default(tmp_path):
     original = trainer.compute_loss
 
     def recording(model, inputs, **kwargs):
-        alphas.append(trainer.current_distill_alpha(model))
+        # What DITC uses in this forward: its weight times the model's ramp, which the trainer's callback sets.
+        alphas.append(model.aetnet.objectives["ditc"].distill_alpha * model.aetnet.distill_ramp)
         return original(model, inputs, **kwargs)
 
     trainer.compute_loss = recording
     trainer.train()
     # 8 documents in batches of 2: 4 steps an epoch; alpha = 0.4 * step / 4, then 0.4.
     assert alphas == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4])
+    assert trainer.model.aetnet.distill_ramp == 1.0  # after training: the full weight
 
 
 class _TemperatureSpy(TrainerCallback):

@@ -32,7 +32,12 @@ from aetnet.metrics import compute_token_classification_metrics
 from aetnet.modeling_aetnet import AETNetForTokenClassification
 from aetnet.processing_aetnet import AETNetProcessor
 from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments, MomentumUpdateCallback
+from aetnet.trainer_aetnet import (
+    AETNetTrainer,
+    AETNetTrainingArguments,
+    DistillationRampCallback,
+    MomentumUpdateCallback,
+)
 
 
 LABELS = ["O", "B-KEY", "I-KEY"]
@@ -441,17 +446,21 @@ def test_the_weights_live_in_the_model_config(tmp_path):
 
 
 def test_distill_alpha_ramps_from_zero(tmp_path):
+    model = make_model()
     trainer = AETNetTrainer(
-        model=make_model(),
-        args=make_args(tmp_path, distill_alpha=0.4, alpha_warmup_steps=10),
-        train_dataset=make_documents(),
+        model=model, args=make_args(tmp_path, distill_alpha=0.3, alpha_warmup_steps=10), train_dataset=make_documents()
     )
     assert sum(isinstance(cb, MomentumUpdateCallback) for cb in trainer.callback_handler.callbacks) == 1
-    alphas = []
+    # The argument reaches the objective and the config that is saved with the model.
+    assert model.aetnet.objectives["ditc"].distill_alpha == 0.3
+    assert model.config.objective_settings["ditc"]["distill_alpha"] == 0.3
+    (ramp,) = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, DistillationRampCallback)]
+    ramps = []
     for step in (0, 5, 10, 20):
         trainer.state.global_step = step
-        alphas.append(trainer.current_distill_alpha(trainer.model))
-    assert alphas == pytest.approx([0.0, 0.2, 0.4, 0.4])
+        ramp.on_step_begin(trainer.args, trainer.state, trainer.control, model=trainer.model)
+        ramps.append(model.aetnet.distill_ramp)
+    assert ramps == pytest.approx([0.0, 0.5, 1.0, 1.0])
 
 
 class LocalHub:

@@ -49,8 +49,8 @@ AETNetProcessor.register_for_auto_class()
 
 _LAZY = {
     "AETNetTrainer": "trainer_aetnet",
-    "AETNetTrainingArguments": "trainer_aetnet",
-    "MomentumUpdateCallback": "trainer_aetnet",
+    "AETNetTrainingArguments": "training_args_aetnet",
+    "MomentumUpdateCallback": "trainer_callbacks",
     "DocumentPredictor": "inference",
     "predict": "inference",
     "export_onnx": "onnx_export",

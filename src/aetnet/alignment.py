@@ -27,6 +27,7 @@ as files of one folder when it saves remote code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -93,6 +94,7 @@ class AlignmentFeatures:
 
     Args:
         input_ids, bbox, attention_mask: the text inputs, `(B, L)`, `(B, L, 4)` in 0-1000 units, `(B, L)`.
+        pixel_values: the page as LayoutLMv3 and the online ViT saw it, `(B, 3, height, width)`.
         real_tokens: `(B, L)` bool, attended tokens that are not `<s>`, `</s>` or padding.
         boxed_tokens: `(B, L)` bool, real tokens that also have a box (question tokens have none).
         image_embeds, text_embeds: the online aligners' outputs, `(B, prefix + P, H)` ([CLS] first; DeiT adds a
@@ -102,16 +104,24 @@ class AlignmentFeatures:
         vision_proj, text_proj: the online projections into the contrastive space.
         temp: the learnable temperature, clamped to its range.
         grid_size: patch cells per side of the page.
+        fusion_hidden_states: LayoutLMv3's output of this step, `(B, L + 1 + P', H')` (text tokens, then the visual
+            [CLS] and LayoutLMv3's own patches), with the aligned features injected.
+        fusion: `fusion(**overrides)` runs LayoutLMv3 once more on this step's inputs with some of them replaced
+            (e.g. `input_ids=masked`, `pixel_values=covered`), without injected aligned features, and returns its
+            output: the extra forward of objectives that change what the fusion model sees.
+        word_embeddings: LayoutLMv3's word embeddings (for heads tied to them, e.g. a masked-LM head).
         patch_embeds_m, text_embeds_m, image_feat_m, text_feat_m, vision_proj_m, text_proj_m: the momentum
             counterparts (the momentum ViT sees `pixel_values_aug`); None unless an objective `needs_momentum`.
         image_queue, text_queue, queue_valid: `(E, Q)` copies of the queues before this step's write, and which
             entries hold features, `(Q,)`; None unless an objective `needs_momentum`.
-        distill_alpha: a per-step override of momentum-distillation weights (the trainer's ramp), or None.
+        distill_ramp: the factor of every momentum-distillation weight at this step, in [0, 1] (`AETNetModel.distill_ramp`,
+            which `AETNetTrainer` ramps from 0 over the first epoch as ALBEF does).
     """
 
     input_ids: torch.Tensor
     bbox: torch.Tensor
     attention_mask: torch.Tensor
+    pixel_values: torch.Tensor
     real_tokens: torch.Tensor
     boxed_tokens: torch.Tensor
     image_embeds: torch.Tensor
@@ -123,6 +133,9 @@ class AlignmentFeatures:
     text_proj: nn.Module
     temp: torch.Tensor
     grid_size: int
+    fusion_hidden_states: torch.Tensor
+    fusion: Callable[..., Any]
+    word_embeddings: nn.Module
     patch_embeds_m: torch.Tensor | None = None
     text_embeds_m: torch.Tensor | None = None
     image_feat_m: torch.Tensor | None = None
@@ -132,7 +145,7 @@ class AlignmentFeatures:
     image_queue: torch.Tensor | None = None
     text_queue: torch.Tensor | None = None
     queue_valid: torch.Tensor | None = None
-    distill_alpha: float | None = None
+    distill_ramp: float = 1.0
 
 
 __all__ = [

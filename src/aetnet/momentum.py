@@ -1,8 +1,9 @@
 """
-The ALBEF feature queues: ring buffers of the momentum encoders' normalised features, one per modality, that give the
-contrastive objectives more negatives than a batch holds.
+ALBEF's momentum machinery as two small units: `MomentumEncodersMixin` (the online / momentum module pairs, copying,
+freezing and the EMA step) and `FeatureQueues`, ring buffers of the momentum encoders' normalised features, one per
+modality, that give the contrastive objectives more negatives than a batch holds.
 
-They live in a module of their own (`AETNetModel.queues`) rather than as buffers of the model itself: `accelerate`
+The queues live in a module of their own (`AETNetModel.queues`) rather than as buffers of the model itself: `accelerate`
 places the direct parameters of a module it splits over devices (`device_map="auto"`), but not its direct buffers,
 so a queue registered on `AETNetModel` would get no device.
 
@@ -15,6 +16,55 @@ import torch
 from torch import nn
 
 from .losses import concat_all_gather
+
+
+class MomentumEncodersMixin:
+    """
+    For an `nn.Module` whose momentum copies are named after their online modules with an `_m` suffix (ALBEF's
+    convention): the class lists the online names in `momentum_module_names`, `has_momentum` says whether the copies
+    were built, and `config.momentum` is the EMA coefficient.
+    """
+
+    momentum_module_names: tuple[str, ...] = ()
+    has_momentum: bool = False
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, momentum) module pairs; empty when the module was built without momentum copies."""
+        if not self.has_momentum:
+            return []
+        return [(getattr(self, name), getattr(self, f"{name}_m")) for name in self.momentum_module_names]
+
+    @torch.no_grad()
+    def copy_params(self, only: set[str] | None = None) -> None:
+        """Set momentum weights equal to the online weights (all pairs, or the momentum modules named in `only`)."""
+        for name in self.momentum_module_names if self.has_momentum else ():
+            if only is None or f"{name}_m" in only:
+                online, momentum = getattr(self, name), getattr(self, f"{name}_m")
+                for param, param_m in zip(online.parameters(), momentum.parameters()):
+                    param_m.copy_(param)
+
+    def freeze_momentum(self) -> None:
+        """Momentum copies are never trained: they follow the online modules by `momentum_update` alone."""
+        for _, momentum in self.momentum_pairs():
+            momentum.requires_grad_(False)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """
+        EMA step `param_m = m * param_m + (1 - m) * param` for every momentum parameter, `m = config.momentum`, as
+        one fused update. Once per optimizer step.
+        """
+        momentum = self.config.momentum
+        pairs = [
+            (param, param_m)
+            for online, copy in self.momentum_pairs()
+            for param, param_m in zip(online.parameters(), copy.parameters())
+        ]
+        if not pairs:
+            return
+        online_params, momentum_params = (list(group) for group in zip(*pairs))
+        torch._foreach_mul_(momentum_params, momentum)
+        torch._foreach_add_(momentum_params, online_params, alpha=1 - momentum)
 
 
 class FeatureQueues(nn.Module):
@@ -60,4 +110,4 @@ class FeatureQueues(nn.Module):
         self.queue_filled.copy_((self.queue_filled + num_new).clamp(max=queue_size))
 
 
-__all__ = ["FeatureQueues"]
+__all__ = ["FeatureQueues", "MomentumEncodersMixin"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
@@ -57,7 +56,7 @@ class DocumentImageTextContrast(AlignmentObjective):
     queue, and symmetrically (`DocumentContrastiveLoss`).
 
     Settings: `distill_alpha` (default: the config's `distill_alpha`, 0.4), the weight of the momentum model's
-    similarity distribution in the targets; the trainer's ramp overrides it per step (`features.distill_alpha`).
+    similarity distribution in the targets, scaled per step by the model's ramp (`features.distill_ramp`).
     """
 
     needs_momentum = True
@@ -71,7 +70,7 @@ class DocumentImageTextContrast(AlignmentObjective):
 
     def forward(self, features: AlignmentFeatures) -> torch.Tensor:
         f = features
-        alpha = self.distill_alpha if f.distill_alpha is None else f.distill_alpha
+        alpha = self.distill_alpha * f.distill_ramp
         return self.loss(
             f.image_feat, f.text_feat, f.image_feat_m, f.text_feat_m, f.image_queue, f.text_queue, f.temp,
             alpha=alpha, queue_valid=f.queue_valid,

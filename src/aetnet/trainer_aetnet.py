@@ -1,7 +1,8 @@
 """
 Training AETNet with the transformers `Trainer`: a trainer that combines the task loss with the weighted alignment
-objectives, logs every term and writes a model card, its training arguments, and the callback that runs the momentum
-(EMA) update once per optimizer step.
+objectives, logs every term and writes a model card. Its arguments are in `training_args_aetnet.py`, its callbacks
+(EMA step, distillation ramp, temperature range, non-finite guard) in `trainer_callbacks.py`, the card writer in
+`modelcard_aetnet.py`.
 
 The models themselves already return the whole objective as `loss` in training mode (`task + sum_k weight_k *
 loss_k`, weights in `config.alignment_loss_weights`), so a plain `Trainer`, PEFT or `accelerate` train what this
@@ -12,30 +13,29 @@ and an EMA step per optimizer step rather than per forward.
 
 from __future__ import annotations
 
-import inspect
-import json
-import math
 import os
 import random
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
 from .data_collator import AETNetDataCollator
 from .losses import weighted_objective
 from .modelcard_aetnet import write_model_card
+from .configuration_aetnet import AETNetConfig
 from .trainer_callbacks import (
     AugmentationStepCallback,
+    DistillationRampCallback,
     MomentumUpdateCallback,
     NonFiniteGradientGuard,
     TemperatureRangeCallback,
     unwrap_model,
 )
+from .training_args_aetnet import AETNetTrainingArguments
 
 
 logger = logging.get_logger(__name__)
@@ -43,109 +43,6 @@ logger = logging.get_logger(__name__)
 # Scalars that must keep their own value: weight decay would pull the temperature and the zero-initialised fusion
 # gates towards 0 for no reason.
 NO_DECAY_PARAMETER_NAMES = ("temp", "text_gate", "image_gate")
-
-
-@dataclass
-class AETNetTrainingArguments(TrainingArguments):
-    r"""
-    [`TrainingArguments`] plus the knobs of the AETNet objective.
-
-    > Weights of the alignment objectives (the total loss is `task + sum_k weight_k * loss_k`)
-
-    The single source of the weights is the model config, `AETNetConfig.alignment_loss_weights`: a weight given
-    here (`loss_weights="pita=0,ditc=0.5"`) is written into the model's config when the trainer is built, so that
-    the saved model, its `loss` and this trainer all use it. Each objective is already the mean of its two directions, so unit weights are
-    the paper's `L_so + L_ditc + L_imc + L_glitc + L_pita`; the official FUNSD code puts the three contrastive
-    objectives at 1/3 (method.md 2.5).
-
-    > Momentum distillation
-
-    `distill_alpha` overrides the model config's DITC soft-target weight and `alpha_warmup_steps` ramps it linearly
-    from 0, by default over the first epoch as ALBEF and SIMLA do.
-
-    > Temperature
-
-    The learnable temperature is put back into its range after every optimizer step (so that a checkpoint never holds
-    a value outside it); `temperature_learning_rate` gives it a learning rate of its own.
-
-    > Several processes
-
-    Launched by `torchrun` or `accelerate launch` on a machine without a GPU, the arguments switch to `use_cpu` (DDP
-    over gloo), and `ddp_find_unused_parameters` defaults to False: AETNet's `loss` reaches every trainable
-    parameter. (Set it to True for a model that leaves some unused, e.g. an objective switched off by a zero weight.)
-
-    > Robustness
-
-    `skip_nonfinite_loss` replaces a NaN or infinite total loss by a zero loss with a warning, counts it in the logs
-    as `nonfinite_losses`, and zeroes the gradients of any optimizer step that still gets non-finite ones (so that
-    the weights are never corrupted, also under DDP, where all ranks skip the same step).
-    """
-
-    loss_weights: str | None = field(
-        default=None,
-        metadata={
-            "help": "Weights of alignment objectives as `name=weight` pairs separated by commas (e.g. `pita=0,"
-            "ditc=0.5`) or a JSON object; objectives left out keep the model config's weight (paper: 1 each)."
-        },
-    )
-    distill_alpha: float | None = field(
-        default=None,
-        metadata={"help": "Momentum-distillation weight of DITC's soft targets; None uses the model config's value."},
-    )
-    alpha_warmup_steps: int | None = field(
-        default=None,
-        metadata={
-            "help": "Ramp distill_alpha linearly from 0 over this many optimizer steps; None (default): over the "
-            "first epoch, as ALBEF and SIMLA do; 0: no ramp."
-        },
-    )
-    temperature_learning_rate: float | None = field(
-        default=None,
-        metadata={"help": "Learning rate of the contrastive temperature `temp` (its own group); None: learning_rate."},
-    )
-    skip_nonfinite_loss: bool = field(
-        default=True,
-        metadata={"help": "Replace a NaN/inf training loss by a zero loss and count it (nonfinite_losses)."},
-    )
-
-    def __post_init__(self):
-        # `torchrun` / `accelerate launch` with several processes on a machine without a GPU: run DDP over gloo (the
-        # Trainer would otherwise train one independent model per process, all into the same folder).
-        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        if launched and not self.use_cpu and not torch.cuda.is_available() and not torch.backends.mps.is_available():
-            self.use_cpu = True
-        # AETNet's `loss` reaches every trainable parameter, so DDP needs no search for unused ones (which costs a
-        # graph traversal per step and warns when it finds none).
-        if self.ddp_find_unused_parameters is None:
-            self.ddp_find_unused_parameters = False
-        super().__post_init__()
-        self.alignment_loss_weights  # parse now: a bad `loss_weights` fails here, not at the first step
-        if self.distill_alpha is not None and not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(f"`distill_alpha` must be in [0, 1] or None, got {self.distill_alpha}")
-        if self.alpha_warmup_steps is not None and self.alpha_warmup_steps < 0:
-            raise ValueError(f"`alpha_warmup_steps` must be >= 0 or None, got {self.alpha_warmup_steps}")
-        if self.temperature_learning_rate is not None and not self.temperature_learning_rate >= 0:
-            raise ValueError(f"`temperature_learning_rate` must be >= 0 or None, got {self.temperature_learning_rate}")
-
-    @property
-    def alignment_loss_weights(self) -> dict[str, float]:
-        """`loss_weights` as `{"name": weight}`: only the objectives given there (the others keep the config's)."""
-        text = (self.loss_weights or "").strip()
-        if not text:
-            return {}
-        try:
-            pairs = json.loads(text) if text.startswith("{") else dict(
-                item.split("=", 1) for item in text.replace(" ", "").split(",") if item
-            )
-            weights = {str(name): float(weight) for name, weight in pairs.items()}
-        except (ValueError, TypeError) as error:
-            raise ValueError(
-                f"`loss_weights` must be `name=weight` pairs separated by commas or a JSON object, got {text!r}"
-            ) from error
-        for name, weight in weights.items():
-            if not (math.isfinite(weight) and weight >= 0):
-                raise ValueError(f"`loss_weights[{name!r}]` must be a finite non-negative number, got {weight}")
-        return weights
 
 
 class AETNetTrainer(Trainer):
@@ -161,7 +58,7 @@ class AETNetTrainer(Trainer):
       gradients of the equivalent larger batch (the contrastive terms still see micro-batch negatives);
     - runs the momentum update once per optimizer step ([`MomentumUpdateCallback`]) instead of the model's own
       once-per-forward rule (`momentum_update_in_forward` is switched off);
-    - ramps the DITC distillation weight (`distill_alpha`, `alpha_warmup_steps`);
+    - ramps the distillation weights (`distill_alpha`, `alpha_warmup_steps`; [`DistillationRampCallback`]);
     - keeps the temperature and the fusion gates out of weight decay;
     - warns when the feature queue is larger than the training set (stale false negatives, method.md bug 19);
     - skips non-finite losses (`skip_nonfinite_loss`);
@@ -189,8 +86,7 @@ class AETNetTrainer(Trainer):
         self._loss_counts = {"train": {}, "eval": {}}
         self._nonfinite_losses = {"train": 0, "eval": 0}
         unwrapped = unwrap_model(self.model, self.accelerator)
-        forward_parameters = inspect.signature(unwrapped.forward).parameters
-        self._is_aetnet = "return_alignment_losses" in forward_parameters
+        self._is_aetnet = isinstance(getattr(unwrapped, "config", None), AETNetConfig)
         if hasattr(unwrapped, "add_model_tags"):
             unwrapped.add_model_tags(self._tag_names if self._is_aetnet else self._baseline_tag_names)
         config = getattr(unwrapped, "config", None)
@@ -203,10 +99,12 @@ class AETNetTrainer(Trainer):
                     f"{config.alignment_objectives}"
                 )
             config.alignment_loss_weights = {**config.alignment_loss_weights, **given}
-        # One EMA step per optimizer step (the callback), not one per forward (the model's own rule).
         base = getattr(unwrapped, "base_model", unwrapped)
-        if hasattr(base, "momentum_update_in_forward"):
+        if self._is_aetnet:
+            self._set_distill_alpha(base, self._argument("distill_alpha"))
+            # One EMA step per optimizer step (the callback), not one per forward (the model's own rule).
             base.momentum_update_in_forward = False
+            self.add_callback(DistillationRampCallback(self._argument("alpha_warmup_steps"), self.accelerator))
         if not any(isinstance(cb, MomentumUpdateCallback) for cb in self.callback_handler.callbacks):
             self.add_callback(MomentumUpdateCallback(self.accelerator))
         self.add_callback(TemperatureRangeCallback(self.accelerator))
@@ -260,20 +158,18 @@ class AETNetTrainer(Trainer):
         names = super().get_decay_parameter_names(model)
         return [name for name in names if name.rsplit(".", 1)[-1] not in NO_DECAY_PARAMETER_NAMES]
 
-    def current_distill_alpha(self, model: nn.Module) -> float | None:
-        """The DITC distillation weight for this step (None: let the model use its config)."""
-        base = self._argument("distill_alpha")
-        warmup = self._argument("alpha_warmup_steps")
-        if warmup is None:  # the first epoch, once training has set the step counts
-            epochs = max(self.state.num_train_epochs or 1, 1)
-            warmup = math.ceil(self.state.max_steps / epochs) if self.state.max_steps else 0
-        if base is None and warmup == 0:
-            return None
-        if base is None:
-            base = unwrap_model(model, self.accelerator).config.distill_alpha
-        if warmup > 0:
-            base *= min(1.0, self.state.global_step / warmup)
-        return base
+    @staticmethod
+    def _set_distill_alpha(base: nn.Module, alpha: float | None) -> None:
+        """Give every objective that distils (has a `distill_alpha`) the argument's weight, in the model and in its
+        config's `objective_settings`, so that the saved model says what it was trained with."""
+        if alpha is None:
+            return
+        settings = dict(base.config.objective_settings)
+        for name, objective in base.objectives.items():
+            if hasattr(objective, "distill_alpha"):
+                objective.distill_alpha = alpha
+                settings[name] = {**settings.get(name, {}), "distill_alpha": alpha}
+        base.config.objective_settings = settings
 
     def compute_loss(
         self,
@@ -293,9 +189,6 @@ class AETNetTrainer(Trainer):
         if self._is_aetnet:
             # Also in eval, so that the evaluation logs report every term (eval never touches the queues).
             inputs = {**inputs, "return_alignment_losses": True}
-            alpha = self.current_distill_alpha(model)
-            if alpha is not None:
-                inputs["distill_alpha"] = alpha
         outputs = model(**inputs)
 
         if labels is not None:
@@ -471,5 +364,6 @@ __all__ = [
     "AETNetTrainer",
     "AETNetTrainingArguments",
     "AugmentationStepCallback",
+    "DistillationRampCallback",
     "MomentumUpdateCallback",
 ]

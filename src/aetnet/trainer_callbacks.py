@@ -1,9 +1,12 @@
 """
 The callbacks `AETNetTrainer` adds to the `Trainer`: the momentum (EMA) update and the temperature range after every
-optimizer step, the non-finite gradient guard, and the augmenting collator's batch numbering for exact resume.
+optimizer step, the distillation ramp, the non-finite gradient guard, and the augmenting collator's batch numbering
+for exact resume.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -49,6 +52,40 @@ class MomentumUpdateCallback(TrainerCallback):
         )
         if update is not None:
             update()
+
+
+class DistillationRampCallback(TrainerCallback):
+    """
+    ALBEF's ramp of momentum distillation: before every optimizer step, `AETNetModel.distill_ramp` (the factor of
+    every objective's distillation weight) is set to `min(1, global_step / warmup_steps)`; `warmup_steps=None` ramps
+    over the first epoch, 0 not at all. It depends on the step alone, so a resumed run ramps as an uninterrupted one.
+    """
+
+    def __init__(self, warmup_steps: int | None = None, accelerator=None):
+        self.warmup_steps = warmup_steps
+        self.accelerator = accelerator
+
+    def _base(self, model):
+        base = getattr(unwrap_model(model, self.accelerator), "base_model", None) if model is not None else None
+        return base if hasattr(base, "distill_ramp") else None
+
+    def ramp(self, state) -> float:
+        """The factor at `state.global_step`."""
+        warmup = self.warmup_steps
+        if warmup is None:  # the first epoch, once training has set the step counts
+            epochs = max(state.num_train_epochs or 1, 1)
+            warmup = math.ceil(state.max_steps / epochs) if state.max_steps else 0
+        return 1.0 if warmup == 0 else min(1.0, state.global_step / warmup)
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        base = self._base(model)
+        if base is not None:
+            base.distill_ramp = self.ramp(state)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        base = self._base(model)
+        if base is not None:  # a model used after training distils at its full weight
+            base.distill_ramp = 1.0
 
 
 class TemperatureRangeCallback(TrainerCallback):
@@ -112,6 +149,7 @@ class AugmentationStepCallback(TrainerCallback):
 
 __all__ = [
     "AugmentationStepCallback",
+    "DistillationRampCallback",
     "MomentumUpdateCallback",
     "NonFiniteGradientGuard",
     "TemperatureRangeCallback",

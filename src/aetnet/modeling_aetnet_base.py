@@ -1,0 +1,422 @@
+"""
+The AETNet encoder (Wang et al., AAAI 2023): LayoutLMv3 fine-tuned beside a ViT and a RoBERTa alignment encoder,
+their momentum copies, two feature queues and the enabled alignment objectives. Stock transformers classes do all the
+encoding; this file only wires them together. The task heads are in `modeling_aetnet.py`.
+
+This module imports only torch, transformers and its sibling modules, so that `save_pretrained` can ship it as Hub
+remote code (`trust_remote_code=True`).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple
+
+from .alignment import AlignmentFeatures, get_objective
+from .configuration_aetnet import AETNetConfig
+from .losses import weighted_objective
+from .modeling_aetnet_layoutlmv3 import AETNetLayoutLMv3Model
+from .modeling_aetnet_loading import check_checkpoint, load_from_encoders, resync_momentum
+from .modeling_aetnet_outputs import AETNetModelOutput
+from .momentum import FeatureQueues, MomentumEncodersMixin
+
+
+TEMPERATURE_RANGE = (0.001, 0.5)
+
+
+class AETNetPreTrainedModel(PreTrainedModel):
+    config: AETNetConfig
+    base_model_prefix = "aetnet"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    # transformers dispatches `attn_implementation` to every sub-model: LayoutLMv3 takes sdpa and flex attention, the
+    # ViT and RoBERTa aligners flash attention too (a per-sub-config dict selects it for them alone).
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_flash_attn = True
+    _no_split_modules = ["LayoutLMv3Layer", "ViTLayer", "RobertaLayer"]
+    # Checkpoints saved before the queues moved into `queues` carry them at the top level: they load with empty
+    # queues (the queues are training state, refilled within `queue_size / batch_size` steps).
+    _keys_to_ignore_on_load_unexpected = [r"^(aetnet\.)?(image_queue|text_queue|queue_ptr|queue_filled)$"]
+    # The task loss is a plain mean, so the Trainer must divide it by the accumulation steps itself.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, FeatureQueues):
+            # Empty queues: only the first `queue_filled` entries are ever read, so zeros are as good as ALBEF's
+            # random vectors, and deterministic (meta-device initialisation gives the same buffers).
+            for buffer in module.buffers():
+                init.zeros_(buffer)
+        if isinstance(module, AETNetModel):
+            init.constant_(module.temp, module.config.temperature)
+            for gate in (module.text_gate, module.image_gate):
+                if gate is not None:
+                    init.zeros_(gate)
+            if module.has_momentum:
+                # Children are initialised before their parent, so the online encoders are final here.
+                for online, momentum in module.momentum_pairs():
+                    for param, param_m in zip(online.parameters(), momentum.parameters()):
+                        init.copy_(param_m, param)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """
+        `PreTrainedModel.from_pretrained`, plus three AETNet rules: momentum encoders missing from the checkpoint are
+        copied from the online encoders (a checkpoint saved without them starts with momentum == online), every
+        momentum parameter is frozen again (loading re-creates parameters with `requires_grad=True`), and a checkpoint
+        whose encoders do not match the config (missing, unexpected or resized weights of the AETNet base model, other
+        than momentum ones) raises an error listing the keys instead of silently re-initialising them: a
+        `CheckpointMismatchError` (a `ValueError`) for missing or unexpected weights, a `RuntimeError` for resized
+        ones, as transformers raises. Task heads (e.g. `classifier`) may be missing or unexpected, as when fine-tuning
+        a pretrained base. Pass `allow_missing_keys=True` (or `ignore_mismatched_sizes=True` for resized weights) to
+        accept the mismatch; `output_loading_info=True` returns the lists instead of raising for missing or
+        unexpected weights, and initialising from a config (`from_pretrained(None, config=..., state_dict=...)`)
+        checks nothing.
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        from_checkpoint = (args[0] if args else kwargs.get("pretrained_model_name_or_path")) is not None
+        allow_missing_keys = kwargs.pop("allow_missing_keys", False) or output_loading_info or not from_checkpoint
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False) or not from_checkpoint
+        # Resized weights load as re-initialised so that `check_checkpoint` can list them (transformers' error does not).
+        model, loading_info = super().from_pretrained(
+            *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+        check_checkpoint(
+            model, loading_info, check_missing=not allow_missing_keys, check_resized=not ignore_mismatched_sizes
+        )
+        resync_momentum(model.base_model, loading_info["missing_keys"])
+        return (model, loading_info) if output_loading_info else model
+
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """
+        `PreTrainedModel.resize_token_embeddings` for the two encoders that read `input_ids`: LayoutLMv3 (the input
+        embeddings) and the RoBERTa aligner with its momentum copy, whose new rows start equal to the online ones.
+        `layout_config.vocab_size` and `text_config.vocab_size` both follow.
+        """
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return embeddings
+        base, size = self.base_model, embeddings.num_embeddings
+        old_size = base.text_model.get_input_embeddings().num_embeddings
+        base.text_model.resize_token_embeddings(size, mean_resizing=mean_resizing)
+        if getattr(base, "text_model_m", None) is not None:
+            base.text_model_m.resize_token_embeddings(size, mean_resizing=False)
+            with torch.no_grad():
+                rows = slice(min(old_size, size), size)
+                momentum_rows = base.text_model_m.get_input_embeddings().weight[rows]
+                momentum_rows.copy_(base.text_model.get_input_embeddings().weight[rows])
+        # The aligners share `config.text_config` (and LayoutLMv3 `config.layout_config`): one assignment each.
+        self.config.layout_config.vocab_size = self.config.text_config.vocab_size = size
+        base.freeze_momentum()
+        return embeddings
+
+    @classmethod
+    def from_encoders_pretrained(
+        cls,
+        layout_model_name_or_path: str,
+        vision_model_name_or_path: str,
+        text_model_name_or_path: str,
+        **kwargs,
+    ):
+        """
+        Build an AETNet model from three separately pretrained checkpoints (hub ids or local folders): LayoutLMv3
+        (its task head too, when the checkpoint has a compatible one), a ViT/DeiT and a RoBERTa. Momentum encoders
+        start equal to the online ones; the projections are new and untrained.
+
+        Keyword arguments prefixed `layout_`, `vision_` or `text_` go to the matching `from_pretrained` (e.g.
+        `vision_revision="main"`); the others are `AETNetConfig` fields (`num_labels`, `id2label`, `queue_size`...).
+        """
+        return load_from_encoders(
+            cls, layout_model_name_or_path, vision_model_name_or_path, text_model_name_or_path, **kwargs
+        )
+
+
+class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
+    """
+    The AETNet encoder: LayoutLMv3 (`layoutlmv3`), the ViT and RoBERTa aligners (`vision_model`, `text_model`) with
+    their projections into the contrastive space (`vision_proj`, `text_proj`), the frozen momentum copies (`_m`
+    suffix), the learnable temperature `temp` and the feature queues `queues` (`image_queue` / `text_queue` in ALBEF's
+    layout `(embed_dim, queue_size)`, `queue_ptr` and `queue_filled`, the number of real entries so far; also readable
+    as `model.image_queue` etc.).
+
+    In training mode `forward` first takes the momentum EMA step (ALBEF's rule) and then enqueues the batch's
+    momentum features; set `momentum_update_in_forward = False` to call `momentum_update()` once per optimizer step
+    instead, which keeps the EMA horizon independent of gradient accumulation (`AETNetTrainer` does that).
+    `distill_ramp` (1.0) scales every objective's momentum-distillation weight: `AETNetTrainer` ramps it from 0 over
+    the first epoch, as ALBEF does.
+    """
+
+    momentum_module_names = ("vision_model", "vision_proj", "text_model", "text_proj")
+
+    def __init__(self, config: AETNetConfig):
+        super().__init__(config)
+        self.layoutlmv3 = AETNetLayoutLMv3Model(config.layout_config)
+        self.vision_model = AutoModel.from_config(config.vision_config, add_pooling_layer=False)
+        self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
+        self.vision_proj = nn.Linear(config.vision_config.hidden_size, config.embed_dim)
+        self.text_proj = nn.Linear(config.text_config.hidden_size, config.embed_dim)
+        self.temp = nn.Parameter(torch.tensor(config.temperature))
+        gated = config.fusion_injection == "gated"
+        self.text_gate = nn.Parameter(torch.zeros(config.layout_config.hidden_size)) if gated else None
+        self.image_gate = nn.Parameter(torch.zeros(config.layout_config.hidden_size)) if gated else None
+        # DeiT adds a distillation token after [CLS]; patches start after all prefix tokens.
+        self.vision_prefix_tokens = 2 if config.vision_config.model_type == "deit" else 1
+
+        self.has_momentum = config.uses_momentum
+        if self.has_momentum:
+            self.vision_model_m = AutoModel.from_config(config.vision_config, add_pooling_layer=False)
+            self.text_model_m = AutoModel.from_config(config.text_config, add_pooling_layer=False)
+            self.vision_proj_m = nn.Linear(config.vision_config.hidden_size, config.embed_dim)
+            self.text_proj_m = nn.Linear(config.text_config.hidden_size, config.embed_dim)
+            self.queues = FeatureQueues(config.embed_dim, config.queue_size)
+
+        # One module per enabled objective, in config order (see `alignment.py`: the registry and the bundle).
+        self.objectives = nn.ModuleDict(
+            {
+                name: get_objective(name)(config, **config.objective_settings.get(name, {}))
+                for name in config.alignment_objectives
+            }
+        )
+        # Off when something else runs the EMA once per optimizer step (AETNetTrainer's MomentumUpdateCallback).
+        self.momentum_update_in_forward = True
+        self.distill_ramp = 1.0
+        self.post_init()
+        self.freeze_momentum()
+
+    def get_input_embeddings(self):
+        return self.layoutlmv3.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.layoutlmv3.set_input_embeddings(value)
+
+    def freeze_momentum(self) -> None:
+        """
+        Freeze the momentum encoders, and LayoutLMv3's relative-position bias tables: transformers builds their
+        biases under `no_grad`, so they never receive a gradient, and DDP without `find_unused_parameters` (the
+        Trainer's choice with gradient checkpointing) fails on trainable parameters that get none.
+        """
+        super().freeze_momentum()
+        for name in ("rel_pos_bias", "rel_pos_x_bias", "rel_pos_y_bias"):
+            table = getattr(self.layoutlmv3.encoder, name, None)
+            if table is not None:
+                table.requires_grad_(False)
+
+    # ALBEF's names for the queue buffers, which live in `self.queues` (see `momentum.FeatureQueues`).
+    image_queue = property(lambda self: self.queues.image_queue)
+    text_queue = property(lambda self: self.queues.text_queue)
+    queue_ptr = property(lambda self: self.queues.queue_ptr)
+    queue_filled = property(lambda self: self.queues.queue_filled)
+
+    @torch.no_grad()
+    def clamp_temperature_(self) -> None:
+        """Put `temp` back into its range in place (ALBEF's rule; `AETNetTrainer` runs it after every optimizer step)."""
+        self.temp.clamp_(*TEMPERATURE_RANGE)
+
+    def _clamped_temperature(self) -> torch.Tensor:
+        if self.training:
+            # ALBEF clamps the parameter itself so that the optimizer state never runs away outside the range.
+            self.clamp_temperature_()
+        return self.temp.clamp(*TEMPERATURE_RANGE)
+
+    def _special_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`(batch, length)` bool: the `<s>`, `</s>` and padding tokens."""
+        layout = self.config.layout_config
+        special = torch.tensor(
+            [i for i in (layout.bos_token_id, layout.eos_token_id, layout.pad_token_id) if i is not None],
+            device=input_ids.device,
+        )
+        return torch.isin(input_ids, special)
+
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        """
+        The ViT aligner on `pixel_values`: its output (`last_hidden_state`, and `hidden_states` / `attentions` when
+        asked for) with `pooler_output` the L2-normalised projected [CLS] feature, `(batch_size, embed_dim)`, that
+        DITC compares with `get_text_features`.
+        """
+        outputs = self.vision_model(pixel_values, return_dict=True, **kwargs)
+        return self._with_projected_cls(outputs, self.vision_proj)
+
+    @can_return_tuple
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
+        """
+        The RoBERTa aligner on `input_ids`: its output with `pooler_output` the L2-normalised projected [CLS]
+        feature, `(batch_size, embed_dim)`.
+        """
+        outputs = self.text_model(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        return self._with_projected_cls(outputs, self.text_proj)
+
+    @staticmethod
+    def _with_projected_cls(outputs: ModelOutput, projection: nn.Linear) -> BaseModelOutputWithPooling:
+        return BaseModelOutputWithPooling(
+            last_hidden_state=outputs.last_hidden_state,
+            pooler_output=F.normalize(projection(outputs.last_hidden_state[:, 0]), dim=-1),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        bbox: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_aug: torch.FloatTensor | None = None,
+        return_alignment_losses: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> AETNetModelOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
+                Token ids, read by LayoutLMv3 and by the RoBERTa aligner.
+            bbox (`torch.LongTensor` of shape `(batch_size, text_length, 4)`):
+                Token boxes in 0-1000 units (x0, y0, x1, y1); special tokens have `[0, 0, 0, 0]`.
+            attention_mask (`torch.Tensor` of shape `(batch_size, text_length)`, *optional*):
+                1 for real tokens, 0 for padding.
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
+                The page, as prepared by the processor; read by LayoutLMv3 and by the online ViT aligner.
+            pixel_values_aug (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+                An augmented view of the page for the momentum ViT (IMC's image positive). Defaults to
+                `pixel_values`.
+            return_alignment_losses (`bool`, *optional*):
+                Compute `alignment_losses`. Defaults to `self.training`. In eval mode nothing is enqueued.
+            kwargs:
+                transformers' output options for LayoutLMv3 (`output_hidden_states`, `output_attentions`, the
+                latter with `attn_implementation="eager"`), and `return_dict`.
+
+        In training mode `loss` is the weighted sum of the alignment objectives and, unless
+        `momentum_update_in_forward` is off, the momentum encoders take their EMA step first (ALBEF's rule, so that a
+        plain training loop trains what `AETNetTrainer` trains).
+        """
+        config = self.config
+        if return_alignment_losses is None:
+            return_alignment_losses = self.training
+        compute_losses = return_alignment_losses and bool(config.alignment_objectives)
+        use_aligners = compute_losses or config.fusion_injection != "none"
+        if use_aligners and (input_ids is None or pixel_values is None):
+            raise ValueError(
+                "AETNet's aligners need both `input_ids` and `pixel_values` (got input_ids="
+                f"{None if input_ids is None else tuple(input_ids.shape)}, pixel_values="
+                f"{None if pixel_values is None else tuple(pixel_values.shape)})"
+            )
+        if attention_mask is None and input_ids is not None:
+            attention_mask = torch.ones_like(input_ids)
+        if bbox is None and input_ids is not None:
+            bbox = torch.zeros(*input_ids.shape, 4, dtype=torch.long, device=input_ids.device)
+
+        if compute_losses and self.training and self.momentum_update_in_forward:
+            self.momentum_update()
+        image_embeds = text_embeds = aligned_text = aligned_image = None
+        if use_aligners:
+            image_embeds = self.vision_model(pixel_values, return_dict=True).last_hidden_state
+            text_embeds = self.text_model(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+            if config.fusion_injection != "none":
+                aligned_text = text_embeds
+                aligned_image = torch.cat([image_embeds[:, :1], image_embeds[:, self.vision_prefix_tokens :]], dim=1)
+                if config.fusion_injection == "gated":
+                    aligned_text, aligned_image = aligned_text * self.text_gate, aligned_image * self.image_gate
+
+        outputs = self.layoutlmv3(
+            input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            aligned_text_embeds=aligned_text,
+            aligned_image_embeds=aligned_image,
+            return_dict=True,
+            **kwargs,
+        )
+        alignment_losses = None
+        if compute_losses:
+            alignment_losses = self._alignment_losses(
+                dict(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values),
+                image_embeds,
+                text_embeds,
+                outputs.last_hidden_state,
+                pixel_values if pixel_values_aug is None else pixel_values_aug,
+            )
+        return AETNetModelOutput(
+            loss=weighted_objective(None, alignment_losses, config.alignment_loss_weights),
+            last_hidden_state=outputs.last_hidden_state,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            alignment_losses=alignment_losses,
+        )
+
+    def _alignment_losses(
+        self, inputs: dict[str, torch.Tensor], image_embeds, text_embeds, fusion_hidden_states, pixel_values_m
+    ) -> dict[str, torch.Tensor]:
+        """Fill the `AlignmentFeatures` bundle once, run every enabled objective on it, then enqueue (training)."""
+        input_ids, bbox, attention_mask = inputs["input_ids"], inputs["bbox"], inputs["attention_mask"]
+        real_tokens = attention_mask.bool() & ~self._special_tokens(input_ids)
+
+        def fusion(**overrides) -> ModelOutput:
+            # A further LayoutLMv3 forward for an objective: the step's inputs with some replaced, no aligned features
+            # injected (they were computed from the unchanged inputs and would leak what an objective hides).
+            return self.layoutlmv3(**{**inputs, **overrides}, return_dict=True)
+
+        features = AlignmentFeatures(
+            input_ids=input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            pixel_values=inputs["pixel_values"],
+            real_tokens=real_tokens,
+            boxed_tokens=real_tokens & (bbox != 0).any(dim=-1),
+            image_embeds=image_embeds,
+            patch_embeds=image_embeds[:, self.vision_prefix_tokens :],
+            text_embeds=text_embeds,
+            image_feat=F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1),
+            text_feat=F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1),
+            vision_proj=self.vision_proj,
+            text_proj=self.text_proj,
+            temp=self._clamped_temperature(),
+            grid_size=self.config.grid_size,
+            fusion_hidden_states=fusion_hidden_states,
+            fusion=fusion,
+            word_embeddings=self.layoutlmv3.get_input_embeddings(),
+            distill_ramp=self.distill_ramp,
+        )
+        if self.has_momentum:
+            with torch.no_grad():
+                image_embeds_m = self.vision_model_m(pixel_values_m, return_dict=True).last_hidden_state
+                text_embeds_m = self.text_model_m(
+                    input_ids, attention_mask=attention_mask, return_dict=True
+                ).last_hidden_state
+                features.patch_embeds_m = image_embeds_m[:, self.vision_prefix_tokens :]
+                features.text_embeds_m = text_embeds_m
+                features.image_feat_m = F.normalize(self.vision_proj_m(image_embeds_m[:, 0]), dim=-1)
+                features.text_feat_m = F.normalize(self.text_proj_m(text_embeds_m[:, 0]), dim=-1)
+            features.vision_proj_m, features.text_proj_m = self.vision_proj_m, self.text_proj_m
+            # Clones: the queues are overwritten in place below, before backward reads them.
+            features.image_queue = self.queues.image_queue.clone()
+            features.text_queue = self.queues.text_queue.clone()
+            features.queue_valid = self.queues.valid()  # a new tensor: the uint8 buffer read as bool
+        losses = {name: objective(features) for name, objective in self.objectives.items()}
+        if self.has_momentum and self.training:
+            self.queues.enqueue(features.image_feat_m, features.text_feat_m)
+        return losses
+
+
+__all__ = ["AETNetModel", "AETNetPreTrainedModel", "TEMPERATURE_RANGE"]

@@ -1,0 +1,139 @@
+"""
+How AETNet checkpoints are loaded: the strict check of a checkpoint against its config, the re-sync of momentum
+copies a checkpoint lacks, and building a model from three separately pretrained encoders.
+
+They are functions used by `AETNetPreTrainedModel.from_pretrained` / `from_encoders_pretrained`, kept apart from the
+model classes because they are about checkpoints, not about the network. This module imports only torch,
+transformers and its siblings, so that it ships as Hub remote code with `modeling_aetnet.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from transformers import AutoModel, LayoutLMv3Model, PreTrainedModel
+from transformers.utils import logging
+
+from .configuration_aetnet import AETNetConfig
+
+
+logger = logging.get_logger(__name__)
+
+MOMENTUM_SUFFIX = "_m"
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose encoder weights are missing from, or unexpected by, the config it is loaded with."""
+
+
+def check_checkpoint(
+    model: PreTrainedModel, loading_info: dict[str, list], *, check_missing: bool, check_resized: bool
+) -> None:
+    """
+    Raise when the base model's weights (not the task head's, not the momentum copies or queues, which are re-synced
+    or refilled) were missing, unexpected or resized in the checkpoint: a `CheckpointMismatchError` for missing or
+    unexpected weights, a `RuntimeError` for resized ones (as transformers raises), listing the keys.
+    """
+    base = model.base_model
+    base_names = {name for name, _ in base.named_children()} | {name for name, _ in base.named_parameters()}
+    base_names |= {name for name, _ in base.named_buffers()}
+    prefix = "" if model is base else f"{model.base_model_prefix}."
+
+    def in_base(key: str) -> bool:
+        key = key[len(prefix) :] if prefix and key.startswith(prefix) else key
+        return key.split(".")[0] in base_names or key in base_names
+
+    problems = {}
+    if check_missing:
+        problems["missing"] = [
+            k
+            for k in loading_info["missing_keys"]
+            if in_base(k) and f"{MOMENTUM_SUFFIX}." not in k and "queues." not in k
+        ]
+        problems["unexpected"] = [k for k in loading_info["unexpected_keys"] if in_base(k)]
+    if check_resized:
+        problems["mismatched"] = [
+            " ".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in loading_info["mismatched_keys"]
+        ]
+    problems = {kind: sorted(keys) for kind, keys in problems.items() if keys}
+    if not problems:
+        return
+    listed = "; ".join(f"{kind} ({len(keys)}): {keys[:10]}" for kind, keys in problems.items())
+    error = RuntimeError if "mismatched" in problems else CheckpointMismatchError
+    raise error(
+        f"The checkpoint does not match the config of {type(model).__name__}, whose sub-configs (layout_config, "
+        f"vision_config, text_config) must describe the saved encoders: {listed}. Fix the config, or pass "
+        "`allow_missing_keys=True` (missing / unexpected) or `ignore_mismatched_sizes=True` (mismatched) to load "
+        "anyway with those weights freshly initialised."
+    )
+
+
+def resync_momentum(base: nn.Module, missing_keys: list[str]) -> None:
+    """Copy the online weights into momentum modules the checkpoint lacks, then freeze every momentum copy again
+    (loading re-creates parameters with `requires_grad=True`)."""
+    momentum_names = {f"{name}{MOMENTUM_SUFFIX}" for name in base.momentum_module_names}
+    missing = [key.split(".") for key in missing_keys]
+    stale = {name for name in momentum_names if any(name in parts for parts in missing)}
+    if stale:
+        logger.info(f"Copying online weights into momentum modules missing from the checkpoint: {sorted(stale)}")
+        base.copy_params(only=stale)
+    base.freeze_momentum()
+
+
+def load_from_encoders(
+    cls: type[PreTrainedModel],
+    layout_model_name_or_path: str,
+    vision_model_name_or_path: str,
+    text_model_name_or_path: str,
+    **kwargs: Any,
+) -> PreTrainedModel:
+    """The body of `AETNetPreTrainedModel.from_encoders_pretrained` (see there)."""
+    prefixed = {"layout_": {}, "vision_": {}, "text_": {}}
+    config_kwargs = {}
+    for key, value in kwargs.items():
+        prefix = next((p for p in prefixed if key.startswith(p)), None)
+        if prefix is None:
+            config_kwargs[key] = value
+        else:
+            prefixed[prefix][key[len(prefix) :]] = value
+    label_kwargs = {k: config_kwargs[k] for k in ("num_labels", "id2label", "label2id") if k in config_kwargs}
+    layout_class = getattr(cls, "_layoutlmv3_class", LayoutLMv3Model)
+    if layout_class is not LayoutLMv3Model:
+        prefixed["layout_"] = {"ignore_mismatched_sizes": True, **label_kwargs, **prefixed["layout_"]}
+    # One line below instead of three load reports (a pretrained LayoutLMv3 without a head reports it missing).
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        layout, layout_info = layout_class.from_pretrained(
+            layout_model_name_or_path, output_loading_info=True, **prefixed["layout_"]
+        )
+        vision = AutoModel.from_pretrained(vision_model_name_or_path, add_pooling_layer=False, **prefixed["vision_"])
+        text = AutoModel.from_pretrained(text_model_name_or_path, add_pooling_layer=False, **prefixed["text_"])
+    finally:
+        logging.set_verbosity(verbosity)
+    resized = [k[0] if isinstance(k, tuple) else str(k) for k in layout_info.get("mismatched_keys", [])]
+    new_head = sorted({*layout_info.get("missing_keys", []), *resized})
+
+    config = AETNetConfig(
+        layout_config=layout.config.to_dict(),
+        vision_config=vision.config.to_dict(),
+        text_config=text.config.to_dict(),
+        **config_kwargs,
+    )
+    model = cls(config)
+    base = model.base_model
+    base.layoutlmv3.load_state_dict((layout if layout_class is LayoutLMv3Model else layout.layoutlmv3).state_dict())
+    base.vision_model.load_state_dict(vision.state_dict())
+    base.text_model.load_state_dict(text.state_dict())
+    for name in getattr(model, "task_head_names", ()):
+        getattr(model, name).load_state_dict(getattr(layout, name).state_dict())
+    base.copy_params()
+    head = f" and the task head ({', '.join(new_head)})" if new_head else ""
+    logger.warning(
+        f"Newly initialised: the AETNet projections (vision_proj, text_proj){head}. Fine-tune before using the model."
+    )
+    return model
+
+
+__all__ = ["CheckpointMismatchError", "check_checkpoint", "load_from_encoders", "resync_momentum"]

@@ -1,0 +1,88 @@
+"""
+The output dataclasses of the AETNet models: transformers' standard outputs plus the alignment terms.
+
+Heads return `loss` as the whole objective (task loss plus the weighted alignment terms), with `task_loss` and the
+unweighted `alignment_losses` beside it, as `FlavaForPreTraining` exposes `loss_info`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from transformers.modeling_outputs import (
+    ModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+
+@dataclass
+class AETNetModelOutput(ModelOutput):
+    """
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            The weighted sum of the alignment objectives (`config.alignment_loss_weights`), when they were computed:
+            what training the base model alone minimises.
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, text_length + 1 + num_patches, hidden_size)`):
+            LayoutLMv3's output: the text tokens, then the visual [CLS] and patch tokens.
+        hidden_states, attentions: LayoutLMv3's, when asked for.
+        image_embeds (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`, *optional*):
+            The online ViT aligner's output ([CLS] then patches), when the aligners ran.
+        text_embeds (`torch.FloatTensor` of shape `(batch_size, text_length, hidden_size)`, *optional*):
+            The online RoBERTa aligner's output, when the aligners ran.
+        alignment_losses (`dict[str, torch.FloatTensor]`, *optional*):
+            One unweighted scalar per enabled objective (`config.alignment_objectives`); computed in training mode,
+            or in eval mode with `return_alignment_losses=True`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    alignment_losses: dict[str, torch.FloatTensor] | None = None
+
+
+@dataclass
+class AETNetTokenClassifierOutput(TokenClassifierOutput):
+    """
+    `TokenClassifierOutput` where `loss` is the whole objective: the task loss plus the weighted alignment terms that were
+    computed (all of them in training mode), `task_loss` the task loss alone and `alignment_losses` the unweighted
+    terms (as `FlavaForPreTraining` exposes `loss_info`).
+    """
+
+    task_loss: torch.FloatTensor | None = None
+    alignment_losses: dict[str, torch.FloatTensor] | None = None
+
+
+@dataclass
+class AETNetSequenceClassifierOutput(SequenceClassifierOutput):
+    """
+    `SequenceClassifierOutput` where `loss` is the whole objective: the task loss plus the weighted alignment terms that were
+    computed (all of them in training mode), `task_loss` the task loss alone and `alignment_losses` the unweighted
+    terms (as `FlavaForPreTraining` exposes `loss_info`).
+    """
+
+    task_loss: torch.FloatTensor | None = None
+    alignment_losses: dict[str, torch.FloatTensor] | None = None
+
+
+@dataclass
+class AETNetQuestionAnsweringModelOutput(QuestionAnsweringModelOutput):
+    """
+    `QuestionAnsweringModelOutput` where `loss` is the whole objective: the task loss plus the weighted alignment terms that were
+    computed (all of them in training mode), `task_loss` the task loss alone and `alignment_losses` the unweighted
+    terms (as `FlavaForPreTraining` exposes `loss_info`).
+    """
+
+    task_loss: torch.FloatTensor | None = None
+    alignment_losses: dict[str, torch.FloatTensor] | None = None
+
+
+__all__ = [
+    "AETNetModelOutput",
+    "AETNetQuestionAnsweringModelOutput",
+    "AETNetSequenceClassifierOutput",
+    "AETNetTokenClassifierOutput",
+]

@@ -1,0 +1,122 @@
+"""
+`AETNetTrainingArguments`: the transformers `TrainingArguments` plus the knobs of the AETNet objective (loss
+weights, distillation ramp, temperature learning rate, non-finite guard) and the launch defaults for several
+processes on a CPU-only machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+
+@dataclass
+class AETNetTrainingArguments(TrainingArguments):
+    r"""
+    [`TrainingArguments`] plus the knobs of the AETNet objective.
+
+    > Weights of the alignment objectives (the total loss is `task + sum_k weight_k * loss_k`)
+
+    The single source of the weights is the model config, `AETNetConfig.alignment_loss_weights`: a weight given
+    here (`loss_weights="pita=0,ditc=0.5"`) is written into the model's config when the trainer is built, so that
+    the saved model, its `loss` and this trainer all use it. Each objective is already the mean of its two directions, so unit weights are
+    the paper's `L_so + L_ditc + L_imc + L_glitc + L_pita`; the official FUNSD code puts the three contrastive
+    objectives at 1/3 (method.md 2.5).
+
+    > Momentum distillation
+
+    `distill_alpha` overrides the distillation weight of every objective that has one (e.g. DITC's soft targets;
+    written into the model config's `objective_settings`), and `alpha_warmup_steps` ramps those weights linearly
+    from 0 (`AETNetModel.distill_ramp`), by default over the first epoch as ALBEF and SIMLA do.
+
+    > Temperature
+
+    The learnable temperature is put back into its range after every optimizer step (so that a checkpoint never holds
+    a value outside it); `temperature_learning_rate` gives it a learning rate of its own.
+
+    > Several processes
+
+    Launched by `torchrun` or `accelerate launch` on a machine without a GPU, the arguments switch to `use_cpu` (DDP
+    over gloo), and `ddp_find_unused_parameters` defaults to False: AETNet's `loss` reaches every trainable
+    parameter. (Set it to True for a model that leaves some unused, e.g. an objective switched off by a zero weight.)
+
+    > Robustness
+
+    `skip_nonfinite_loss` replaces a NaN or infinite total loss by a zero loss with a warning, counts it in the logs
+    as `nonfinite_losses`, and zeroes the gradients of any optimizer step that still gets non-finite ones (so that
+    the weights are never corrupted, also under DDP, where all ranks skip the same step).
+    """
+
+    loss_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Weights of alignment objectives as `name=weight` pairs separated by commas (e.g. `pita=0,"
+            "ditc=0.5`) or a JSON object; objectives left out keep the model config's weight (paper: 1 each)."
+        },
+    )
+    distill_alpha: float | None = field(
+        default=None,
+        metadata={"help": "Momentum-distillation weight of the objectives that distil (DITC); None: the model config's."},
+    )
+    alpha_warmup_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Ramp distill_alpha linearly from 0 over this many optimizer steps; None (default): over the "
+            "first epoch, as ALBEF and SIMLA do; 0: no ramp."
+        },
+    )
+    temperature_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the contrastive temperature `temp` (its own group); None: learning_rate."},
+    )
+    skip_nonfinite_loss: bool = field(
+        default=True,
+        metadata={"help": "Replace a NaN/inf training loss by a zero loss and count it (nonfinite_losses)."},
+    )
+
+    def __post_init__(self):
+        # `torchrun` / `accelerate launch` with several processes on a machine without a GPU: run DDP over gloo (the
+        # Trainer would otherwise train one independent model per process, all into the same folder).
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if launched and not self.use_cpu and not torch.cuda.is_available() and not torch.backends.mps.is_available():
+            self.use_cpu = True
+        # AETNet's `loss` reaches every trainable parameter, so DDP needs no search for unused ones (which costs a
+        # graph traversal per step and warns when it finds none).
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False
+        super().__post_init__()
+        self.alignment_loss_weights  # parse now: a bad `loss_weights` fails here, not at the first step
+        if self.distill_alpha is not None and not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"`distill_alpha` must be in [0, 1] or None, got {self.distill_alpha}")
+        if self.alpha_warmup_steps is not None and self.alpha_warmup_steps < 0:
+            raise ValueError(f"`alpha_warmup_steps` must be >= 0 or None, got {self.alpha_warmup_steps}")
+        if self.temperature_learning_rate is not None and not self.temperature_learning_rate >= 0:
+            raise ValueError(f"`temperature_learning_rate` must be >= 0 or None, got {self.temperature_learning_rate}")
+
+    @property
+    def alignment_loss_weights(self) -> dict[str, float]:
+        """`loss_weights` as `{"name": weight}`: only the objectives given there (the others keep the config's)."""
+        text = (self.loss_weights or "").strip()
+        if not text:
+            return {}
+        try:
+            pairs = json.loads(text) if text.startswith("{") else dict(
+                item.split("=", 1) for item in text.replace(" ", "").split(",") if item
+            )
+            weights = {str(name): float(weight) for name, weight in pairs.items()}
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"`loss_weights` must be `name=weight` pairs separated by commas or a JSON object, got {text!r}"
+            ) from error
+        for name, weight in weights.items():
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"`loss_weights[{name!r}]` must be a finite non-negative number, got {weight}")
+        return weights
+
+
+__all__ = ["AETNetTrainingArguments"]
