@@ -109,3 +109,22 @@ def test_settings_live_with_their_objective():
 def test_unknown_objectives_and_settings_name_the_offender(objectives, message):
     with pytest.raises(ValueError, match=message):
         AETNetModel(make_config(alignment_objectives=objectives))
+
+
+def test_objective_generator_is_seeded_by_its_saved_draw_counter():
+    """Objectives that draw masks get a generator seeded by a counter buffer: reproducible, new each training
+    call, the same again after the counter is restored (exact resume), and not advanced in eval mode."""
+
+    class Drawing(AlignmentObjective):
+        needs_generator = True
+
+    objective = Drawing(None).train()
+    first = torch.rand(4, generator=objective.generator("cpu", seed=3))
+    second = torch.rand(4, generator=objective.generator("cpu", seed=3))
+    assert not torch.equal(first, second) and int(objective.draws) == 2
+    restored = Drawing(None).train()
+    restored.load_state_dict({"draws": torch.tensor(1)})
+    torch.testing.assert_close(torch.rand(4, generator=restored.generator("cpu", seed=3)), second)
+    restored.eval()
+    restored.generator("cpu", seed=3)
+    assert int(restored.draws) == 2

@@ -69,17 +69,35 @@ class AlignmentObjective(nn.Module):
     One alignment objective: `forward(features) -> scalar tensor`, unweighted (the weight is the config's).
 
     Class attributes say what the model must provide: `needs_momentum` (momentum encoders, their features and the
-    queues in `features`). Keyword arguments of `__init__` after `config` are the objective's settings, given as
+    queues in `features`) and `needs_generator` (a `draws` counter for `generator()`, the objective's own seeded
+    random masks). Keyword arguments of `__init__` after `config` are the objective's settings, given as
     `AETNetConfig(alignment_objectives={"name": {...}})`; their defaults are the objective's defaults.
     """
 
     name: ClassVar[str] = ""
     needs_momentum: ClassVar[bool] = False
+    # True: the objective draws random masks / covers with `generator()`, and keeps a `draws` counter buffer for it.
+    needs_generator: ClassVar[bool] = False
 
     def __init__(self, config: Any, **settings: Any):
         super().__init__()
         if settings:
             raise TypeError(f"Objective {self.name!r} takes no setting {sorted(settings)}")
+        if self.needs_generator:
+            # Saved with the model, so that a resumed run draws what the uninterrupted run would have drawn.
+            self.register_buffer("draws", torch.zeros((), dtype=torch.long))
+
+    def generator(self, device: torch.device, seed: int = 0) -> torch.Generator:
+        """
+        The random generator of this call: seeded by `seed` and the number of earlier training calls, so that masks
+        are reproducible, differ from step to step, and resume exactly; not the global RNG, so that switching an
+        objective on does not change the dropout masks of the rest of the model.
+        """
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed * 1_000_003 + int(self.draws))
+        if self.training:
+            self.draws += 1
+        return generator
 
     def forward(self, features: AlignmentFeatures) -> torch.Tensor:
         """The unweighted term, a scalar; every objective implements it (this base class is abstract)."""
