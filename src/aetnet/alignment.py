@@ -99,6 +99,16 @@ class AlignmentObjective(nn.Module):
             self.draws += 1
         return generator
 
+    def prepare_fusion_inputs(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
+        """
+        Called before this step's LayoutLMv3 forward, when the losses are computed: return the fusion model's inputs
+        (`input_ids`, `bbox`, `attention_mask`, `pixel_values`), changed if the objective needs that (a new dict;
+        never modify the given tensors in place), and what `forward` will need to know about the change, which it
+        finds in `features.prepared[self.name]`. The aligners, the momentum view and the task labels are unaffected.
+        By default nothing changes.
+        """
+        return inputs, None
+
     def forward(self, features: AlignmentFeatures) -> torch.Tensor:
         """The unweighted term, a scalar; every objective implements it (this base class is abstract)."""
         raise NotImplementedError(f"{type(self).__name__} must implement `forward(features)`")
@@ -128,6 +138,9 @@ class AlignmentFeatures:
             (e.g. `input_ids=masked`, `pixel_values=covered`), without injected aligned features, and returns its
             output: the extra forward of objectives that change what the fusion model sees.
         word_embeddings: LayoutLMv3's word embeddings (for heads tied to them, e.g. a masked-LM head).
+        prepared: per objective name, what its `prepare_fusion_inputs` returned beside the inputs (e.g. which
+            tokens' regions it covered), None for objectives that changed nothing. `fusion_hidden_states` come from
+            the changed inputs; `input_ids` ... `pixel_values` above and `fusion()` use the unchanged ones.
         patch_embeds_m, text_embeds_m, image_feat_m, text_feat_m, vision_proj_m, text_proj_m: the momentum
             counterparts (the momentum ViT sees `pixel_values_aug`); None unless an objective `needs_momentum`.
         image_queue, text_queue, queue_valid: `(E, Q)` copies of the queues before this step's write, and which
@@ -154,6 +167,7 @@ class AlignmentFeatures:
     fusion_hidden_states: torch.Tensor
     fusion: Callable[..., Any]
     word_embeddings: nn.Module
+    prepared: dict[str, Any]
     patch_embeds_m: torch.Tensor | None = None
     text_embeds_m: torch.Tensor | None = None
     image_feat_m: torch.Tensor | None = None

@@ -334,13 +334,17 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
                 if config.fusion_injection == "gated":
                     aligned_text, aligned_image = aligned_text * self.text_gate, aligned_image * self.image_gate
 
+        inputs = dict(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values)
+        # Objectives that change what the fusion model sees in this very forward (e.g. TIA covers text regions of
+        # the page) do it here; the aligners and the momentum view keep the unchanged inputs.
+        fusion_inputs, prepared = inputs, {}
+        if compute_losses:
+            for name, objective in self.objectives.items():
+                fusion_inputs, prepared[name] = objective.prepare_fusion_inputs(fusion_inputs)
         outputs = self.layoutlmv3(
-            input_ids,
-            bbox=bbox,
-            attention_mask=attention_mask,
+            **fusion_inputs,
             token_type_ids=token_type_ids,
             position_ids=position_ids,
-            pixel_values=pixel_values,
             aligned_text_embeds=aligned_text,
             aligned_image_embeds=aligned_image,
             return_dict=True,
@@ -349,7 +353,8 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
         alignment_losses = None
         if compute_losses:
             alignment_losses = self._alignment_losses(
-                dict(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values),
+                inputs,
+                prepared,
                 image_embeds,
                 text_embeds,
                 outputs.last_hidden_state,
@@ -366,7 +371,7 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
         )
 
     def _alignment_losses(
-        self, inputs: dict[str, torch.Tensor], image_embeds, text_embeds, fusion_hidden_states, pixel_values_m
+        self, inputs: dict[str, torch.Tensor], prepared, image_embeds, text_embeds, fusion_hidden_states, pixel_values_m
     ) -> dict[str, torch.Tensor]:
         """Fill the `AlignmentFeatures` bundle once, run every enabled objective on it, then enqueue (training)."""
         input_ids, bbox, attention_mask = inputs["input_ids"], inputs["bbox"], inputs["attention_mask"]
@@ -395,6 +400,7 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             grid_size=self.config.grid_size,
             fusion_hidden_states=fusion_hidden_states,
             fusion=fusion,
+            prepared=prepared,
             word_embeddings=self.layoutlmv3.get_input_embeddings(),
             distill_ramp=self.distill_ramp,
         )
