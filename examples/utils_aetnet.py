@@ -46,6 +46,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.data_collator import AETNetDataCollator
+from aetnet.momentum import fitted_queue_size
 from aetnet.modeling_aetnet import (
     AETNetForQuestionAnswering,
     AETNetForSequenceClassification,
@@ -251,7 +252,7 @@ def build_processor_and_model(
         if value is not None
     }
     num_train_examples = len(train_words) if num_train_examples is None else num_train_examples
-    queue_size = model_args.queue_size or max(8, min(4096, num_train_examples // 2))
+    queue_size = model_args.queue_size or fitted_queue_size(AETNetConfig.queue_size, num_train_examples)
 
     if model_args.model_name_or_path:
         if new_config or model_args.queue_size:

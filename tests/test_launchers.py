@@ -5,10 +5,11 @@ more of it than one process would), without the unused-parameter warning and wit
 """
 
 import json
+import math
 import os
 import shutil
-import math
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,10 @@ LAUNCHERS = {
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_two_cpu_processes_train_one_model_with_ddp(launcher, tmp_path):
-    command = [shutil.which(LAUNCHERS[launcher][0]) or LAUNCHERS[launcher][0], *LAUNCHERS[launcher][1:]]
+    # The launcher installed beside this interpreter, also when its environment is not activated.
+    beside = Path(sys.executable).parent / LAUNCHERS[launcher][0]
+    executable = str(beside) if beside.exists() else shutil.which(LAUNCHERS[launcher][0]) or LAUNCHERS[launcher][0]
+    command = [executable, *LAUNCHERS[launcher][1:]]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     result = subprocess.run(
         [*command, *RUN, "--output_dir", str(tmp_path / "run")], capture_output=True, text=True, env=env,

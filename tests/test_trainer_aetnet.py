@@ -405,13 +405,36 @@ def test_temperature_and_gates_are_excluded_from_weight_decay(tmp_path):
     assert not any(id(param) in decay_of for param in model.aetnet.vision_model_m.parameters())
 
 
-def test_queue_larger_than_training_set_warns(tmp_path, caplog):
+def test_queue_follows_the_training_set_by_default(tmp_path, caplog):
+    model = make_model(queue_size=64)
     with caplog.at_level(logging.WARNING, logger=TRAINER_LOGGER):
-        AETNetTrainer(model=make_model(queue_size=8), args=make_args(tmp_path), train_dataset=make_documents(8))
+        trainer = AETNetTrainer(model=model, args=make_args(tmp_path), train_dataset=make_documents(40))
+    # Half the 40 documents; the config (and so the saved model) says so, and the queue starts empty.
+    assert model.config.queue_size == 20 and model.aetnet.image_queue.shape[1] == 20
+    assert not model.aetnet.queues.valid().any()
+    assert "queue_size 64 -> 20" in caplog.text
+    trainer.train()
+    assert int(model.aetnet.queue_filled) > 0
+    trainer.save_model(str(tmp_path / "saved"))
+    reloaded = AETNetForTokenClassification.from_pretrained(tmp_path / "saved")
+    assert reloaded.config.queue_size == 20
+    torch.testing.assert_close(reloaded.aetnet.image_queue, model.aetnet.image_queue)
+
+
+def test_queue_kept_when_asked_warns_only_beyond_the_training_set(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger=TRAINER_LOGGER):
+        AETNetTrainer(
+            model=make_model(queue_size=8), args=make_args(tmp_path, fit_queue_to_dataset=False),
+            train_dataset=make_documents(8),
+        )
     assert "queue_size" not in caplog.text
+    model = make_model(queue_size=16)
     with caplog.at_level(logging.WARNING, logger=TRAINER_LOGGER):
-        AETNetTrainer(model=make_model(queue_size=16), args=make_args(tmp_path), train_dataset=make_documents(8))
+        AETNetTrainer(
+            model=model, args=make_args(tmp_path, fit_queue_to_dataset=False), train_dataset=make_documents(8)
+        )
     assert "queue_size (16) exceeds the number of training examples (8)" in caplog.text
+    assert model.config.queue_size == 16
 
 
 def test_training_arguments_validate_weights_and_alpha(tmp_path):

@@ -1,8 +1,9 @@
 """
 The output dataclasses of the AETNet models: transformers' standard outputs plus the alignment terms.
 
-Heads return `loss` as the whole objective (task loss plus the weighted alignment terms), with `task_loss` and the
-unweighted `alignment_losses` beside it, as `FlavaForPreTraining` exposes `loss_info`.
+The heads' outputs are transformers' own with two fields more: `loss` is the whole objective (the task loss plus the
+weighted alignment terms that were computed, all of them in training mode), `task_loss` the task loss alone and
+`alignment_losses` the unweighted terms (as `FlavaForPreTraining` exposes `loss_info`).
 """
 
 from dataclasses import dataclass
@@ -46,11 +47,7 @@ class AETNetModelOutput(ModelOutput):
 
 @dataclass
 class AETNetTokenClassifierOutput(TokenClassifierOutput):
-    """
-    `TokenClassifierOutput` where `loss` is the whole objective: the task loss plus the weighted alignment terms that were
-    computed (all of them in training mode), `task_loss` the task loss alone and `alignment_losses` the unweighted
-    terms (as `FlavaForPreTraining` exposes `loss_info`).
-    """
+    """`TokenClassifierOutput` with `loss` the whole objective, plus `task_loss` and `alignment_losses` (see above)."""
 
     task_loss: torch.FloatTensor | None = None
     alignment_losses: dict[str, torch.FloatTensor] | None = None
@@ -58,11 +55,7 @@ class AETNetTokenClassifierOutput(TokenClassifierOutput):
 
 @dataclass
 class AETNetSequenceClassifierOutput(SequenceClassifierOutput):
-    """
-    `SequenceClassifierOutput` where `loss` is the whole objective: the task loss plus the weighted alignment terms that were
-    computed (all of them in training mode), `task_loss` the task loss alone and `alignment_losses` the unweighted
-    terms (as `FlavaForPreTraining` exposes `loss_info`).
-    """
+    """`SequenceClassifierOutput` with `loss` the whole objective, plus `task_loss` and `alignment_losses`."""
 
     task_loss: torch.FloatTensor | None = None
     alignment_losses: dict[str, torch.FloatTensor] | None = None
@@ -70,11 +63,7 @@ class AETNetSequenceClassifierOutput(SequenceClassifierOutput):
 
 @dataclass
 class AETNetQuestionAnsweringModelOutput(QuestionAnsweringModelOutput):
-    """
-    `QuestionAnsweringModelOutput` where `loss` is the whole objective: the task loss plus the weighted alignment terms that were
-    computed (all of them in training mode), `task_loss` the task loss alone and `alignment_losses` the unweighted
-    terms (as `FlavaForPreTraining` exposes `loss_info`).
-    """
+    """`QuestionAnsweringModelOutput` with `loss` the whole objective, plus `task_loss` and `alignment_losses`."""
 
     task_loss: torch.FloatTensor | None = None
     alignment_losses: dict[str, torch.FloatTensor] | None = None

@@ -18,6 +18,19 @@ from torch import nn
 from .losses import concat_all_gather
 
 
+MIN_QUEUE_SIZE = 8
+
+
+def fitted_queue_size(queue_size: int, num_examples: int) -> int:
+    """
+    `queue_size`, but at most half the training set (and at least `MIN_QUEUE_SIZE`). A queue as long as the training
+    set holds an older copy of every document, the current positive included, as a negative; with random order each
+    epoch, the chance that a document meets its own older copy grows like `(queue / examples) ** 2 / 2`, about 1 in 8
+    at half the training set.
+    """
+    return max(MIN_QUEUE_SIZE, min(queue_size, num_examples // 2))
+
+
 class MomentumEncodersMixin:
     """
     For an `nn.Module` whose momentum copies are named after their online modules with an `_m` suffix (ALBEF's
@@ -110,4 +123,4 @@ class FeatureQueues(nn.Module):
         self.queue_filled.copy_((self.queue_filled + num_new).clamp(max=queue_size))
 
 
-__all__ = ["FeatureQueues", "MomentumEncodersMixin"]
+__all__ = ["MIN_QUEUE_SIZE", "FeatureQueues", "MomentumEncodersMixin", "fitted_queue_size"]

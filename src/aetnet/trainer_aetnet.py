@@ -25,6 +25,7 @@ from transformers.utils import logging
 
 from .data_collator import AETNetDataCollator
 from .losses import weighted_objective
+from .momentum import FeatureQueues, fitted_queue_size
 from .modelcard_aetnet import write_model_card
 from .configuration_aetnet import AETNetConfig
 from .trainer_callbacks import (
@@ -60,7 +61,7 @@ class AETNetTrainer(Trainer):
       once-per-forward rule (`momentum_update_in_forward` is switched off);
     - ramps the distillation weights (`distill_alpha`, `alpha_warmup_steps`; [`DistillationRampCallback`]);
     - keeps the temperature and the fusion gates out of weight decay;
-    - warns when the feature queue is larger than the training set (stale false negatives, method.md bug 19);
+    - shortens a feature queue longer than half the training set (stale false negatives, method.md bug 19);
     - skips non-finite losses (`skip_nonfinite_loss`);
     - writes a model card (`README.md`) with the measured evaluation results next to every saved model.
 
@@ -118,7 +119,7 @@ class AETNetTrainer(Trainer):
             self.add_callback(AugmentationStepCallback(collator))
         if self._argument("skip_nonfinite_loss"):
             self.add_callback(NonFiniteGradientGuard())
-        self._warn_if_queue_exceeds_dataset(unwrapped)
+        self._fit_queue_to_dataset(unwrapped)
 
     def _argument(self, name: str) -> Any:
         """An AETNet training argument, with its default when `args` is a plain `TrainingArguments`."""
@@ -126,20 +127,38 @@ class AETNetTrainer(Trainer):
             return getattr(self.args, name)
         return AETNetTrainingArguments.__dataclass_fields__[name].default
 
-    def _warn_if_queue_exceeds_dataset(self, model: nn.Module) -> None:
-        config = getattr(model, "config", None)
-        if not getattr(config, "uses_momentum", False) or self.train_dataset is None:
+    def _fit_queue_to_dataset(self, model: nn.Module) -> None:
+        """
+        Shorten a feature queue longer than half the training set (`momentum.fitted_queue_size`; the config follows,
+        so the saved model says what it was trained with), unless `fit_queue_to_dataset` is off, in which case a
+        queue longer than the training set only warns. The new queue starts empty.
+        """
+        base = getattr(model, "base_model", model)
+        if not getattr(base, "has_momentum", False) or self.train_dataset is None:
             return
         try:
             num_examples = len(self.train_dataset)
         except TypeError:  # iterable dataset
             return
-        if config.queue_size > num_examples:
+        config = base.config
+        if not self._argument("fit_queue_to_dataset"):
+            if config.queue_size > num_examples:
+                logger.warning(
+                    f"queue_size ({config.queue_size}) exceeds the number of training examples ({num_examples}): "
+                    "once the queue has filled, it holds stale copies of every document, including the current "
+                    "positive, which then act as false negatives for DITC and IMC."
+                )
+            return
+        size = fitted_queue_size(config.queue_size, num_examples)
+        if size < config.queue_size:
             logger.warning(
-                f"queue_size ({config.queue_size}) exceeds the number of training examples ({num_examples}): once "
-                "the queue has filled, it holds stale copies of every document, including the current positive, "
-                "which then act as false negatives for DITC and IMC. Use a queue_size below the training set size."
+                f"queue_size {config.queue_size} -> {size}: at most half the {num_examples} training examples, so "
+                "that documents rarely meet their own older copies as negatives (`fit_queue_to_dataset=False` keeps "
+                "the configured size)."
             )
+            old = base.queues.image_queue
+            base.queues = FeatureQueues(config.embed_dim, size).to(device=old.device, dtype=old.dtype)
+            config.queue_size = size
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer, with the temperature in a group of its own when `temperature_learning_rate` is set."""

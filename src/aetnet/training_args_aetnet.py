@@ -34,6 +34,11 @@ class AETNetTrainingArguments(TrainingArguments):
     written into the model config's `objective_settings`), and `alpha_warmup_steps` ramps those weights linearly
     from 0 (`AETNetModel.distill_ramp`), by default over the first epoch as ALBEF and SIMLA do.
 
+    > Feature queues
+
+    `fit_queue_to_dataset` (on by default) shortens a queue longer than half the training set to that size: a queue
+    as long as the training set holds an older copy of every document, the positive included, as a negative.
+
     > Temperature
 
     The learnable temperature is put back into its range after every optimizer step (so that a checkpoint never holds
@@ -73,6 +78,13 @@ class AETNetTrainingArguments(TrainingArguments):
     temperature_learning_rate: float | None = field(
         default=None,
         metadata={"help": "Learning rate of the contrastive temperature `temp` (its own group); None: learning_rate."},
+    )
+    fit_queue_to_dataset: bool = field(
+        default=True,
+        metadata={
+            "help": "Shorten a feature queue longer than half the training set to that size (False: keep it, warn "
+            "when it exceeds the training set)."
+        },
     )
     skip_nonfinite_loss: bool = field(
         default=True,
