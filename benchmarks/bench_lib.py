@@ -1,9 +1,10 @@
 """
-Building blocks of `bench_training_step.py`: synthetic inputs, the models under test, one training or inference
-step, interleaved timing, peak memory, and the profiler breakdown of an AETNet training step.
+Building blocks of `bench_training_step.py` and `compare_funsd.py`: the hardware of a result, synthetic inputs, the
+models under test, and one training or inference step (in profiler ranges named `bench::<part>`, which
+`bench_breakdown.py` reads). Timing and memory are in `bench_timing.py`, the profiler breakdown in
+`bench_breakdown.py`.
 
-Everything here measures; nothing changes the models. The breakdown ranges are added with module hooks that exist
-only while one profiled step runs.
+Everything here measures; nothing changes the models.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ import contextlib
 import copy
 import os
 import platform
-import statistics
-import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity, profile, record_function
+from torch.profiler import record_function
 from transformers import LayoutLMv3ForTokenClassification
 
 from aetnet.configuration_aetnet import AETNetConfig
@@ -29,13 +27,6 @@ from aetnet.modeling_aetnet import AETNetForTokenClassification
 
 NUM_LABELS = 7
 RANGE_PREFIX = "bench::"
-# Submodules of `AETNetModel` whose forward time counts towards each part of the breakdown.
-PART_MODULES = {
-    "aligners": ("vision_model", "text_model", "vision_proj", "text_proj"),
-    "momentum_encoders": ("vision_model_m", "text_model_m", "vision_proj_m", "text_proj_m"),
-}
-FORWARD_PARTS = ("aligners", "momentum_encoders", "fusion", "objectives")
-STEP_PARTS = (*FORWARD_PARTS, "other_forward", "backward", "optimizer", "momentum_update", "unattributed")
 
 
 @dataclass
@@ -164,249 +155,14 @@ def inference_step(variant: Variant, inputs: dict, device: torch.device, dtype: 
         return variant.forward(**_model_inputs(variant, inputs, with_labels=False)).logits
 
 
-def time_interleaved(
-    variants: list[Variant], step: Callable[[Variant], object], warmup: int, steps: int, device: torch.device
-) -> dict[str, list[float]]:
-    """
-    Milliseconds per call of `step(variant)`, after `warmup` untimed rounds. The variants take turns within each
-    round, in alternating order, so that load drift on a shared machine hits them alike.
-    """
-    times = defaultdict(list)
-    for round_index in range(warmup + steps):
-        order = variants if round_index % 2 == 0 else variants[::-1]
-        for variant in order:
-            synchronize(device)
-            start = time.perf_counter()
-            step(variant)
-            synchronize(device)
-            if round_index >= warmup:
-                times[variant.name].append((time.perf_counter() - start) * 1e3)
-    return dict(times)
-
-
-def summarize(times_ms: list[float]) -> dict:
-    ordered = sorted(times_ms)
-    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [ordered[0]] * 3
-    return {
-        "median_ms": statistics.median(ordered),
-        "p25_ms": quartiles[0],
-        "p75_ms": quartiles[2],
-        "min_ms": ordered[0],
-        "times_ms": [round(t, 3) for t in times_ms],
-    }
-
-
-def persistent_bytes(variant: Variant) -> int:
-    """Bytes that live across steps: parameters, buffers, gradients still held, and optimizer state."""
-    model = variant.model
-    tensors = [*model.parameters(), *model.buffers()]
-    tensors += [p.grad for p in model.parameters() if p.grad is not None]
-    tensors += [v for state in variant.optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def _cpu_transient_peak(prof) -> int | None:
-    """
-    Peak bytes allocated and still alive within a CPU profile, from the allocator's running total in the profiler's
-    allocation events (private `experimental_event_tree` API; `None` when unavailable).
-    """
-    try:
-        from torch._C._profiler import _EventType
-
-        stack, allocations = list(prof.profiler.kineto_results.experimental_event_tree()), []
-        while stack:
-            event = stack.pop()
-            if event.tag == _EventType.Allocation and event.typed[1].device.type == "cpu":
-                allocations.append((event.start_time_ns, event.typed[1].alloc_size, event.typed[1].total_allocated))
-            stack.extend(event.children)
-    except (AttributeError, ImportError, RuntimeError):
-        return None
-    if not allocations:
-        return 0
-    allocations.sort()
-    start_total = allocations[0][2] - allocations[0][1]
-    return max(total for _, _, total in allocations) - start_total
-
-
-def measured_call(fn: Callable[[], object], device: torch.device, hooks: contextlib.AbstractContextManager):
-    """
-    Run `fn` once under the profiler (closing `hooks` after it) and return `(profile, wall_ms, transient_bytes)`:
-    the peak bytes allocated on top of what existed before the call (CUDA caching-allocator statistics on GPU,
-    the profiler's CPU allocation events on CPU).
-    """
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    synchronize(device)
-    if device.type == "cuda":
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    with hooks, profile(activities=activities, profile_memory=device.type == "cpu") as prof:
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        wall_ms = (time.perf_counter() - start) * 1e3
-    if device.type == "cuda":
-        transient = torch.cuda.max_memory_allocated(device) - before
-    else:
-        transient = _cpu_transient_peak(prof)
-    return prof, wall_ms, transient
-
-
-@contextlib.contextmanager
-def part_ranges(model: AETNetForTokenClassification):
-    """Profiler ranges `bench::<part>` around the submodules of each breakdown part, for the duration of the block."""
-    base, handles = model.aetnet, []
-
-    def add(module: nn.Module, label: str) -> None:
-        open_ranges = []
-
-        def enter(*_):
-            open_ranges.append(record_function(RANGE_PREFIX + label).__enter__())
-
-        def leave(*_):
-            open_ranges.pop().__exit__(None, None, None)
-
-        handles.extend([module.register_forward_pre_hook(enter), module.register_forward_hook(leave)])
-
-    for label, names in PART_MODULES.items():
-        for name in names:
-            if getattr(base, name, None) is not None:
-                add(getattr(base, name), label)
-    for module in objective_loss_modules(base):
-        add(module, "objectives")
-    add(base.layoutlmv3, "fusion")
-    add(model.classifier, "fusion")
-    enqueue = base.queues.enqueue
-
-    def ranged_enqueue(*args, **kwargs):
-        with record_function(RANGE_PREFIX + "objectives"):
-            return enqueue(*args, **kwargs)
-
-    base.queues.enqueue = ranged_enqueue
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        del base.queues.enqueue
-
-
-def objective_loss_modules(base) -> list[nn.Module]:
-    """The tensor-level loss module of every enabled objective (`objective.loss`): the objectives' own work, after
-    the projections the aligners' range already counts."""
-    return [objective.loss for objective in base.objectives.values()]
-
-
-def breakdown(prof, wall_ms: float, device: torch.device) -> dict:
-    """
-    Milliseconds and shares of each step part. On CPU the parts are the ranges' wall times inside the profiled step;
-    on CUDA they are the kernel times launched inside each range, and `backward` is the remaining kernel time (the
-    autograd engine launches backward kernels from its own thread, outside the ranges). `unattributed` is the CPU
-    time outside every range (summing the losses, Python glue); it is folded into `backward` on CUDA.
-    """
-    on_cuda = device.type == "cuda"
-    ranges = defaultdict(float)
-    kernel_ms = 0.0
-    cpu = torch.autograd.DeviceType.CPU
-    for event in prof.events():
-        if event.name.startswith(RANGE_PREFIX):
-            if event.device_type != cpu:
-                continue  # the GPU-timeline copy of a range
-            micros = event.device_time_total if on_cuda else event.cpu_time_total
-            ranges[event.name[len(RANGE_PREFIX) :]] += micros / 1e3
-        elif on_cuda and event.device_type != cpu:
-            kernel_ms += event.device_time_total / 1e3
-    parts = {name: ranges.get(name, 0.0) for name in (*FORWARD_PARTS, "optimizer", "momentum_update")}
-    parts["other_forward"] = max(0.0, ranges.get("forward", 0.0) - sum(parts[name] for name in FORWARD_PARTS))
-    total = kernel_ms if on_cuda else wall_ms
-    attributed = sum(value for name, value in parts.items())
-    parts["backward"] = max(0.0, total - attributed) if on_cuda else ranges.get("backward", 0.0)
-    parts["unattributed"] = max(0.0, total - attributed - parts["backward"])
-    parts = {name: parts[name] for name in STEP_PARTS}
-    return {
-        "total_ms": total,
-        "basis": "CUDA kernel time" if on_cuda else "CPU wall time of the profiled step",
-        "parts_ms": parts,
-        "shares": {name: value / total if total else 0.0 for name, value in parts.items()},
-    }
-
-
-def _alias(value):
-    """A detached alias (no copy) of a tensor argument, a leaf requiring grad where the original did."""
-    if torch.is_tensor(value):
-        return value.detach().requires_grad_(value.requires_grad and value.is_floating_point())
-    return value
-
-
-@contextlib.contextmanager
-def objective_capture(model: AETNetForTokenClassification):
-    """
-    Record the inputs of every loss-module call and queue update made inside the block, as detached aliases (no copy,
-    so the measured step's time and memory stay as they are). Yields the `(loss_calls, enqueue_calls)` lists.
-    """
-    base, loss_calls, enqueue_calls, handles = model.aetnet, [], [], []
-
-    def record(module, args, kwargs):
-        loss_calls.append((module, [_alias(a) for a in args], {k: _alias(v) for k, v in kwargs.items()}))
-
-    for module in objective_loss_modules(base):
-        handles.append(module.register_forward_pre_hook(record, with_kwargs=True))
-    patched = "enqueue" in vars(base.queues)  # by `part_ranges`, when both are active
-    enqueue = base.queues.enqueue
-
-    def recorded_enqueue(*args):
-        enqueue_calls.append([_alias(a) for a in args])
-        return enqueue(*args)
-
-    base.queues.enqueue = recorded_enqueue
-    try:
-        yield loss_calls, enqueue_calls
-    finally:
-        for handle in handles:
-            handle.remove()
-        if patched:
-            base.queues.enqueue = enqueue
-        else:
-            del base.queues.enqueue
-
-
-def time_objectives(model, loss_calls, enqueue_calls, device: torch.device, reps: int) -> float:
-    """Median ms of the four objectives' forward + backward and the queue update, replayed on captured inputs."""
-    leaves = [t for _, args, kwargs in loss_calls for t in (*args, *kwargs.values()) if torch.is_tensor(t)]
-    leaves = [t for t in leaves if t.requires_grad]
-
-    def once():
-        total = sum(module(*args, **kwargs) for module, args, kwargs in loss_calls)
-        total.backward()
-        for args in enqueue_calls:
-            model.aetnet.queues.enqueue(*args)
-        for leaf in leaves:
-            leaf.grad = None
-
-    once()
-    times = []
-    for _ in range(reps):
-        synchronize(device)
-        start = time.perf_counter()
-        once()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 __all__ = [
     "NUM_LABELS",
-    "STEP_PARTS",
+    "RANGE_PREFIX",
     "Variant",
-    "breakdown",
     "build_variants",
-    "objective_capture",
+    "hardware",
     "inference_step",
     "make_inputs",
-    "measured_call",
-    "part_ranges",
-    "persistent_bytes",
-    "summarize",
-    "time_interleaved",
-    "time_objectives",
+    "synchronize",
     "train_step",
 ]

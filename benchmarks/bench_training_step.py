@@ -30,22 +30,9 @@ from pathlib import Path
 import torch
 import transformers
 
-from bench_lib import (
-    STEP_PARTS,
-    breakdown,
-    build_variants,
-    hardware,
-    inference_step,
-    make_inputs,
-    measured_call,
-    objective_capture,
-    part_ranges,
-    persistent_bytes,
-    summarize,
-    time_interleaved,
-    time_objectives,
-    train_step,
-)
+from bench_breakdown import STEP_PARTS, breakdown, objective_capture, part_ranges, time_objectives
+from bench_lib import build_variants, hardware, inference_step, make_inputs, train_step
+from bench_timing import measured_call, persistent_bytes, summarize, time_interleaved
 
 
 # The targets, AETNet / stock LayoutLMv3. They are stated for base sizes, bf16, 512 tokens and 224 px on an

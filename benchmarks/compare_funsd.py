@@ -40,7 +40,7 @@ import torch
 import transformers
 
 from aetnet.configuration_aetnet import ALIGNMENT_OBJECTIVES
-from aetnet.visualization import loss_curves
+from aetnet.training_plots import loss_curves
 from bench_lib import hardware
 
 

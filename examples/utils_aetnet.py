@@ -57,7 +57,7 @@ from aetnet.pipeline_aetnet import save_custom_pipelines
 from aetnet.processing_aetnet import AETNetProcessor
 from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
 from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
-from aetnet.visualization import plot_loss_curves
+from aetnet.training_plots import plot_loss_curves
 
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from transformers import LayoutLMv3ImageProcessorPil
 
-from aetnet.cli import main, to_json
+from aetnet.cli import main
+from aetnet.commands.predict import to_json
 from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.data.funsd import FUNSD_LABELS
 from aetnet.data.synthetic import generate_synthetic_forms

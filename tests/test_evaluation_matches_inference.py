@@ -17,7 +17,8 @@ from transformers import LayoutLMv3ImageProcessorPil
 from aetnet.data.reader_utils import token_classification_features
 from aetnet.data.synthetic import generate_synthetic_forms
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.inference import MODEL_INPUT_NAMES, DocumentPredictor, Page
+from aetnet.inference import DocumentPredictor, Page
+from aetnet.inference_checkpoints import MODEL_INPUT_NAMES
 from aetnet.processing_aetnet import AETNetProcessor
 from aetnet.qa_decoding import best_answer_spans
 from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 import aetnet.visualization as visualization
-from aetnet.visualization import KNOWN_COLORS, draw_prediction, layout_tags
+from aetnet.tag_layout import layout_tags
+from aetnet.visualization import KNOWN_COLORS, draw_prediction
 
 
 LABELS = ["QUESTION", "ANSWER", "HEADER"]

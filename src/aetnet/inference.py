@@ -16,16 +16,9 @@ Run a trained AETNet checkpoint on document pages, the way `aetnet predict` does
 
 Pages come from image files, folders and PDFs (rendered with pypdfium2), or from images in memory (`pages.py`). Words
 and boxes come from Tesseract unless they are given. Long pages are split into the processor's overlapping windows
-and merged back to one prediction per word, by the rules evaluation uses too: word labels by
-[`~aetnet.windowing.merge_window_predictions`], answers by [`~aetnet.qa_decoding.best_answer_spans`]. Every page
-becomes one JSON-ready dict, whatever the head:
-
-- token classification: `words` (text, box, label, confidence) and `entities` (BIO groups: label, text, box,
-  confidence, word indices);
-- sequence classification: `label`, `score` and `scores` (probabilities averaged over the page's windows);
-- question answering: `answers`, one per question (text, box, score, word indices).
-
-Boxes in the output are in pixels of the page image; `width` and `height` give its size.
+and merged back to one prediction per word, by the rules evaluation uses too. Every page becomes one JSON-ready dict,
+whatever the head; `inference_results.py` builds it and says what it holds. How a checkpoint is recognised and
+loaded is in `inference_checkpoints.py`.
 
 The model may be a PyTorch model or an exported ONNX file run by ONNX Runtime
 ([`~aetnet.onnx_export.ONNXDocumentModel`]): both go through the same windows, merging and decoding.
@@ -42,16 +35,12 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from transformers import (
-    AutoConfig,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-)
 from transformers.utils import logging
 
 from .data_collator import AETNetDataCollator
-from .entities import group_entities, is_bio, word_span
+from .entities import group_entities, is_bio
+from .inference_checkpoints import MODEL_INPUT_NAMES, TASKS, load_checkpoint, resolve_device, task_of, text_positions
+from .inference_results import batch_window_scores, best_answer, classify_page, label_words, page_result
 from .pages import (
     IMAGE_EXTENSIONS,
     PDF_EXTENSIONS,
@@ -60,70 +49,19 @@ from .pages import (
     PageSource,
     as_page,
     collect_page_sources,
+    load_pages,
     words_entry,
     words_key_for,
 )
-from .processing_aetnet import WORD_INDEX_KEY, AETNetProcessor, default_stride, merge_window_predictions
-from .qa_decoding import best_answer_spans
+from .processing_aetnet import WORD_INDEX_KEY, AETNetProcessor, default_stride
 
 
 logger = logging.get_logger(__name__)
 
-TASKS = {
-    "token-classification": AutoModelForTokenClassification,
-    "sequence-classification": AutoModelForSequenceClassification,
-    "question-answering": AutoModelForQuestionAnswering,
-}
-_ARCHITECTURE_SUFFIXES = {
-    "ForTokenClassification": "token-classification",
-    "ForSequenceClassification": "sequence-classification",
-    "ForQuestionAnswering": "question-answering",
-    "ForDocumentQuestionAnswering": "question-answering",
-}
 # What one page can raise without the others being affected: bad files, bad words or boxes, Tesseract failures.
 _PAGE_ERRORS = (ValueError, RuntimeError, OSError)
 _WINDOW_KEYS = ("input_ids", "bbox", "attention_mask", WORD_INDEX_KEY)
-MODEL_INPUT_NAMES = ("input_ids", "bbox", "attention_mask", "pixel_values")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`None`/`"auto"` picks CUDA, then MPS, then CPU; anything else is passed to `torch.device`."""
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
-def task_of(config) -> str:
-    """The task of a checkpoint, from the head class named in `config.architectures`."""
-    for architecture in getattr(config, "architectures", None) or []:
-        for suffix, task in _ARCHITECTURE_SUFFIXES.items():
-            if architecture.endswith(suffix):
-                return task
-    raise ValueError(
-        f"Cannot tell the task of this checkpoint from `architectures`={getattr(config, 'architectures', None)}; "
-        f"pass `task` (one of {list(TASKS)})."
-    )
-
-
-def text_positions(config, tokenizer) -> int:
-    """Longest window (in tokens) a model with `config` and `tokenizer` take: RoBERTa-style positions start after the
-    padding index."""
-    config = getattr(config, "layout_config", config)
-    positions = getattr(config, "max_position_embeddings", 514) - 2
-    return min(positions, tokenizer.model_max_length)
-
-
-def _pixel_boxes(boxes: Sequence[Sequence[float]], normalized: bool, size: tuple[int, int]) -> list[list[int]]:
-    array = np.asarray(boxes, dtype=float).reshape(-1, 4)
-    if normalized:
-        width, height = size
-        array = array * np.array([width, height, width, height]) / 1000.0
-    return np.round(array).astype(int).tolist()
 
 
 class DocumentPredictor:
@@ -209,23 +147,7 @@ class DocumentPredictor:
         """Load the model (with the Auto class of its task) and its processor from one folder; `kwargs` go to
         `DocumentPredictor`. With `onnx` (an `.onnx` file written by [`~aetnet.onnx_export.export_onnx`]), the forward
         pass runs that file in ONNX Runtime and only the config and processor are read from the folder."""
-        path = str(model_name_or_path)
-        config = AutoConfig.from_pretrained(path)
-        task = task_of(config) if task is None else task
-        if task not in TASKS:
-            raise ValueError(f"`task` must be one of {list(TASKS)}, got {task!r}")
-        if onnx is not None:
-            from .onnx_export import ONNXDocumentModel
-
-            model = ONNXDocumentModel(onnx, config, device=kwargs.get("device"))
-        else:
-            model = TASKS[task].from_pretrained(path)
-        try:
-            processor = AETNetProcessor.from_pretrained(path)
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"{path} has no usable processor (save it with `processor.save_pretrained`): {error}"
-            ) from error
+        model, processor, task = load_checkpoint(model_name_or_path, task=task, onnx=onnx, device=kwargs.get("device"))
         return cls(model, processor, task=task, **kwargs)
 
     def _text_positions(self) -> int:
@@ -235,7 +157,7 @@ class DocumentPredictor:
 
     def __call__(self, inputs, *, questions: str | Sequence[str] | None = None, pdf_dpi: float = 200) -> list[dict]:
         """
-        Predict every page of `inputs` and return one dict per page (see the module docstring).
+        Predict every page of `inputs` and return one dict per page (see [`~aetnet.inference_results`]).
 
         Args:
             inputs: a path (image, folder or PDF), a PIL image or array, a dict `{"image", "words", "boxes",
@@ -246,18 +168,7 @@ class DocumentPredictor:
         Raises:
             `PageLoadError` for paths that cannot be read, `ValueError` for bad words or boxes.
         """
-        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-        pages = []
-        for index, item in enumerate(items):
-            if isinstance(item, (str, os.PathLike)):
-                sources, errors = collect_page_sources([item])
-                if errors:
-                    raise PageLoadError(f"{errors[0][0]}: {errors[0][1]}")
-                for source in sources:
-                    number = None if source.index is None else source.index + 1
-                    pages.append(Page(source.load(pdf_dpi), source.name, source.path, number))
-            else:
-                pages.append(as_page(item, index))
+        pages = load_pages(inputs, pdf_dpi)
         results = []
         for start in range(0, len(pages), self.batch_size):
             batch = pages[start : start + self.batch_size]
@@ -353,18 +264,7 @@ class DocumentPredictor:
             )
             words, boxes, normalized = list(words), [list(b) for b in boxes], True
         encoded = [(q, self._encode(page.image, words, boxes, normalized, q)) for q in questions or [None]]
-        pixel_boxes = _pixel_boxes(boxes, normalized, page.image.size)
-        result = {
-            "name": page.name,
-            "source": page.source,
-            "page": page.page_number,
-            "width": page.image.width,
-            "height": page.image.height,
-            "task": self.task,
-            "ocr": page.words is None,
-            "words": [{"text": word, "box": box} for word, box in zip(words, pixel_boxes)],
-        }
-        return result, encoded
+        return page_result(page, words, boxes, normalized, self.task), encoded
 
     def _encode(self, image, words, boxes, normalized, question) -> list[dict]:
         """Windows of one page (and question) as a list of unpadded dicts of tensors."""
@@ -413,17 +313,7 @@ class DocumentPredictor:
     def window_scores(self, output, lengths: Sequence[int]) -> list[dict]:
         """Float32 CPU scores of each window of a batch `output`, cut to the window's own number of tokens
         (`lengths`): token `logits`, page-class `probs`, or `start` / `end` logits."""
-        results = []
-        for row, n in enumerate(lengths):
-            if self.task == "question-answering":
-                # The QA head also scores the visual tokens after the text: keep the text part.
-                start, end = output.start_logits[row, :n], output.end_logits[row, :n]
-                results.append({"start": start.float().cpu(), "end": end.float().cpu()})
-            elif self.task == "token-classification":
-                results.append({"logits": output.logits[row, :n].float().cpu()})
-            else:
-                results.append({"probs": output.logits[row].float().softmax(-1).cpu()})
-        return results
+        return batch_window_scores(output, lengths, self.task)
 
     def decode(self, result: dict, encoded: list[tuple[str | None, list[dict], list[dict]]]) -> dict:
         """Last step: fill `result` (from [`~DocumentPredictor.prepare`]) from `(question, windows, outputs)` of each
@@ -433,52 +323,22 @@ class DocumentPredictor:
         return result
 
     def _decode(self, result: dict, windows: list[dict], outputs: list[dict], question: str | None) -> None:
-        words = result["words"]
         if self.task == "sequence-classification":
-            probs = torch.stack([o["probs"] for o in outputs]).mean(0)
-            best = int(probs.argmax())
-            result["label"], result["score"] = self.labels[best], round(float(probs[best]), 4)
-            result["scores"] = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
+            classify_page(result, outputs, self.labels)
         elif self.task == "token-classification":
-            # Per-word class probabilities by the rule evaluation uses too (see `merge_window_predictions`).
-            logits = [output["logits"] for output in outputs]
-            mapping = torch.zeros(len(windows), dtype=torch.long)
-            word_index = [window[WORD_INDEX_KEY] for window in windows]
-            merged = merge_window_predictions(logits, word_index, mapping, len(words))[0]
-            unseen = 0
-            for word, row in zip(words, merged):
-                if torch.isnan(row).any():
-                    word.update(label=None, confidence=None)
-                    unseen += 1
-                else:
-                    best = int(row.argmax())
-                    word.update(label=self.labels[best], confidence=round(float(row[best]), 4))
+            unseen = label_words(result, windows, outputs, self.labels, self.bio)
             if unseen:
                 logger.warning(f"{result['name']}: {unseen} word(s) were in no window and got no label.")
-            result["entities"] = group_entities(words, self.bio)
         else:
-            result.setdefault("answers", []).append(self._best_answer(words, windows, outputs, question))
-
-    def _best_answer(self, words: list[dict], windows: list[dict], outputs: list[dict], question: str) -> dict:
-        """The answer of one question: the span decoder of evaluation too ([`~aetnet.qa_decoding.best_answer_spans`],
-        whose docstring states the rule) over the question's windows."""
-        (span,) = best_answer_spans(
-            [output["start"] for output in outputs],
-            [output["end"] for output in outputs],
-            [window[WORD_INDEX_KEY] for window in windows],
-            num_examples=1,
-            n_best_size=self.n_best_size,
-            max_answer_length=self.max_answer_tokens,
-        )
-        first, last = span["start_word"], span["end_word"]
-        if first < 0:
-            return {"question": question, "text": "", "box": None, "score": 0.0, "words": []}
-        return {
-            "question": question,
-            **word_span(words, first, last),
-            "score": round(span["score"], 4),
-            "words": list(range(first, last + 1)),
-        }
+            answer = best_answer(
+                result["words"],
+                windows,
+                outputs,
+                question,
+                n_best_size=self.n_best_size,
+                max_answer_tokens=self.max_answer_tokens,
+            )
+            result.setdefault("answers", []).append(answer)
 
 
 def predict(model, inputs, *, questions: str | Sequence[str] | None = None, **kwargs) -> list[dict]:
@@ -508,19 +368,14 @@ def predict(model, inputs, *, questions: str | Sequence[str] | None = None, **kw
 __all__ = [
     "DocumentPredictor",
     "IMAGE_EXTENSIONS",
-    "MODEL_INPUT_NAMES",
     "PDF_EXTENSIONS",
     "Page",
     "PageLoadError",
     "PageSource",
-    "TASKS",
     "as_page",
     "collect_page_sources",
     "group_entities",
     "is_bio",
     "predict",
-    "resolve_device",
-    "task_of",
-    "text_positions",
     "words_key_for",
 ]

@@ -45,8 +45,8 @@ import numpy as np
 from PIL import Image
 from transformers.utils import logging
 
-from .processing_aetnet import _to_rgb_image
-from .processing_aetnet import run_tesseract as _tesseract  # the default engine; tests replace it here
+from .processing_images import run_tesseract as _tesseract  # the default engine; tests replace it here
+from .processing_images import to_rgb_image
 
 
 logger = logging.get_logger(__name__)
@@ -86,7 +86,7 @@ def load_page_image(image) -> Image.Image:
                 image = opened.copy()  # closing the file releases the pixels of the opened image
         except (OSError, Image.DecompressionBombError) as error:
             raise ValueError(f"Cannot read the page image {os.fspath(image)!r}: {error}") from None
-    return _to_rgb_image(image, 0)
+    return to_rgb_image(image, 0)
 
 
 @contextmanager

@@ -46,7 +46,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
-from .inference import MODEL_INPUT_NAMES, TASKS, task_of
+from .inference_checkpoints import MODEL_INPUT_NAMES, TASKS, task_of
 
 
 OUTPUT_NAMES = {

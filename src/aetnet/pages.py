@@ -37,6 +37,7 @@ logger = logging.get_logger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".pbm")
 PDF_EXTENSIONS = (".pdf",)
 
+
 class PageLoadError(ValueError):
     """A path that does not exist, is not an image or a PDF, or cannot be decoded."""
 
@@ -181,6 +182,24 @@ def as_page(
     )
 
 
+def load_pages(inputs, pdf_dpi: float = 200) -> list[Page]:
+    """Every page of `inputs` (a path to an image, folder or PDF, an image, a dict or a [`Page`], or a list of these)
+    in memory, PDF pages rendered at `pdf_dpi`; raises [`PageLoadError`] for the first path that cannot be read."""
+    items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    pages = []
+    for index, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            sources, errors = collect_page_sources([item])
+            if errors:
+                raise PageLoadError(f"{errors[0][0]}: {errors[0][1]}")
+            for source in sources:
+                number = None if source.index is None else source.index + 1
+                pages.append(Page(source.load(pdf_dpi), source.name, source.path, number))
+        else:
+            pages.append(as_page(item, index))
+    return pages
+
+
 def words_key_for(words: dict[str, dict], source: PageSource) -> str | None:
     """The key of a page in a `--words-json` mapping: its page name, file name, stem or path; `None` if absent."""
     path = Path(source.path)
@@ -208,6 +227,7 @@ __all__ = [
     "PageSource",
     "as_page",
     "collect_page_sources",
+    "load_pages",
     "words_entry",
     "words_key_for",
 ]

@@ -57,7 +57,8 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 from transformers.pipelines.document_question_answering import DocumentQuestionAnsweringPipeline
 
-from .inference import DocumentPredictor, as_page, task_of, text_positions
+from .inference import DocumentPredictor, as_page
+from .inference_checkpoints import task_of, text_positions
 from .processing_aetnet import default_stride
 
 

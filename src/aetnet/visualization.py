@@ -13,7 +13,7 @@
 # limitations under the License.
 """
 Pictures of page predictions: one colour per entity type, a box and a small tag per entity, and a legend. Tags
-are placed where they cover no word of the page ([`layout_tags`]).
+are placed where they cover no word of the page ([`~aetnet.tag_layout.layout_tags`]).
 
 [`draw_prediction`] takes a page image and the dict that [`~aetnet.inference.DocumentPredictor`] returns for it
 (token classification, sequence classification or question answering) and returns an RGB image of the same size as
@@ -23,12 +23,13 @@ fewest predicted boxes.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from .tag_layout import TAG_PADDING, layout_tags, load_font
 
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), then tab10 for larger label sets.
@@ -63,15 +64,6 @@ def label_colors(labels: Iterable[str]) -> dict[str, tuple[int, int, int]]:
         else:
             colors[label], used = free[used % len(free)], used + 1
     return colors
-
-
-@functools.lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.ImageFont:
-    """DejaVu Sans where the system has it (clear at small sizes), else Pillow's bundled font."""
-    try:
-        return ImageFont.truetype("DejaVuSans.ttf", size)
-    except OSError:
-        return ImageFont.load_default(size=size)
 
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
@@ -120,7 +112,7 @@ def draw_prediction(
     scale_x = width / prediction.get("width", width)
     scale_y = height / prediction.get("height", height)
     font_size = font_size or max(10, round(height / 75))
-    font = _font(font_size)
+    font = load_font(font_size)
     line = max(2, round(min(width, height) / 400))
 
     task = prediction.get("task", "token-classification")
@@ -154,7 +146,7 @@ def draw_prediction(
 
     if task == "sequence-classification":
         banner = f"{prediction.get('label')} ({prediction.get('score', 0):.2f})"
-        banner_font = _font(max(14, round(height / 30)))
+        banner_font = load_font(max(14, round(height / 30)))
         text_width, text_height = _text_size(draw, banner, banner_font)
         draw.rectangle([0, 0, text_width + 16, text_height + 16], fill=(*PALETTE[0], 230))
         draw.text((8, 6), banner, fill=(255, 255, 255, 255), font=banner_font)
@@ -180,18 +172,9 @@ def draw_prediction(
             draw.line(leader, fill=(*color, 150), width=1)
         draw.rectangle(rectangle, fill=(*color, 230))
         origin = (rectangle[0] + TAG_PADDING, rectangle[1] + TAG_PADDING)
-        draw.text(origin, text, fill=(255, 255, 255, 255), font=_font(size))
+        draw.text(origin, text, fill=(255, 255, 255, 255), font=load_font(size))
     _draw_legend(draw, legend, colors, font, legend_box)
     return Image.alpha_composite(page.convert("RGBA"), overlay).convert("RGB")
-
-
-TAG_PADDING = 1
-
-
-def _tag_extent(text: str, font_size: int) -> tuple[int, int]:
-    """Width and height of a tag: the text's ink box from the origin plus the padding around it."""
-    left, top, right, bottom = _font(font_size).getbbox(text)
-    return right + 2 * TAG_PADDING, bottom + 2 * TAG_PADDING
 
 
 def _leader(tag: list[float], box: list[float]) -> list[float]:
@@ -220,117 +203,6 @@ def _crosses(segment: list[float], rects: np.ndarray, own_box: list[float]) -> b
         & (ys[:, None] < rects[None, :, 3])
     )
     return bool(inside.any())
-
-
-def _candidates(box, tag_width: float, tag_height: float, size: tuple[int, int], gap: float) -> tuple[np.ndarray, int]:
-    """Top-left corners to try for a tag of a box, best first, and how many of them touch the box (the rest, in the
-    margins and further along the row, get a leader line)."""
-    x0, y0, x1, y1 = box
-    width, height = size
-    cy = (y0 + y1) / 2 - tag_height / 2
-    near = [
-        (x0, y0 - tag_height - gap),  # above, at the left
-        (x1 - tag_width, y0 - tag_height - gap),  # above, at the right
-        (x0, y1 + gap),  # below
-        (x1 - tag_width, y1 + gap),
-        (x0 - tag_width - gap, cy),  # left
-        (x1 + gap, cy),  # right
-    ]
-    far = []
-    step = max(tag_height / 2, 2)
-    # Along the line above and below the box, then further left and right on its row.
-    for offset in np.arange(step, max(width, 1), step * 2):
-        far += [(x0 + offset, y0 - tag_height - gap), (x0 - offset, y0 - tag_height - gap)]
-        far += [(x0 + offset, y1 + gap), (x0 - offset, y1 + gap)]
-        if len(far) > 400:
-            break
-    # The page margins, from the box's row outwards.
-    for offset in np.arange(0, height, step):
-        for y in (cy - offset, cy + offset):
-            far += [(gap, y), (width - tag_width - gap, y)]
-    corners = np.asarray(near + far, dtype=float)
-    return corners, len(near)
-
-
-def layout_tags(
-    boxes: list[list[float]],
-    texts: list[list[str]],
-    size: tuple[int, int],
-    *,
-    obstacles: list[list[float]] = (),
-    font_sizes: tuple[int, ...] = (9, 7),
-    gap: float = 1.0,
-) -> list[dict | None]:
-    """
-    Place one tag per box so that no tag covers an obstacle (the page's words and the entity boxes), another tag or
-    the page border.
-
-    For each box, in reading order of the boxes (top to bottom), the texts of `texts[i]` (longest first, e.g. with
-    and without the confidence) are tried at each of `font_sizes` in turn, at the candidate places of
-    [`_candidates`]: touching the box (above, below, left, right) if one is free, else the free place nearest to
-    the box, further along its row or in the page margins.
-
-    Args:
-        boxes (`list[list[float]]`): `[x0, y0, x1, y1]` of each box to tag, in pixels.
-        texts (`list[list[str]]`): the tag texts to try for each box, preferred first.
-        size (`tuple[int, int]`): page width and height.
-        obstacles (`list[list[float]]`, *optional*): rectangles no tag may overlap.
-        font_sizes (`tuple[int, ...]`, *optional*, defaults to `(9, 7)`): font sizes to try, preferred first.
-        gap (`float`, *optional*, defaults to 1): free pixels between a tag and what it must not touch.
-
-    Returns:
-        `list[dict | None]`: per box, `{"box": [x0, y0, x1, y1], "text", "font_size", "leader"}` (`leader`: the tag
-        does not touch its box and needs a line to it), or `None` when no free place was found.
-    """
-    width, height = size
-    blocked = np.asarray(list(obstacles), dtype=float).reshape(-1, 4)
-    placed = np.empty((0, 4))
-    results: list[dict | None] = [None] * len(boxes)
-    order = sorted(range(len(boxes)), key=lambda i: (boxes[i][1], boxes[i][0]))
-    for index in order:
-        box = boxes[index]
-        found = None
-        for font_size in font_sizes:
-            for text in texts[index]:
-                tag_width, tag_height = _tag_extent(text, font_size)
-                corners, num_near = _candidates(box, tag_width, tag_height, size, gap)
-                rects = np.concatenate([corners, corners + [tag_width, tag_height]], axis=1)
-                inside = (rects[:, 0] >= 0) & (rects[:, 1] >= 0) & (rects[:, 2] <= width) & (rects[:, 3] <= height)
-                free = inside & ~_hits(rects, blocked, gap) & ~_hits(rects, placed, gap)
-                hits = np.flatnonzero(free)
-                if hits.size:
-                    near = hits[hits < num_near]
-                    # Touching the box if possible; otherwise the free place nearest to it (shortest leader line).
-                    choice = int(near[0]) if near.size else int(hits[np.argmin(_distances(rects[hits], box))])
-                    found = {
-                        "box": [float(v) for v in rects[choice]],
-                        "text": text,
-                        "font_size": font_size,
-                        "leader": choice >= num_near,
-                    }
-                    break
-            if found:
-                break
-        if found:
-            results[index] = found
-            placed = np.vstack([placed, found["box"]])
-    return results
-
-
-def _distances(rects: np.ndarray, box) -> np.ndarray:
-    """Distance from each rectangle (n, 4) to `box`: 0 where they touch."""
-    dx = np.maximum(0, np.maximum(box[0] - rects[:, 2], rects[:, 0] - box[2]))
-    dy = np.maximum(0, np.maximum(box[1] - rects[:, 3], rects[:, 1] - box[3]))
-    return np.hypot(dx, dy)
-
-
-def _hits(rects: np.ndarray, others: np.ndarray, gap: float) -> np.ndarray:
-    """Which of `rects` (n, 4) come within `gap` of any of `others` (m, 4)."""
-    if not len(others) or not len(rects):
-        return np.zeros(len(rects), dtype=bool)
-    overlap_x = (rects[:, None, 0] < others[None, :, 2] + gap) & (others[None, :, 0] - gap < rects[:, None, 2])
-    overlap_y = (rects[:, None, 1] < others[None, :, 3] + gap) & (others[None, :, 1] - gap < rects[:, None, 3])
-    return (overlap_x & overlap_y).any(axis=1)
 
 
 def _legend_layout(draw, entries, font, size, drawn) -> dict | None:
@@ -373,56 +245,9 @@ def _draw_legend(draw, entries, colors, font, layout) -> None:
         y += row_height
 
 
-def loss_curves(log_history: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
-    """The training loss terms of a `Trainer` log history (`loss`, `loss_task`, `loss_ditc`, ...), each as
-    (optimizer steps, values). Evaluation entries (`eval_loss_*`) are left out."""
-    curves: dict[str, tuple[list[int], list[float]]] = {}
-    for entry in log_history:
-        if "loss" not in entry or "step" not in entry:
-            continue
-        for name, value in entry.items():
-            if name == "loss" or (name.startswith("loss_") and isinstance(value, (int, float))):
-                steps, values = curves.setdefault(name, ([], []))
-                steps.append(entry["step"])
-                values.append(value)
-    return curves
-
-
-def plot_loss_curves(log_history: list[dict], path: str, title: str | None = None) -> str | None:
-    """
-    Plot the training loss terms of a `Trainer` log history (`loss`, `loss_task`, `loss_ditc`, ... against the step)
-    to a PNG, one line per term, so that one can see which objectives learn. Returns the path, or None when the
-    history has no training loss. Needs matplotlib (`pip install 'aetnet[examples]'`).
-    """
-    curves = loss_curves(log_history)
-    if not curves:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for name, (steps, values) in sorted(curves.items()):
-        axis.plot(steps, values, marker="o", markersize=3, label="total (weighted)" if name == "loss" else name[5:])
-    axis.set_xlabel("optimizer step")
-    axis.set_ylabel("loss (alignment terms unweighted)")
-    axis.set_yscale("log")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, ncol=2)
-    axis.set_title(title or "AETNet training losses")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
 __all__ = [
     "KNOWN_COLORS",
     "PALETTE",
     "draw_prediction",
     "label_colors",
-    "layout_tags",
-    "loss_curves",
-    "plot_loss_curves",
 ]

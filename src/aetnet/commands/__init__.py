@@ -1,0 +1,30 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+The implementations of the `aetnet` sub-commands, one module each (`predict`, `export`, `info`); `aetnet.cli` parses
+the command line and calls them. Each takes the parsed arguments and returns the exit code, and raises
+[`UsageError`] for a problem with the command line itself.
+
+torch and transformers are imported inside the commands, so that `aetnet --help` answers at once, and nothing here
+imports the training stack.
+"""
+
+EXIT_OK, EXIT_FAILED_PAGES, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A problem with the command line itself: reported without a traceback, exit code 2."""
+
+
+__all__ = ["EXIT_FAILED_PAGES", "EXIT_OK", "EXIT_USAGE", "UsageError"]

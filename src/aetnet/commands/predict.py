@@ -1,0 +1,176 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+`aetnet predict`: run a checkpoint (or its ONNX export) on images, folders and PDFs and write one JSON per page, and
+a picture per page with `--draw`. A page that cannot be read is reported on stderr and the others go on; the exit
+code is 1 when any page failed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+from aetnet.commands import EXIT_FAILED_PAGES, EXIT_OK, UsageError
+
+
+def _load_words_json(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise UsageError(f"cannot read --words-json {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--words-json {path} must hold a JSON object, got {type(data).__name__}")
+    if "words" in data:
+        return {None: data}
+    bad = [key for key, entry in data.items() if not isinstance(entry, dict)]
+    if bad:
+        raise UsageError(f"--words-json {path}: entry {bad[0]!r} must be an object with `words` and `boxes`")
+    return data
+
+
+def _load_predictor(args):
+    from transformers.utils import logging as transformers_logging
+
+    from aetnet.inference import DocumentPredictor
+
+    # One progress bar, over pages: not transformers' weight-loading bar.
+    transformers_logging.disable_progress_bar()
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.pdf_dpi <= 0:
+        raise UsageError(f"--pdf-dpi must be positive, got {args.pdf_dpi}")
+    dtype = "float16" if args.fp16 else "bfloat16" if args.bf16 else None
+    model_dir, onnx_file = args.model, args.onnx
+    if onnx_file is None and args.model.endswith(".onnx"):
+        model_dir, onnx_file = str(Path(args.model).parent), args.model
+    if not Path(model_dir).is_dir():
+        raise UsageError(f"MODEL {args.model} is not a folder (a checkpoint saved with save_pretrained)")
+    if onnx_file is not None:
+        if not Path(onnx_file).is_file():
+            raise UsageError(f"--onnx {onnx_file}: no such file (write it with `aetnet export MODEL --onnx FILE`)")
+        if dtype is not None:
+            raise UsageError("--fp16 / --bf16 apply to PyTorch weights, not to an ONNX file")
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise UsageError("running an ONNX file needs onnxruntime: pip install 'aetnet[onnx]'") from None
+    try:
+        predictor = DocumentPredictor.from_pretrained(
+            model_dir,
+            onnx=onnx_file,
+            device=args.device,
+            dtype=dtype,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            stride=args.stride,
+            ocr_lang=args.ocr_lang,
+            tesseract_config=args.tesseract_config,
+        )
+    except (OSError, ValueError, RuntimeError, AssertionError) as error:
+        # torch reports a CUDA device on a CPU-only build with an AssertionError.
+        raise UsageError(f"cannot load the model from {args.model} on --device {args.device}: {error}") from None
+    if predictor.task == "question-answering" and not args.question:
+        raise UsageError("MODEL answers questions: give at least one --question")
+    if predictor.task != "question-answering" and args.question:
+        raise UsageError(f"--question needs a question answering model; MODEL does {predictor.task}")
+    return predictor
+
+
+def to_json(result: dict) -> str:
+    """Indented JSON with each box (a list of numbers) on one line, so that a page reads one word per few lines."""
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    # JSON strings cannot hold a raw newline, so the pattern only ever matches real number lists.
+    return re.sub(r"\[\n\s*([-+\d.eE,\s]+?)\n\s*\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
+
+
+def _summary(result: dict) -> str:
+    if result["task"] == "sequence-classification":
+        return f"{result['label']} ({result['score']:.2f})"
+    if result["task"] == "question-answering":
+        return "; ".join(f"{a['question']!r} -> {a['text']!r} ({a['score']:.2f})" for a in result["answers"])
+    counts = Counter(entity["label"] for entity in result["entities"])
+    kinds = ", ".join(f"{label} {count}" for label, count in sorted(counts.items()))
+    return f"{len(result['words'])} words, {len(result['entities'])} entities" + (f" ({kinds})" if kinds else "")
+
+
+def predict_command(args) -> int:
+    """`aetnet predict`: one JSON (and with `--draw` one PNG) per page in `--output-dir`."""
+    words = _load_words_json(args.words_json)
+    predictor = _load_predictor(args)
+
+    from tqdm.auto import tqdm
+
+    from aetnet.inference import collect_page_sources
+    from aetnet.visualization import draw_prediction
+
+    sources, errors = collect_page_sources(args.paths)
+    for path, message in errors:
+        print(f"error: {path}: {message}", file=sys.stderr)
+    if words is not None and None in words:
+        if len(sources) != 1:
+            raise UsageError(
+                f"--words-json holds one page's words but {len(sources)} pages were given; map page names to entries"
+            )
+        words = {sources[0].name: words[None]}
+    elif words is not None:
+        from aetnet.inference import words_key_for
+
+        unused = len(set(words) - {words_key_for(words, source) for source in sources})
+        if unused:
+            print(f"warning: {unused} of the --words-json entries match no page", file=sys.stderr)
+    output_dir = Path(args.output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create --output-dir {output_dir}: {error}") from None
+
+    failed, written, used_names = len(errors), 0, set()
+    outcomes = predictor.predict_sources(
+        sources, questions=args.question or None, pdf_dpi=args.pdf_dpi, words=words, return_images=args.draw
+    )
+    with tqdm(total=len(sources), unit="page", disable=True if args.no_progress else None, file=sys.stderr) as bar:
+        for source, outcome, image in outcomes:
+            bar.update(1)
+            where = source.path if source.index is None else f"{source.path} (page {source.index + 1})"
+            if isinstance(outcome, Exception):
+                failed += 1
+                tqdm.write(f"error: {where}: {outcome}", file=sys.stderr)
+                continue
+            name = source.name
+            if name in used_names:
+                suffix = 2
+                while f"{name}-{suffix}" in used_names:
+                    suffix += 1
+                tqdm.write(f"warning: {where}: another page is named {name}; writing {name}-{suffix}", file=sys.stderr)
+                name = f"{name}-{suffix}"
+            used_names.add(name)
+            json_path = output_dir / f"{name}.json"
+            json_path.write_text(to_json(outcome), encoding="utf-8")
+            if args.draw:
+                draw_prediction(image, outcome).save(output_dir / f"{name}.png")
+            written += 1
+            tqdm.write(f"{where}: {_summary(outcome)} -> {json_path}", file=sys.stdout)
+    print(f"Wrote {written} page prediction(s) to {output_dir}; {failed} failed.")
+    return EXIT_FAILED_PAGES if failed else EXIT_OK
+
+
+__all__ = ["predict_command", "to_json"]

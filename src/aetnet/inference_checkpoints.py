@@ -1,0 +1,116 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+What a saved checkpoint is, for running it: its task (read from the head class in `config.architectures`) and the
+Auto class of that task, the inputs its forward pass takes, the longest window it reads, the device to run it on, and
+loading it, as PyTorch weights or as an exported ONNX file, together with its processor.
+
+[`~aetnet.inference.DocumentPredictor`], the ONNX exporter and the pipelines all ask these questions of a
+checkpoint; they live here so that each is answered once. Shipped as remote code with the pipelines, this module
+imports only torch, transformers and its sibling modules.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .processing_aetnet import AETNetProcessor
+
+
+TASKS = {
+    "token-classification": AutoModelForTokenClassification,
+    "sequence-classification": AutoModelForSequenceClassification,
+    "question-answering": AutoModelForQuestionAnswering,
+}
+_ARCHITECTURE_SUFFIXES = {
+    "ForTokenClassification": "token-classification",
+    "ForSequenceClassification": "sequence-classification",
+    "ForQuestionAnswering": "question-answering",
+    "ForDocumentQuestionAnswering": "question-answering",
+}
+MODEL_INPUT_NAMES = ("input_ids", "bbox", "attention_mask", "pixel_values")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None`/`"auto"` picks CUDA, then MPS, then CPU; anything else is passed to `torch.device`."""
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def task_of(config) -> str:
+    """The task of a checkpoint, from the head class named in `config.architectures`."""
+    for architecture in getattr(config, "architectures", None) or []:
+        for suffix, task in _ARCHITECTURE_SUFFIXES.items():
+            if architecture.endswith(suffix):
+                return task
+    raise ValueError(
+        f"Cannot tell the task of this checkpoint from `architectures`={getattr(config, 'architectures', None)}; "
+        f"pass `task` (one of {list(TASKS)})."
+    )
+
+
+def text_positions(config, tokenizer) -> int:
+    """Longest window (in tokens) a model with `config` and `tokenizer` take: RoBERTa-style positions start after the
+    padding index."""
+    config = getattr(config, "layout_config", config)
+    positions = getattr(config, "max_position_embeddings", 514) - 2
+    return min(positions, tokenizer.model_max_length)
+
+
+def load_checkpoint(
+    model_name_or_path: str | os.PathLike,
+    *,
+    task: str | None = None,
+    onnx: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[object, AETNetProcessor, str]:
+    """
+    `(model, processor, task)` of the checkpoint folder `model_name_or_path`: the model with the Auto class of its
+    task (`task`, read from the config by default), or with `onnx` the [`~aetnet.onnx_export.ONNXDocumentModel`]
+    running that file on `device` (only the config and the processor are then read from the folder).
+    """
+    path = str(model_name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    task = task_of(config) if task is None else task
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {list(TASKS)}, got {task!r}")
+    if onnx is not None:
+        from .onnx_export import ONNXDocumentModel
+
+        model = ONNXDocumentModel(onnx, config, device=device)
+    else:
+        model = TASKS[task].from_pretrained(path)
+    try:
+        processor = AETNetProcessor.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{path} has no usable processor (save it with `processor.save_pretrained`): {error}"
+        ) from error
+    return model, processor, task
+
+
+__all__ = ["MODEL_INPUT_NAMES", "TASKS", "load_checkpoint", "resolve_device", "task_of", "text_positions"]
