@@ -249,10 +249,7 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
 
     @can_return_tuple
     def get_text_features(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        **kwargs: Unpack[TransformersKwargs],
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
     ) -> BaseModelOutputWithPooling:
         """
         The RoBERTa aligner on `input_ids`: its output with `pooler_output` the L2-normalised projected [CLS]
@@ -352,13 +349,9 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
         )
         alignment_losses = None
         if compute_losses:
+            pixel_values_m = pixel_values if pixel_values_aug is None else pixel_values_aug
             alignment_losses = self._alignment_losses(
-                inputs,
-                prepared,
-                image_embeds,
-                text_embeds,
-                outputs.last_hidden_state,
-                pixel_values if pixel_values_aug is None else pixel_values_aug,
+                inputs, prepared, image_embeds, text_embeds, outputs.last_hidden_state, pixel_values_m
             )
         return AETNetModelOutput(
             loss=weighted_objective(None, alignment_losses, config.alignment_loss_weights),
@@ -407,9 +400,8 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
         if self.has_momentum:
             with torch.no_grad():
                 image_embeds_m = self.vision_model_m(pixel_values_m, return_dict=True).last_hidden_state
-                text_embeds_m = self.text_model_m(
-                    input_ids, attention_mask=attention_mask, return_dict=True
-                ).last_hidden_state
+                text_embeds_m = self.text_model_m(input_ids, attention_mask=attention_mask, return_dict=True)
+                text_embeds_m = text_embeds_m.last_hidden_state
                 features.patch_embeds_m = image_embeds_m[:, self.vision_prefix_tokens :]
                 features.text_embeds_m = text_embeds_m
                 features.image_feat_m = F.normalize(self.vision_proj_m(image_embeds_m[:, 0]), dim=-1)
