@@ -53,6 +53,7 @@ from aetnet.modeling_aetnet import (
     AETNetForTokenClassification,
     AETNetPreTrainedModel,
 )
+from aetnet.modeling_aetnet_relation import AETNetForRelationExtraction
 from aetnet.pipeline_aetnet import save_custom_pipelines
 from aetnet.processing_aetnet import AETNetProcessor
 from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
@@ -67,6 +68,8 @@ _AUTO_CLASSES = {
     AETNetForTokenClassification: AutoModelForTokenClassification,
     AETNetForSequenceClassification: AutoModelForSequenceClassification,
     AETNetForQuestionAnswering: AutoModelForQuestionAnswering,
+    # No Auto class fits relation extraction: the class is its own loader.
+    AETNetForRelationExtraction: AETNetForRelationExtraction,
 }
 
 
@@ -300,11 +303,17 @@ def build_processor_and_model(
     return processor, model, base_models
 
 
-def training_collator(model: PreTrainedModel, processor: AETNetProcessor, seed: int) -> AETNetDataCollator:
-    """The training collator: pages augmented for the momentum ViT (seeded by step) when `model` is AETNet, and not
-    for the plain LayoutLMv3 baseline, which has no momentum view and takes no `pixel_values_aug`."""
+def training_collator(
+    model: PreTrainedModel,
+    processor: AETNetProcessor,
+    seed: int,
+    collator_class: type[AETNetDataCollator] = AETNetDataCollator,
+) -> AETNetDataCollator:
+    """The training collator (a `collator_class`, e.g. the relation collator): pages augmented for the momentum ViT
+    (seeded by step) when `model` is AETNet, and not for the plain LayoutLMv3 baseline, which has no momentum view and
+    takes no `pixel_values_aug`."""
     augment = isinstance(model, AETNetPreTrainedModel)
-    return AETNetDataCollator(tokenizer=processor.tokenizer, augment=augment, seed=seed)
+    return collator_class(tokenizer=processor.tokenizer, augment=augment, seed=seed)
 
 
 def warn_if_from_scratch_learning_rate(

@@ -24,6 +24,7 @@ from .modeling_aetnet import (
     AETNetModel,
     AETNetPreTrainedModel,
 )
+from .modeling_aetnet_relation import AETNetForRelationExtraction, LayoutLMv3ForRelationExtraction
 from .processing_aetnet import AETNetProcessor
 
 
@@ -43,6 +44,10 @@ for _auto_class, _model_class in _AUTO_MODELS:
     _auto_class.register(AETNetConfig, _model_class, exist_ok=True)
     if _auto_class is not AutoModelForDocumentQuestionAnswering:
         _model_class.register_for_auto_class(_auto_class.__name__)
+# No transformers Auto class fits relation extraction: the package loads it with
+# `AETNetForRelationExtraction.from_pretrained`; its saved `auto_map` names it under `AutoModel`, so that
+# `AutoModel.from_pretrained(..., trust_remote_code=True)` builds it where aetnet is not installed.
+AETNetForRelationExtraction.register_for_auto_class("AutoModel")
 AutoProcessor.register(AETNetConfig, AETNetProcessor, exist_ok=True)
 AETNetProcessor.register_for_auto_class()
 
@@ -70,6 +75,7 @@ def __getattr__(name: str):
 __all__ = [
     "AETNetConfig",
     "AETNetForQuestionAnswering",
+    "AETNetForRelationExtraction",
     "AETNetForSequenceClassification",
     "AETNetForTokenClassification",
     "AETNetModel",
@@ -78,6 +84,7 @@ __all__ = [
     "AETNetTrainer",
     "AETNetTrainingArguments",
     "DocumentPredictor",
+    "LayoutLMv3ForRelationExtraction",
     "MomentumUpdateCallback",
     "export_onnx",
     "predict",

@@ -14,17 +14,22 @@
 """Form-understanding data: the FUNSD reader and the embedded synthetic forms, both in one FUNSD-shaped schema."""
 
 from .funsd import FUNSD_LABELS, funsd_features, load_funsd, load_funsd_like
+from .funsd_relations import ENTITY_LABELS, LinkStatistics, add_bio_relations, load_funsd_relations
 from .reader_utils import bio_tags, normalize_bbox, union_bbox
 from .synthetic import generate_synthetic_forms, load_synthetic_funsd
 
 
 __all__ = [
+    "ENTITY_LABELS",
     "FUNSD_LABELS",
+    "LinkStatistics",
+    "add_bio_relations",
     "bio_tags",
     "funsd_features",
     "generate_synthetic_forms",
     "load_funsd",
     "load_funsd_like",
+    "load_funsd_relations",
     "load_synthetic_funsd",
     "normalize_bbox",
     "union_bbox",

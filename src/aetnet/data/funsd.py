@@ -58,8 +58,13 @@ def funsd_features() -> datasets.Features:
     return token_classification_features(FUNSD_LABELS)
 
 
-def _read_form(annotation_path: Path, image_path: Path, word_level: bool, counts: dict[str, int]) -> dict:
-    """Turn one FUNSD annotation file into an example; `counts` accumulates skipped words and clipped boxes."""
+def read_form(
+    annotation_path: Path, image_path: Path, word_level: bool, counts: dict[str, int], entities: list | None = None
+) -> dict:
+    """Turn one FUNSD annotation file into an example; `counts` accumulates skipped words and clipped boxes. With an
+    `entities` list, one dict per annotated entity is appended to it, in file order: its `id`, `label` (lower case, as
+    annotated), `linking` and the `[start, end)` word positions of its kept words in the example (`None` for an entity
+    left without words), for the relation reader (`aetnet.data.funsd_relations`)."""
     with open(annotation_path, encoding="utf-8") as handle:
         form = json.load(handle).get("form")
     if not isinstance(form, list):
@@ -90,6 +95,13 @@ def _read_form(annotation_path: Path, image_path: Path, word_level: bool, counts
                 counts["clipped_boxes"] += 1
             entity_words.append(text)
             entity_boxes.append(normalize_bbox(clipped, width, height))
+        if entities is not None:
+            start = len(words) if entity_words else None
+            end = len(words) + len(entity_words) if entity_words else None
+            entities.append(
+                {"id": entity.get("id", entity_index), "label": label, "linking": entity.get("linking", []),
+                 "start": start, "end": end}
+            )
         if not entity_words:
             counts["empty_entities"] += 1
             continue
@@ -114,7 +126,7 @@ def _load_split(split_dir: Path, word_level: bool) -> datasets.Dataset:
         image_path = image_dir / f"{annotation_path.stem}.png"
         if not image_path.is_file():
             raise FileNotFoundError(f"FUNSD image {image_path} for annotation {annotation_path} does not exist.")
-        examples.append(_read_form(annotation_path, image_path, word_level, counts))
+        examples.append(read_form(annotation_path, image_path, word_level, counts))
     if counts["empty_words"] or counts["clipped_boxes"]:
         logger.warning(
             f"{split_dir}: skipped {counts['empty_words']} words with empty text (and so {counts['empty_entities']} "
@@ -207,4 +219,4 @@ def load_funsd_like(
     return datasets.DatasetDict(result)
 
 
-__all__ = ["FUNSD_LABELS", "FUNSD_SPLIT_FOLDERS", "funsd_features", "load_funsd", "load_funsd_like"]
+__all__ = ["FUNSD_LABELS", "FUNSD_SPLIT_FOLDERS", "funsd_features", "load_funsd", "load_funsd_like", "read_form"]
