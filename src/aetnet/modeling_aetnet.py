@@ -45,8 +45,9 @@ class _AETNetHeadMixin:
 
     _layoutlmv3_class: type[PreTrainedModel]
 
-    def _build(self, config: AETNetConfig) -> None:
-        """Build the encoder and the stock head's own layers (all of its children but `layoutlmv3`)."""
+    def __init__(self, config: AETNetConfig):
+        """The encoder, and the stock head's own layers (all of its children but `layoutlmv3`)."""
+        super().__init__(config)
         self.num_labels = config.num_labels
         self.aetnet = AETNetModel(config)
         # Built on the meta device, so that the stock head's LayoutLMv3 costs nothing; `post_init` initialises the
@@ -57,6 +58,7 @@ class _AETNetHeadMixin:
         self.task_head_names = tuple(name for name, _ in stock.named_children() if name != "layoutlmv3")
         for name in self.task_head_names:
             self.add_module(name, getattr(stock, name).to_empty(device=device))
+        self.post_init()
 
     def get_input_embeddings(self):
         return self.aetnet.get_input_embeddings()
@@ -108,11 +110,6 @@ class AETNetForTokenClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
 
     _layoutlmv3_class = LayoutLMv3ForTokenClassification
 
-    def __init__(self, config: AETNetConfig):
-        super().__init__(config)
-        self._build(config)
-        self.post_init()
-
     @can_return_tuple
     def forward(
         self,
@@ -143,11 +140,6 @@ class AETNetForSequenceClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
     """AETNet with LayoutLMv3's document classification head on the [CLS] output, e.g. RVL-CDIP."""
 
     _layoutlmv3_class = LayoutLMv3ForSequenceClassification
-
-    def __init__(self, config: AETNetConfig):
-        super().__init__(config)
-        self._build(config)
-        self.post_init()
 
     @can_return_tuple
     def forward(
@@ -181,14 +173,12 @@ class AETNetForQuestionAnswering(_AETNetHeadMixin, AETNetPreTrainedModel):
     _layoutlmv3_class = LayoutLMv3ForQuestionAnswering
 
     def __init__(self, config: AETNetConfig):
-        super().__init__(config)
         if config.num_labels != 2:
             raise ValueError(
                 f"AETNetForQuestionAnswering predicts a start and an end logit: `num_labels` must be 2, got "
                 f"{config.num_labels}"
             )
-        self._build(config)
-        self.post_init()
+        super().__init__(config)
 
     @can_return_tuple
     def forward(
