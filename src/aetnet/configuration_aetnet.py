@@ -16,6 +16,11 @@ from .objective_ditc import DocumentImageTextContrast  # noqa: F401, I001
 from .objective_imc import IntraModalContrast  # noqa: F401
 from .objective_glitc import GlobalLocalContrast  # noqa: F401
 from .objective_pita import PITA_LOSSES, PITA_SPAN_POLICIES
+# SIMLA's, off by default. `from .module import name`, not `from . import module`: transformers finds the files
+# that remote code needs only in that form.
+from .objective_xmm_text import CrossModalMaskedText  # noqa: F401
+from .objective_xmm_image import CrossModalMaskedImage  # noqa: F401
+from .objective_psl import PseudoKeywordPrediction  # noqa: F401
 
 
 # AETNet's four objectives, the default of `alignment_objectives`; others are selected by their registered names.

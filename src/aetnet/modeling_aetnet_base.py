@@ -16,7 +16,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutpu
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 
-from .alignment import AlignmentFeatures, get_objective
+from .alignment import AlignmentFeatures, AlignmentObjective, get_objective
 from .configuration_aetnet import AETNetConfig
 from .losses import weighted_objective
 from .modeling_aetnet_layoutlmv3 import AETNetLayoutLMv3Model
@@ -53,6 +53,9 @@ class AETNetPreTrainedModel(PreTrainedModel):
             # random vectors, and deterministic (meta-device initialisation gives the same buffers).
             for buffer in module.buffers():
                 init.zeros_(buffer)
+        if isinstance(module, AlignmentObjective) and module.needs_generator:
+            # A checkpoint saved without the objective: its first draw is draw 0, not uninitialised memory.
+            init.zeros_(module.draws)
         if isinstance(module, AETNetModel):
             init.constant_(module.temp, module.config.temperature)
             for gate in (module.text_gate, module.image_gate):

@@ -1,0 +1,24 @@
+"""
+What the masking objectives (`xmm_text`, `xmm_image`, `psl`) share: which token ids are never masked nor predicted,
+and the per-process seed of their mask generators.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def special_token_ids(layout_config) -> list[int]:
+    """The ids of `<s>`, `</s>` and `<pad>` in LayoutLMv3's config (the tokens that no objective masks or predicts)."""
+    ids = (layout_config.bos_token_id, layout_config.eos_token_id, layout_config.pad_token_id)
+    return sorted({i for i in ids if i is not None})
+
+
+def distributed_seed(seed: int) -> int:
+    """`seed` made distinct per process of a distributed run, so that the ranks do not all draw the same masks."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return seed + 100_003 * torch.distributed.get_rank()
+    return seed
+
+
+__all__ = ["distributed_seed", "special_token_ids"]

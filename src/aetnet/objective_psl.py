@@ -1,0 +1,151 @@
+"""
+PSL, SIMLA's pseudo-labelled keyword prediction (Khan et al., ECCV 2022, arXiv 2203.14395), as a fine-tuning
+objective: from the page image alone, predict which words of its text matter most.
+
+SIMLA takes its momentum multimodal encoder's last-layer attention from [CLS]: each head votes for its 4 most
+attended tokens, the 5 most voted tokens are the image's pseudo-keywords, and a multi-label head on the projected
+image [CLS] predicts them over the vocabulary (binary cross-entropy). Here the head reads the ViT aligner's
+normalised projected [CLS] (`features.image_feat`) and the vocabulary is LayoutLMv3's. Token importance comes from:
+
+- `"attention"`: the fusion model's last-layer attention from the text [CLS] (`<s>`) to the real tokens, SIMLA's
+  head vote. LayoutLMv3 returns attention probabilities only with eager attention, and aetnet has no momentum fusion
+  model, so this is one extra no-grad forward of the (online) fusion model on the step's inputs.
+- `"momentum_text"`: attention-free, for sdpa / flash attention (the default): the cosine similarity of each token's
+  output to the [CLS] output of the momentum RoBERTa aligner. It is the closest signal to SIMLA's: importance to a
+  momentum encoder's document summary, where DITC trains that [CLS]; it needs no extra forward. (Rarity within the
+  batch was rejected: a batch of a few windows gives no stable document frequency, and it ignores context.)
+- `"auto"` (default): `"attention"` when LayoutLMv3 runs eager attention, else `"momentum_text"`.
+
+SIMLA adds a soft target, the momentum keyword head on the momentum image feature. aetnet has no momentum copy of
+the keyword head (its EMA covers the aligners only, once per optimizer step), so it is left out: the targets are the
+hard multi-hot keywords alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
+from .masking import special_token_ids
+
+
+PSL_KEYWORD_SOURCES = ("auto", "attention", "momentum_text")
+
+
+def top_positions(scores: torch.Tensor, candidates: torch.Tensor, count: int) -> torch.Tensor:
+    """`(B, L)` bool: each row's `count` highest-scoring candidate positions (all candidates if there are fewer)."""
+    scores = scores.float().masked_fill(~candidates, -math.inf)
+    rank = scores.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+    return (rank < count) & candidates
+
+
+def attention_keywords(
+    attentions: torch.Tensor, candidates: torch.Tensor, votes_per_head: int = 4, num_keywords: int = 5
+) -> torch.Tensor:
+    """
+    SIMLA's head vote: `attentions` `(B, heads, T, T)` of the last layer, text first; every head votes for the
+    `votes_per_head` candidates that the [CLS] (position 0) attends to most; the `num_keywords` most voted win, ties
+    broken by the mean attention over heads. Returns `(B, L)` bool keyword positions.
+    """
+    length = candidates.shape[1]
+    cls_attention = attentions[:, :, 0, :length].float()  # (B, heads, L)
+    heads = attentions.shape[1]
+    per_head = top_positions(cls_attention.flatten(0, 1), candidates.repeat_interleave(heads, 0), votes_per_head)
+    votes = per_head.view(cls_attention.shape).sum(dim=1).float()
+    # A mean of probabilities is below 1, so it orders tokens with equal votes and never outranks one more vote.
+    return top_positions(votes + cls_attention.mean(dim=1).clamp(max=0.999), candidates, num_keywords)
+
+
+def similarity_keywords(token_states: torch.Tensor, candidates: torch.Tensor, num_keywords: int = 5) -> torch.Tensor:
+    """The attention-free rule: the `num_keywords` candidates whose outputs are closest (cosine) to the [CLS] output."""
+    similarity = F.cosine_similarity(token_states[:, :1].float(), token_states.float(), dim=-1)
+    return top_positions(similarity, candidates, num_keywords)
+
+
+def keyword_targets(
+    input_ids: torch.Tensor, keywords: torch.Tensor, vocab_size: int, special_ids: list[int]
+) -> torch.Tensor:
+    """`(B, vocab)` multi-hot: 1 for the ids at the keyword positions, 0 for the special ids."""
+    targets = torch.zeros(input_ids.shape[0], vocab_size, device=input_ids.device)
+    targets.scatter_add_(1, input_ids, keywords.float()).clamp_(max=1.0)
+    targets[:, special_ids] = 0.0
+    return targets
+
+
+@register_objective("psl")
+class PseudoKeywordPrediction(AlignmentObjective):
+    """
+    PSL: a `Linear(embed_dim, vocab)` keyword head on the ViT aligner's projected [CLS] predicts the page's
+    pseudo-keywords (binary cross-entropy against the multi-hot targets).
+
+    The loss is summed over the vocabulary and divided by `num_keywords`, so that its scale is that of a per-keyword
+    cross-entropy instead of vanishing as 1 / vocab under a plain mean; the logits are offset by the label prior
+    `log(k / (vocab - k))`, so that the untrained head predicts the prior instead of one half for 50265 labels; and
+    the head reads `sqrt(embed_dim) * image_feat`, whose components have unit variance as a LayerNorm output's do (a
+    unit-norm input makes a new head learn `sqrt(embed_dim)` times slower at fine-tuning learning rates).
+
+    Settings:
+        keyword_source (`str`, defaults to `"auto"`): where token importance comes from (see the module docstring).
+        num_keywords (`int`, defaults to 5): keywords per page; `votes_per_head` (`int`, defaults to 4): head votes.
+
+    Costs: `embed_dim * vocab + vocab` parameters; with `"attention"` one extra no-grad LayoutLMv3 forward.
+    """
+
+    needs_momentum = True  # the attention-free rule reads the momentum RoBERTa
+
+    def __init__(self, config, keyword_source: str = "auto", num_keywords: int = 5, votes_per_head: int = 4):
+        super().__init__(config)
+        layout = config.layout_config
+        if keyword_source not in PSL_KEYWORD_SOURCES:
+            raise ValueError(
+                f"`keyword_source` of psl must be one of {list(PSL_KEYWORD_SOURCES)}, got {keyword_source!r}"
+            )
+        for setting, value in (("num_keywords", num_keywords), ("votes_per_head", votes_per_head)):
+            if not (isinstance(value, int) and 0 < value < layout.vocab_size):
+                raise ValueError(f"`{setting}` of psl must be a positive int below the vocabulary size, got {value!r}")
+        self.keyword_source, self.num_keywords, self.votes_per_head = keyword_source, num_keywords, votes_per_head
+        self.layout_config = layout  # read at call time: `attn_implementation` is settled after construction
+        self.special_ids = special_token_ids(layout)
+        self.head = nn.Linear(config.embed_dim, layout.vocab_size)
+        self.prior_logit = math.log(num_keywords / (layout.vocab_size - num_keywords))
+        self.input_scale = math.sqrt(config.embed_dim)
+
+    def resolved_source(self) -> str:
+        if self.keyword_source != "auto":
+            return self.keyword_source
+        return "attention" if self.layout_config._attn_implementation == "eager" else "momentum_text"
+
+    @torch.no_grad()
+    def keywords(self, features: AlignmentFeatures) -> torch.Tensor:
+        """`(B, L)` bool: the pseudo-keyword positions of each window."""
+        f = features
+        if self.resolved_source() == "momentum_text":
+            return similarity_keywords(f.text_embeds_m, f.real_tokens, self.num_keywords)
+        attentions = f.fusion(output_attentions=True).attentions
+        if not attentions:
+            raise ValueError(
+                "psl with keyword_source='attention' needs LayoutLMv3's attention probabilities: build the model "
+                "with attn_implementation='eager', or use keyword_source='momentum_text'"
+            )
+        return attention_keywords(attentions[-1], f.real_tokens, self.votes_per_head, self.num_keywords)
+
+    def forward(self, features: AlignmentFeatures) -> torch.Tensor:
+        f = features
+        logits = self.head(f.image_feat * self.input_scale).float() + self.prior_logit
+        targets = keyword_targets(f.input_ids, self.keywords(f), logits.shape[-1], self.special_ids)
+        loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return loss.sum(dim=-1).mean() / self.num_keywords
+
+
+__all__ = [
+    "PSL_KEYWORD_SOURCES",
+    "PseudoKeywordPrediction",
+    "attention_keywords",
+    "keyword_targets",
+    "similarity_keywords",
+    "top_positions",
+]
