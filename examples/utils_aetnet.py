@@ -44,7 +44,8 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from aetnet.configuration_aetnet import AETNetConfig
+from aetnet.alignment import registered_objectives
+from aetnet.configuration_aetnet import ALIGNMENT_OBJECTIVES, AETNetConfig
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.momentum import fitted_queue_size
 from aetnet.modeling_aetnet import (
@@ -97,7 +98,11 @@ class ModelArguments:
         metadata={"help": "Feature queue length of a new model; default: half the training windows, at most 4096."},
     )
     alignment_objectives: list[str] | None = field(
-        default=None, metadata={"help": "Objectives of a new model, among ditc imc glitc pita (default: all four)."}
+        default=None,
+        metadata={
+            "help": "Objectives of a new model, among the registered ones: "
+            f"{' '.join(registered_objectives())} (default: {' '.join(ALIGNMENT_OBJECTIVES)})."
+        },
     )
     fusion_injection: str | None = field(
         default=None,
