@@ -16,6 +16,10 @@ from .objective_ditc import DocumentImageTextContrast  # noqa: F401, I001
 from .objective_imc import IntraModalContrast  # noqa: F401
 from .objective_glitc import GlobalLocalContrast  # noqa: F401
 from .objective_pita import PITA_LOSSES, PITA_SPAN_POLICIES
+# LayoutLMv2's text-image alignment and matching, off by default. (`from .module import` is the form transformers
+# follows when it copies remote code.)
+from .objective_tia import TextImageAlignment  # noqa: F401
+from .objective_tim import TextImageMatching  # noqa: F401
 
 
 # AETNet's four objectives, the default of `alignment_objectives`; others are selected by their registered names.
