@@ -16,8 +16,11 @@ from .objective_ditc import DocumentImageTextContrast  # noqa: F401, I001
 from .objective_imc import IntraModalContrast  # noqa: F401
 from .objective_glitc import GlobalLocalContrast  # noqa: F401
 from .objective_pita import PITA_LOSSES, PITA_SPAN_POLICIES
-# SIMLA's, off by default. `from .module import name`, not `from . import module`: transformers finds the files
-# that remote code needs only in that form.
+# The seeds' other objectives, off by default: LayoutLMv2's text-image alignment and matching, SIMLA's cross-modal
+# masked modelling and keyword prediction. `from .module import name`, not `from . import module`: transformers
+# finds the files that remote code needs only in that form.
+from .objective_tia import TextImageAlignment  # noqa: F401
+from .objective_tim import TextImageMatching  # noqa: F401
 from .objective_xmm_text import CrossModalMaskedText  # noqa: F401
 from .objective_xmm_image import CrossModalMaskedImage  # noqa: F401
 from .objective_psl import PseudoKeywordPrediction  # noqa: F401
