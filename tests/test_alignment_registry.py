@@ -19,7 +19,9 @@ VOCAB, IMAGE = 99, 16
 
 @register_objective("toy_alignment")
 class ToyAlignment(AlignmentObjective):
-    """Squared distance of the online image and text [CLS] features, scaled: needs no momentum."""
+    """Squared distance of the online image and text [CLS] features, scaled: needs no momentum, no temperature."""
+
+    trains = ("vision_model", "vision_proj", "text_model", "text_proj")
 
     def __init__(self, config, scale: float = 1.0):
         super().__init__(config)
@@ -128,3 +130,19 @@ def test_objective_generator_is_seeded_by_its_saved_draw_counter():
     restored.eval()
     restored.generator("cpu", seed=3)
     assert int(restored.draws) == 2
+
+
+@pytest.mark.parametrize(
+    "objectives, injection",
+    [(["tia"], "add"), (["tim"], "none"), (["xmm_text"], "none"), (["pita"], "none"), (["toy_alignment"], "add")],
+)
+def test_every_trainable_parameter_gets_a_gradient(objectives, injection):
+    """Shared parts no enabled objective (nor the injection) reaches are frozen, and every parameter left trainable
+    gets a gradient: the condition for DDP without `find_unused_parameters` (the training arguments' default)."""
+    torch.manual_seed(0)
+    model = AETNetForTokenClassification(make_config(alignment_objectives=objectives, fusion_injection=injection))
+    model.train()(**AETNetDataCollator()(make_documents(4))).loss.backward()
+    missing = [name for name, param in model.named_parameters() if param.requires_grad and param.grad is None]
+    assert missing == []
+    if injection == "none" and objectives != ["pita"]:
+        assert not any(p.requires_grad for p in model.aetnet.vision_model.parameters())

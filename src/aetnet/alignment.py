@@ -8,6 +8,7 @@ An objective is one file (`objective_<name>.py` for the built-in ones) with a cl
 @register_objective("my_term")
 class MyTerm(AlignmentObjective):
     needs_momentum = False  # True: the model builds momentum encoders and feature queues for it
+    trains = ("vision_model", "vision_proj", "text_model", "text_proj")  # what its loss reaches (no `temp`)
 
     def __init__(self, config, scale: float = 1.0):  # keyword settings: `alignment_objectives={"my_term": {...}}`
         super().__init__(config)
@@ -35,6 +36,8 @@ from torch import nn
 
 
 _OBJECTIVES: dict[str, type[AlignmentObjective]] = {}
+# What of `AETNetModel` besides LayoutLMv3 an objective's loss can train (see `AlignmentObjective.trains`).
+SHARED_PARTS = ("temp", "vision_model", "vision_proj", "text_model", "text_proj")
 
 
 def register_objective(name: str):
@@ -78,6 +81,10 @@ class AlignmentObjective(nn.Module):
     needs_momentum: ClassVar[bool] = False
     # True: the objective draws random masks / covers with `generator()`, and keeps a `draws` counter buffer for it.
     needs_generator: ClassVar[bool] = False
+    # The model's shared parts its loss reaches; parts no enabled objective (nor the feature injection) reaches are
+    # frozen, so that DDP without `find_unused_parameters` never meets a parameter without a gradient. The default,
+    # all of them, is the safe one: an objective that reaches fewer says so (an instance may narrow it in `__init__`).
+    trains: ClassVar[tuple[str, ...]] = SHARED_PARTS
 
     def __init__(self, config: Any, **settings: Any):
         super().__init__()
@@ -181,6 +188,7 @@ class AlignmentFeatures:
 
 
 __all__ = [
+    "SHARED_PARTS",
     "AlignmentFeatures",
     "AlignmentObjective",
     "get_objective",

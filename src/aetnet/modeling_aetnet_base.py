@@ -16,7 +16,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutpu
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 
-from .alignment import AlignmentFeatures, AlignmentObjective, get_objective
+from .alignment import SHARED_PARTS, AlignmentFeatures, AlignmentObjective, get_objective
 from .configuration_aetnet import AETNetConfig
 from .losses import weighted_objective
 from .modeling_aetnet_layoutlmv3 import AETNetLayoutLMv3Model
@@ -202,15 +202,23 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
 
     def freeze_momentum(self) -> None:
         """
-        Freeze the momentum encoders, and LayoutLMv3's relative-position bias tables: transformers builds their
-        biases under `no_grad`, so they never receive a gradient, and DDP without `find_unused_parameters` (the
-        Trainer's choice with gradient checkpointing) fails on trainable parameters that get none.
+        Freeze every parameter that never receives a gradient, since DDP without `find_unused_parameters` (the
+        default of `AETNetTrainingArguments`) fails on trainable parameters that get none: the momentum encoders,
+        LayoutLMv3's relative-position bias tables (transformers builds their biases under `no_grad`), and the shared
+        parts (`temp`, the aligners, the projections) that no enabled objective trains (`AlignmentObjective.trains`)
+        and the feature injection does not use.
         """
         super().freeze_momentum()
         for name in ("rel_pos_bias", "rel_pos_x_bias", "rel_pos_y_bias"):
             table = getattr(self.layoutlmv3.encoder, name, None)
             if table is not None:
                 table.requires_grad_(False)
+        trained = {part for objective in self.objectives.values() for part in objective.trains}
+        if self.config.fusion_injection != "none":
+            trained |= {"vision_model", "text_model"}
+        for part in SHARED_PARTS:
+            if part not in trained:
+                getattr(self, part).requires_grad_(False)
 
     # ALBEF's names for the queue buffers, which live in `self.queues` (see `momentum.FeatureQueues`).
     image_queue = property(lambda self: self.queues.image_queue)

@@ -147,6 +147,8 @@ class PatchTokenAlignment(AlignmentObjective):
             if value not in choices:
                 raise ValueError(f"PITA's `{setting}` must be one of {list(choices)}, got {value!r}")
         self.loss = PatchTokenAlignmentLoss(config.grid_size, loss, span_policy)
+        if loss == "cosine":  # no temperature in the cosine form
+            self.trains = tuple(part for part in self.trains if part != "temp")
 
     def forward(self, features: AlignmentFeatures) -> torch.Tensor:
         f = features

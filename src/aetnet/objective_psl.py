@@ -96,6 +96,7 @@ class PseudoKeywordPrediction(AlignmentObjective):
     """
 
     needs_momentum = True  # the attention-free rule reads the momentum RoBERTa
+    trains = ("vision_model", "vision_proj")
 
     def __init__(self, config, keyword_source: str = "auto", num_keywords: int = 5, votes_per_head: int = 4):
         super().__init__(config)

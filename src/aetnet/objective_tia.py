@@ -97,6 +97,7 @@ class TextImageAlignment(AlignmentObjective):
     """
 
     needs_generator = True
+    trains = ()  # only LayoutLMv3 and its own head
 
     def __init__(self, config, cover_ratio: float = 0.15, fill_value: float | str = "median", seed: int = 0):
         super().__init__(config)

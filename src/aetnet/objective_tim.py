@@ -60,6 +60,7 @@ class TextImageMatching(AlignmentObjective):
     """
 
     needs_generator = True
+    trains = ()  # only LayoutLMv3 and its own head
 
     def __init__(self, config, negative_ratio: float = 0.2, seed: int = 0):
         super().__init__(config)

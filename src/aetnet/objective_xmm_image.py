@@ -94,6 +94,7 @@ class CrossModalMaskedImage(AlignmentObjective):
     """
 
     needs_generator = True
+    trains = ()  # only LayoutLMv3 and its own head
 
     def __init__(
         self,

@@ -124,6 +124,7 @@ class CrossModalMaskedText(AlignmentObjective):
     """
 
     needs_generator = True
+    trains = ()  # only LayoutLMv3 and its own head
 
     def __init__(
         self,
