@@ -20,7 +20,7 @@ from .alignment import SHARED_PARTS, AlignmentFeatures, AlignmentObjective, get_
 from .configuration_aetnet import AETNetConfig
 from .losses import weighted_objective
 from .modeling_aetnet_layoutlmv3 import AETNetLayoutLMv3Model
-from .modeling_aetnet_loading import check_checkpoint, load_from_encoders, resync_momentum
+from .modeling_aetnet_loading import AETNetCheckpointMixin
 from .modeling_aetnet_outputs import AETNetModelOutput
 from .momentum import FeatureQueues, MomentumEncodersMixin
 
@@ -28,7 +28,7 @@ from .momentum import FeatureQueues, MomentumEncodersMixin
 TEMPERATURE_RANGE = (0.001, 0.5)
 
 
-class AETNetPreTrainedModel(PreTrainedModel):
+class AETNetPreTrainedModel(AETNetCheckpointMixin, PreTrainedModel):
     config: AETNetConfig
     base_model_prefix = "aetnet"
     input_modalities = ("image", "text")
@@ -66,80 +66,6 @@ class AETNetPreTrainedModel(PreTrainedModel):
                 for online, momentum in module.momentum_pairs():
                     for param, param_m in zip(online.parameters(), momentum.parameters()):
                         init.copy_(param_m, param)
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """
-        `PreTrainedModel.from_pretrained`, plus three AETNet rules: momentum encoders missing from the checkpoint are
-        copied from the online encoders (a checkpoint saved without them starts with momentum == online), every
-        momentum parameter is frozen again (loading re-creates parameters with `requires_grad=True`), and a checkpoint
-        whose encoders do not match the config (missing, unexpected or resized weights of the AETNet base model, other
-        than momentum ones) raises an error listing the keys instead of silently re-initialising them: a
-        `CheckpointMismatchError` (a `ValueError`) for missing or unexpected weights, a `RuntimeError` for resized
-        ones, as transformers raises. Task heads (e.g. `classifier`) may be missing or unexpected, as when fine-tuning
-        a pretrained base. Pass `allow_missing_keys=True` (or `ignore_mismatched_sizes=True` for resized weights) to
-        accept the mismatch; `output_loading_info=True` returns the lists instead of raising for missing or
-        unexpected weights, and initialising from a config (`from_pretrained(None, config=..., state_dict=...)`)
-        checks nothing.
-        """
-        output_loading_info = kwargs.pop("output_loading_info", False)
-        from_checkpoint = (args[0] if args else kwargs.get("pretrained_model_name_or_path")) is not None
-        allow_missing_keys = kwargs.pop("allow_missing_keys", False) or output_loading_info or not from_checkpoint
-        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False) or not from_checkpoint
-        # Resized weights load as re-initialised so that `check_checkpoint` can list them (transformers' error does not).
-        model, loading_info = super().from_pretrained(
-            *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-        )
-        check_checkpoint(
-            model, loading_info, check_missing=not allow_missing_keys, check_resized=not ignore_mismatched_sizes
-        )
-        resync_momentum(model.base_model, loading_info["missing_keys"])
-        return (model, loading_info) if output_loading_info else model
-
-    def resize_token_embeddings(
-        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
-    ) -> nn.Embedding:
-        """
-        `PreTrainedModel.resize_token_embeddings` for the two encoders that read `input_ids`: LayoutLMv3 (the input
-        embeddings) and the RoBERTa aligner with its momentum copy, whose new rows start equal to the online ones.
-        `layout_config.vocab_size` and `text_config.vocab_size` both follow.
-        """
-        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
-        if new_num_tokens is None and pad_to_multiple_of is None:
-            return embeddings
-        base, size = self.base_model, embeddings.num_embeddings
-        old_size = base.text_model.get_input_embeddings().num_embeddings
-        base.text_model.resize_token_embeddings(size, mean_resizing=mean_resizing)
-        if getattr(base, "text_model_m", None) is not None:
-            base.text_model_m.resize_token_embeddings(size, mean_resizing=False)
-            with torch.no_grad():
-                rows = slice(min(old_size, size), size)
-                momentum_rows = base.text_model_m.get_input_embeddings().weight[rows]
-                momentum_rows.copy_(base.text_model.get_input_embeddings().weight[rows])
-        # The aligners share `config.text_config` (and LayoutLMv3 `config.layout_config`): one assignment each.
-        self.config.layout_config.vocab_size = self.config.text_config.vocab_size = size
-        base.freeze_momentum()
-        return embeddings
-
-    @classmethod
-    def from_encoders_pretrained(
-        cls,
-        layout_model_name_or_path: str,
-        vision_model_name_or_path: str,
-        text_model_name_or_path: str,
-        **kwargs,
-    ):
-        """
-        Build an AETNet model from three separately pretrained checkpoints (hub ids or local folders): LayoutLMv3
-        (its task head too, when the checkpoint has a compatible one), a ViT/DeiT and a RoBERTa. Momentum encoders
-        start equal to the online ones; the projections are new and untrained.
-
-        Keyword arguments prefixed `layout_`, `vision_` or `text_` go to the matching `from_pretrained` (e.g.
-        `vision_revision="main"`); the others are `AETNetConfig` fields (`num_labels`, `id2label`, `queue_size`...).
-        """
-        return load_from_encoders(
-            cls, layout_model_name_or_path, vision_model_name_or_path, text_model_name_or_path, **kwargs
-        )
 
 
 class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):

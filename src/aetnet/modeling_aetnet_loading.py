@@ -1,9 +1,9 @@
 """
-How AETNet checkpoints are loaded: the strict check of a checkpoint against its config, the re-sync of momentum
-copies a checkpoint lacks, and building a model from three separately pretrained encoders.
+How AETNet weights come and change shape: `AETNetCheckpointMixin` (`from_pretrained` with the strict check of a
+checkpoint against its config and the re-sync of momentum copies a checkpoint lacks, `from_encoders_pretrained` from
+three separately pretrained encoders, `resize_token_embeddings` of every encoder that reads `input_ids`).
 
-They are functions used by `AETNetPreTrainedModel.from_pretrained` / `from_encoders_pretrained`, kept apart from the
-model classes because they are about checkpoints, not about the network. This module imports only torch,
+They are kept apart from the model classes because they are about checkpoints, not about the network. This module imports only torch,
 transformers and its siblings, so that it ships as Hub remote code with `modeling_aetnet.py`.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import AutoModel, LayoutLMv3Model, PreTrainedModel
 from transformers.utils import logging
@@ -136,4 +137,88 @@ def load_from_encoders(
     return model
 
 
-__all__ = ["CheckpointMismatchError", "check_checkpoint", "load_from_encoders", "resync_momentum"]
+class AETNetCheckpointMixin:
+    """The checkpoint rules of `AETNetPreTrainedModel` (a `PreTrainedModel` with an AETNet base model)."""
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """
+        `PreTrainedModel.from_pretrained`, plus three AETNet rules: momentum encoders missing from the checkpoint are
+        copied from the online encoders (a checkpoint saved without them starts with momentum == online), every
+        momentum parameter is frozen again (loading re-creates parameters with `requires_grad=True`), and a checkpoint
+        whose encoders do not match the config (missing, unexpected or resized weights of the AETNet base model, other
+        than momentum ones) raises an error listing the keys instead of silently re-initialising them: a
+        `CheckpointMismatchError` (a `ValueError`) for missing or unexpected weights, a `RuntimeError` for resized
+        ones, as transformers raises. Task heads (e.g. `classifier`) may be missing or unexpected, as when fine-tuning
+        a pretrained base. Pass `allow_missing_keys=True` (or `ignore_mismatched_sizes=True` for resized weights) to
+        accept the mismatch; `output_loading_info=True` returns the lists instead of raising for missing or
+        unexpected weights, and initialising from a config (`from_pretrained(None, config=..., state_dict=...)`)
+        checks nothing.
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        from_checkpoint = (args[0] if args else kwargs.get("pretrained_model_name_or_path")) is not None
+        allow_missing_keys = kwargs.pop("allow_missing_keys", False) or output_loading_info or not from_checkpoint
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False) or not from_checkpoint
+        # Resized weights load as re-initialised so that `check_checkpoint` can list them (transformers' error does not).
+        model, loading_info = super().from_pretrained(
+            *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+        check_checkpoint(
+            model, loading_info, check_missing=not allow_missing_keys, check_resized=not ignore_mismatched_sizes
+        )
+        resync_momentum(model.base_model, loading_info["missing_keys"])
+        return (model, loading_info) if output_loading_info else model
+
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """
+        `PreTrainedModel.resize_token_embeddings` for the two encoders that read `input_ids`: LayoutLMv3 (the input
+        embeddings) and the RoBERTa aligner with its momentum copy, whose new rows start equal to the online ones.
+        `layout_config.vocab_size` and `text_config.vocab_size` both follow.
+        """
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return embeddings
+        base, size = self.base_model, embeddings.num_embeddings
+        old_size = base.text_model.get_input_embeddings().num_embeddings
+        base.text_model.resize_token_embeddings(size, mean_resizing=mean_resizing)
+        if getattr(base, "text_model_m", None) is not None:
+            base.text_model_m.resize_token_embeddings(size, mean_resizing=False)
+            with torch.no_grad():
+                rows = slice(min(old_size, size), size)
+                momentum_rows = base.text_model_m.get_input_embeddings().weight[rows]
+                momentum_rows.copy_(base.text_model.get_input_embeddings().weight[rows])
+        # The aligners share `config.text_config` (and LayoutLMv3 `config.layout_config`): one assignment each.
+        self.config.layout_config.vocab_size = self.config.text_config.vocab_size = size
+        base.freeze_momentum()
+        return embeddings
+
+    @classmethod
+    def from_encoders_pretrained(
+        cls,
+        layout_model_name_or_path: str,
+        vision_model_name_or_path: str,
+        text_model_name_or_path: str,
+        **kwargs,
+    ):
+        """
+        Build an AETNet model from three separately pretrained checkpoints (hub ids or local folders): LayoutLMv3
+        (its task head too, when the checkpoint has a compatible one), a ViT/DeiT and a RoBERTa. Momentum encoders
+        start equal to the online ones; the projections are new and untrained.
+
+        Keyword arguments prefixed `layout_`, `vision_` or `text_` go to the matching `from_pretrained` (e.g.
+        `vision_revision="main"`); the others are `AETNetConfig` fields (`num_labels`, `id2label`, `queue_size`...).
+        """
+        return load_from_encoders(
+            cls, layout_model_name_or_path, vision_model_name_or_path, text_model_name_or_path, **kwargs
+        )
+
+
+__all__ = [
+    "AETNetCheckpointMixin",
+    "CheckpointMismatchError",
+    "check_checkpoint",
+    "load_from_encoders",
+    "resync_momentum",
+]
