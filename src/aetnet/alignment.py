@@ -27,8 +27,8 @@ as files of one folder when it saves remote code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -152,8 +152,8 @@ class AlignmentFeatures:
             counterparts (the momentum ViT sees `pixel_values_aug`); None unless an objective `needs_momentum`.
         image_queue, text_queue, queue_valid: `(E, Q)` copies of the queues before this step's write, and which
             entries hold features, `(Q,)`; None unless an objective `needs_momentum`.
-        distill_ramp: the factor of every momentum-distillation weight at this step, in [0, 1] (`AETNetModel.distill_ramp`,
-            which `AETNetTrainer` ramps from 0 over the first epoch as ALBEF does).
+        distill_ramp: the factor of every momentum-distillation weight at this step, in [0, 1]
+            (`AETNetModel.distill_ramp`, which `AETNetTrainer` ramps from 0 over the first epoch as ALBEF does).
     """
 
     input_ids: torch.Tensor

@@ -3,8 +3,8 @@ How AETNet weights come and change shape: `AETNetCheckpointMixin` (`from_pretrai
 checkpoint against its config and the re-sync of momentum copies a checkpoint lacks, `from_encoders_pretrained` from
 three separately pretrained encoders, `resize_token_embeddings` of every encoder that reads `input_ids`).
 
-They are kept apart from the model classes because they are about checkpoints, not about the network. This module imports only torch,
-transformers and its siblings, so that it ships as Hub remote code with `modeling_aetnet.py`.
+They are kept apart from the model classes because they are about checkpoints, not about the network. This module
+imports only torch, transformers and its siblings, so that it ships as Hub remote code with `modeling_aetnet.py`.
 """
 
 from __future__ import annotations
@@ -159,7 +159,8 @@ class AETNetCheckpointMixin:
         from_checkpoint = (args[0] if args else kwargs.get("pretrained_model_name_or_path")) is not None
         allow_missing_keys = kwargs.pop("allow_missing_keys", False) or output_loading_info or not from_checkpoint
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False) or not from_checkpoint
-        # Resized weights load as re-initialised so that `check_checkpoint` can list them (transformers' error does not).
+        # Resized weights load as re-initialised so that `check_checkpoint` can list them (transformers' error
+        # does not).
         model, loading_info = super().from_pretrained(
             *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
         )
