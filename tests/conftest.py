@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -84,3 +85,10 @@ def tiny_documents(count: int = 4, seq_len: int = 10, image: int = 16, num_label
             )
         )
     return documents
+
+
+def free_port() -> int:
+    """A free local TCP port, for the rendezvous of the tests' 2-process gloo groups."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

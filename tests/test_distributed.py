@@ -17,13 +17,14 @@ The Trainer-level DDP run (momentum weights identical across ranks, skipped step
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
+
+from conftest import free_port
 
 from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.modeling_aetnet import AETNetForTokenClassification
@@ -131,12 +132,6 @@ def worker(rank: int, port: int, output_dir: str) -> None:
         )
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ remote code without the package, and two-process DDP.
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from conftest import tiny_config, tiny_documents
+from conftest import free_port, tiny_config, tiny_documents
 
 from aetnet import (
     AETNetForQuestionAnswering,
@@ -372,7 +371,7 @@ def _ddp_worker(rank: int, port: int, output_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        # DITC too: alone, these objectives leave the temperature and the text projection without a gradient.
+        # With DITC, so that the shared parts it trains are in the DDP group too.
         model = make_model(AETNetForTokenClassification, objectives=("ditc", *SIMLA))
         ddp = DistributedDataParallel(model, find_unused_parameters=False)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
@@ -387,10 +386,7 @@ def _ddp_worker(rank: int, port: int, output_dir: str) -> None:
 
 
 def test_two_process_ddp_trains_every_objective_parameter_alike(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2))
     initial = make_model(AETNetForTokenClassification, objectives=("ditc", *SIMLA))
     for name, param in initial.named_parameters():

@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import tiny_config, tiny_documents
+from conftest import free_port, tiny_config, tiny_documents
 
 from aetnet import (
     AETNetConfig,
@@ -343,8 +343,7 @@ def ddp_worker(rank: int, port: int, output_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         torch.manual_seed(0)
-        # With PITA: on their own, TIA and TIM leave the model's projections and temperature without a gradient
-        # (only the contrastive objectives and PITA use them), which DDP without unused-parameter detection rejects.
+        # With PITA, so that the shared parts it trains (projections, temperature) are in the DDP group too.
         model = AETNetForTokenClassification(tiny_config(alignment_objectives=DDP_OBJECTIVES)).train()
         # Without unused-parameter detection (the Trainer's choice with gradient checkpointing): both heads, and
         # everything TIM's extra forward reaches, must get a gradient on every rank at every step.
@@ -360,12 +359,7 @@ def ddp_worker(rank: int, port: int, output_dir: str) -> None:
 
 
 def test_two_process_ddp_keeps_the_ranks_identical(tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2))
     assert first.keys() == second.keys()
     for name, weight in first.items():
