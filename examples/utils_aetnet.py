@@ -88,7 +88,7 @@ class ModelArguments:
     text_model: str | None = field(default=None, metadata={"help": "RoBERTa checkpoint of the text aligner."})
     model_size: str = field(
         default="tiny",
-        metadata={"help": "Random-weight preset when no checkpoint is given.", "choices": ["tiny", "small", "base"]},
+        metadata={"help": "Random-weight preset when no checkpoint is given.", "choices": ["tiny", "study", "small", "base"]},
     )
     tokenizer_vocab_size: int = field(
         default=4000, metadata={"help": "Vocabulary of the tokenizer trained on the training words (--model_size)."}

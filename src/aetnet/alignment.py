@@ -120,6 +120,30 @@ class AlignmentObjective(nn.Module):
         """The unweighted term, a scalar; every objective implements it (this base class is abstract)."""
         raise NotImplementedError(f"{type(self).__name__} must implement `forward(features)`")
 
+    def chance_level(self, features: AlignmentFeatures) -> float:
+        """
+        The loss on this bundle of the best prediction that ignores the document: uniform scores for a contrastive
+        term (log N over exactly the candidates it scores), the label or token prior for a classification or masked
+        term (its entropy), the mean target for a regression. An objective whose loss falls clearly below it has
+        learnt something about the page, not only the statistics of its targets. Learnability checks
+        (`tests/test_learnability.py`, `benchmarks/bench_learnability.py`) compare the trained loss with it, so that
+        an objective that silently stops learning is caught without naming any objective outside its own file.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not define `chance_level(features)`, the loss of an untrained model on this "
+            "bundle; implement it so that the learnability checks cover this objective"
+        )
+
+
+
+def prior_entropy(counts: torch.Tensor) -> float:
+    """
+    The entropy (nats) of the empirical distribution with these `counts`: the cross-entropy of the best constant
+    prediction of labels drawn from it, the chance level of a classification or masked-prediction term.
+    """
+    counts = counts.double().flatten()
+    probabilities = counts[counts > 0] / counts.sum()
+    return float(-(probabilities * probabilities.log()).sum()) if counts.sum() > 0 else 0.0
 
 @dataclass
 class AlignmentFeatures:
@@ -192,6 +216,7 @@ __all__ = [
     "AlignmentFeatures",
     "AlignmentObjective",
     "get_objective",
+    "prior_entropy",
     "register_objective",
     "registered_objectives",
 ]

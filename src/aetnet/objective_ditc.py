@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -75,6 +77,20 @@ class DocumentImageTextContrast(AlignmentObjective):
             f.image_feat, f.text_feat, f.image_feat_m, f.text_feat_m, f.image_queue, f.text_queue, f.temp,
             alpha=alpha, queue_valid=f.queue_valid,
         )
+
+    def chance_level(self, features: AlignmentFeatures) -> float:
+        """
+        log N, N = the batch plus the valid queue entries (the columns `_logits_against_queue` leaves unmasked).
+        Uniform logits give a cross entropy of log N against any target distribution, so momentum distillation
+        (soft targets) does not change it.
+        """
+        return math.log(_candidates(features))
+
+
+def _candidates(features: AlignmentFeatures) -> int:
+    """In-batch momentum features plus the queue entries that hold features: what each anchor is scored against."""
+    valid = features.image_queue.shape[1] if features.queue_valid is None else int(features.queue_valid.sum())
+    return features.image_feat.shape[0] + valid
 
 
 __all__ = ["DocumentContrastiveLoss", "DocumentImageTextContrast"]

@@ -68,5 +68,23 @@ class GlobalLocalContrast(AlignmentObjective):
         image_term = self.loss(f.image_feat, patches_m, patch_mask, f.temp)
         return (image_term + self.loss(f.text_feat, tokens_m, f.real_tokens, f.temp)) / 2
 
+    def chance_level(self, features: AlignmentFeatures) -> float:
+        """
+        The mean of the two modalities' chance levels. Each positive local of document n competes with every valid
+        local of the other documents, so uniform scores give log(1 + sum_{j != n} locals_j), averaged over the
+        documents that have locals, as `GlobalLocalContrastiveLoss` averages; image locals are all patches.
+        """
+        batch_size, num_patches = features.patch_embeds.shape[:2]
+        image = _mean_chance(torch.full((batch_size,), num_patches))
+        return (image + _mean_chance(features.real_tokens.sum(dim=1).cpu())) / 2
+
+
+def _mean_chance(locals_per_doc: torch.Tensor) -> float:
+    """Mean over documents with locals of log(1 + the locals of the other documents): the uniform-score loss."""
+    counts = locals_per_doc.double()
+    negatives = counts.sum() - counts
+    present = counts > 0
+    return float(torch.log1p(negatives[present]).mean()) if present.any() else 0.0
+
 
 __all__ = ["GlobalLocalContrast", "GlobalLocalContrastiveLoss"]

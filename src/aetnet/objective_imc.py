@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,6 +55,11 @@ class IntraModalContrast(AlignmentObjective):
             f.image_feat, f.text_feat, f.image_feat_m, f.text_feat_m, f.image_queue, f.text_queue, f.temp,
             queue_valid=f.queue_valid,
         )
+
+    def chance_level(self, features: AlignmentFeatures) -> float:
+        """log N, N = the batch plus the valid queue entries, for both the image and the text term (hard targets)."""
+        queue = features.image_queue.shape[1] if features.queue_valid is None else int(features.queue_valid.sum())
+        return math.log(features.image_feat.shape[0] + queue)
 
 
 __all__ = ["IntraModalContrast", "IntraModalContrastiveLoss"]

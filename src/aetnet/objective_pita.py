@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -153,6 +155,23 @@ class PatchTokenAlignment(AlignmentObjective):
     def forward(self, features: AlignmentFeatures) -> torch.Tensor:
         f = features
         return self.loss(f.vision_proj(f.patch_embeds), f.text_proj(f.text_embeds), f.bbox, f.boxed_tokens, f.temp)
+
+    def chance_level(self, features: AlignmentFeatures) -> float:
+        """
+        `"cosine"`: 1, the loss of features with zero expected cosine (random directions). `"infonce"`: uniform logits
+        give, per occupied cell of a page with K occupied cells out of C, log K for patch -> text (the empty cells are
+        masked) and log C for text -> patch; averaged over the occupied cells as the loss averages them.
+        """
+        if self.loss.loss == "cosine":
+            return 1.0
+        f = features
+        ones = torch.ones(*f.bbox.shape[:2], 1, device=f.bbox.device)
+        _, counts = pool_tokens_per_cell(ones, f.bbox, f.boxed_tokens, self.loss.grid_size, self.loss.span_policy)
+        occupied = (counts > 0).sum(dim=1).double().cpu()  # K per page
+        if occupied.sum() == 0:
+            return 0.0
+        per_page = occupied * (torch.log(occupied.clamp(min=1)) + math.log(counts.shape[1]))
+        return float(per_page.sum() / (2 * occupied.sum()))
 
 
 __all__ = [

@@ -141,6 +141,18 @@ class PseudoKeywordPrediction(AlignmentObjective):
         loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         return loss.sum(dim=-1).mean() / self.num_keywords
 
+    @torch.no_grad()
+    def chance_level(self, features: AlignmentFeatures) -> float:
+        """
+        The loss of the best prediction without the page: every page gets the batch's keyword frequencies (a keyword
+        of every page costs nothing, one of no page costs nothing either).
+        """
+        f = features
+        targets = keyword_targets(f.input_ids, self.keywords(f), self.head.out_features, self.special_ids)
+        frequency = targets.mean(dim=0, keepdim=True).expand_as(targets)
+        loss = F.binary_cross_entropy(frequency, targets, reduction="none")
+        return float(loss.sum(dim=-1).mean() / self.num_keywords)
+
 
 __all__ = [
     "PSL_KEYWORD_SOURCES",

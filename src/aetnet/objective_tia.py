@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
+from .alignment import AlignmentFeatures, AlignmentObjective, prior_entropy, register_objective
 
 
 def box_segments(bbox: torch.Tensor, boxed: torch.Tensor) -> torch.Tensor:
@@ -134,6 +134,11 @@ class TextImageAlignment(AlignmentObjective):
         if not features.boxed_tokens.any():  # no boxed text (e.g. box-less questions only): 0, still on the graph
             return logits.sum() * 0.0
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+    def chance_level(self, features: AlignmentFeatures) -> float:
+        """The entropy of this step's covered / not covered labels: a head that never looks at the page."""
+        covered = features.prepared[self.name]["covered_tokens"][features.boxed_tokens]
+        return prior_entropy(torch.stack([covered.sum(), (~covered).sum()]))
 
 
 __all__ = ["TextImageAlignment", "box_pixel_mask", "box_segments", "boxed_real_tokens", "choose_segments"]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
+from .alignment import AlignmentFeatures, AlignmentObjective, prior_entropy, register_objective
 
 
 def true_pairs(features: Any, source: torch.Tensor) -> torch.Tensor:
@@ -98,6 +98,17 @@ class TextImageMatching(AlignmentObjective):
         outputs = features.fusion(pixel_values=features.pixel_values[source])
         logits = self.head(self.pool(outputs.last_hidden_state, text_length)).float()
         return F.cross_entropy(logits, labels)
+
+    def chance_level(self, features: AlignmentFeatures) -> float:
+        """
+        The entropy of the matched / mismatched labels, whose counts `draw_negatives` fixes (a page that is still a
+        true pair after the roll is rare and ignored): a head that cannot tell a match.
+        """
+        batch_size = features.pixel_values.shape[0]
+        if batch_size < 2:
+            return 0.0
+        negatives = min(batch_size, max(1, round(self.negative_ratio * batch_size)))
+        return prior_entropy(torch.tensor([negatives, batch_size - negatives]))
 
 
 __all__ = ["TextImageMatching", "true_pairs"]

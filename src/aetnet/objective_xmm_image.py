@@ -174,5 +174,18 @@ class CrossModalMaskedImage(AlignmentObjective):
             return (1 - F.cosine_similarity(prediction, target, dim=-1)).mean()
         return F.smooth_l1_loss(prediction, target)
 
+    def chance_level(self, features: AlignmentFeatures) -> float:
+        """
+        The loss of the best constant prediction over the batch's patches (masked patches are drawn from all of
+        them): for `"cosine"`, 1 - the norm of the mean unit target, for `"smooth_l1"` that of the mean target.
+        """
+        f = features
+        targets = f.patch_embeds if self.target == "online" else f.patch_embeds_m
+        targets = targets.detach().flatten(0, 1).float()
+        targets = F.layer_norm(targets, targets.shape[-1:])
+        if self.loss == "cosine":
+            return float(1 - F.normalize(targets, dim=-1).mean(dim=0).norm())
+        return float(F.smooth_l1_loss(targets.mean(dim=0).expand_as(targets), targets))
+
 
 __all__ = ["CrossModalMaskedImage", "XMM_IMAGE_LOSSES", "XMM_IMAGE_TARGETS", "draw_block_mask"]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
+from .alignment import AlignmentFeatures, AlignmentObjective, prior_entropy, register_objective
 from .masking import distributed_seed, special_token_ids
 
 
@@ -180,6 +180,15 @@ class CrossModalMaskedText(AlignmentObjective):
         if logits.shape[0] == 0:  # no real token in the batch: a zero that still reaches the head's parameters
             return logits.sum() * 0.0
         return F.cross_entropy(logits.float(), f.input_ids[mask])
+
+    def chance_level(self, features: AlignmentFeatures) -> float:
+        """
+        The entropy of the batch's token frequencies over the maskable tokens, from which the masked positions are
+        drawn uniformly: a model that predicts the unigram prior and reads neither context nor page.
+        """
+        f = features
+        tokens = f.input_ids[f.real_tokens & (f.input_ids != self.mask_token_id)]
+        return prior_entropy(torch.bincount(tokens.cpu()))
 
 
 __all__ = [
