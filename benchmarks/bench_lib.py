@@ -1,5 +1,5 @@
 """
-Building blocks of `bench_training_step.py` and `compare_funsd.py`: the hardware of a result, synthetic inputs, the
+Building blocks of `bench_training_step.py` and `compare.py`: the hardware of a result, synthetic inputs, the
 models under test, and one training or inference step (in profiler ranges named `bench::<part>`, which
 `bench_breakdown.py` reads). Timing and memory are in `bench_timing.py`, the profiler breakdown in
 `bench_breakdown.py`.

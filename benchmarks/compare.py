@@ -1,31 +1,36 @@
 """
-AETNet against plain LayoutLMv3 on FUNSD over several seeds, with an ablation of the four alignment objectives.
+AETNet against plain LayoutLMv3 over several seeds, with ablations of the alignment objectives, on FUNSD (entity F1,
+`--task funsd`) or a page-classification folder such as `../shared/data/rvlcdip3` (accuracy, `--task rvlcdip`).
 
-Every run is `examples/run_funsd.py` in its own process, with the same arguments (those after `--`) and its seed;
-the variants differ in one thing each:
+Every run is the task's example script (`examples/run_funsd.py` or `examples/run_rvlcdip.py`) in its own process,
+with the same arguments (those after `--`) and its seed; the variants differ in one thing each:
 
-- `aetnet`: AETNet, all four objectives at their default weights;
+- `aetnet`: AETNet, its four default objectives at their default weights;
 - `layoutlmv3`: `--baseline layoutlmv3`, stock LayoutLMv3 started from the very weights of the AETNet run of the same
   seed (`AETNetFor....to_layoutlmv3`): the same LayoutLMv3 initialisation, data order, steps and learning rate;
 - `no-ditc`, `no-imc`, `no-glitc`, `no-pita`: AETNet with that objective's loss weight at 0 (same initialisation as
   `aetnet`; the term is still computed and logged, so its curve shows what it does untrained);
 - `no-alignment`: all four weights at 0, so the aligners' features still enter LayoutLMv3 but nothing aligns them:
-  what the extra encoders give without the objectives.
+  what the extra encoders give without the objectives;
+- `+tia`, `+tim`, `+xmm_text`, `+xmm_image`, `+psl`: the four defaults plus that objective; `tia-only`, ...: that
+  objective alone (every registered objective outside the defaults gets both).
 
 The script writes, under `--out`: `runs/<variant>-seed<seed>/` (each run's output folder and `log.txt`),
-`summary.json` (every run's scores, times, hardware and loss history, plus the command), `summary.md`
-(entity F1 mean and sample standard deviation per variant) and `summary.png` (task and alignment losses against the
+`summary.json` (every run's scores, times, hardware and loss history, plus the command), `summary.md` (the task's
+scores, mean and sample standard deviation per variant) and `summary.png` (task and alignment losses against the
 step, mean over seeds with the min-max band); `--summary NAME` names these three files, so that several summaries
-(a comparison over three seeds, an ablation over two) can share one folder of runs. Runs whose folder already holds `all_results.json` are read, not
-rerun, so an interrupted comparison continues where it stopped (`--rerun` to start over).
+can share one folder of runs. Runs whose folder already holds `all_results.json` are read, not rerun, so an
+interrupted comparison continues where it stopped (`--rerun` to start over). `--jobs N` runs N at a time (each run
+uses one CPU thread by default, so `--jobs 2` fills a 2-core machine).
 
-    python benchmarks/compare_funsd.py --variants aetnet,layoutlmv3 --seeds 1,2,3 \
+    python benchmarks/compare.py --task funsd --variants aetnet,layoutlmv3 --seeds 1,2,3 \
         --out benchmarks/results/funsd-tiny-cpu -- --dataset_dir ../shared/data/funsd --model_size tiny
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -39,29 +44,39 @@ from pathlib import Path
 import torch
 import transformers
 
+from aetnet.alignment import registered_objectives
 from aetnet.configuration_aetnet import ALIGNMENT_OBJECTIVES
 from aetnet.training_plots import loss_curves
 from bench_lib import hardware
 
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_funsd.py"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# Per task: the example script and its evaluation scores (the first is the one the table compares).
+TASKS = {
+    "funsd": (EXAMPLES / "run_funsd.py", ("f1", "precision", "recall")),
+    "rvlcdip": (EXAMPLES / "run_rvlcdip.py", ("accuracy", "macro_f1")),
+}
 # The ablation switches off AETNet's default objectives one at a time, by their weight.
 OBJECTIVES = ALIGNMENT_OBJECTIVES
+EXTRA_OBJECTIVES = [name for name in registered_objectives() if name not in OBJECTIVES]
 VARIANTS = {
     "aetnet": [],
     "layoutlmv3": ["--baseline", "layoutlmv3"],
     **{f"no-{name}": ["--loss_weights", f"{name}=0"] for name in OBJECTIVES},
     "no-alignment": ["--loss_weights", ",".join(f"{name}=0" for name in OBJECTIVES)],
+    **{f"+{name}": ["--alignment_objectives", *OBJECTIVES, name] for name in EXTRA_OBJECTIVES},
+    **{f"{name}-only": ["--alignment_objectives", name] for name in EXTRA_OBJECTIVES},
 }
-SCORES = ("f1", "precision", "recall")
 # Arguments the script sets per run; giving them after `--` would make the runs differ in the wrong way.
-OWNED_ARGUMENTS = ("--output_dir", "--seed", "--baseline", "--loss_weights")
+OWNED_ARGUMENTS = ("--output_dir", "--seed", "--baseline", "--loss_weights", "--alignment_objectives")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     argv = sys.argv[1:] if argv is None else argv
     own, script_args = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="funsd", choices=list(TASKS), help="Which example runs (default funsd).")
+    parser.add_argument("--jobs", type=int, default=1, help="Runs at a time (default 1).")
     parser.add_argument("--variants", default="aetnet,layoutlmv3", help=f"Comma-separated, among {list(VARIANTS)}.")
     parser.add_argument("--seeds", default="1,2,3", help="Comma-separated seeds; every variant runs every seed.")
     parser.add_argument("--out", type=Path, required=True, help="Folder for the runs and the summary.")
@@ -78,19 +93,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     if not args.seeds:
         parser.error("--seeds: give at least one seed")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     owned = [a for a in script_args if a.split("=", 1)[0] in OWNED_ARGUMENTS]
     if owned:
         parser.error(f"{owned} after `--` are set per run by this script; leave them out")
     return args, script_args
 
 
-def run_once(variant: str, seed: int, run_dir: Path, script_args: list[str], rerun: bool) -> dict:
-    """One `run_funsd.py` run (or its saved results): scores, wall time and training log history."""
+def run_once(task: str, variant: str, seed: int, run_dir: Path, script_args: list[str], rerun: bool) -> dict:
+    """One run of the task's example (or its saved results): scores, wall time and training log history."""
+    script, scores = TASKS[task]
     results_file = run_dir / "all_results.json"
     if rerun or not results_file.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, str(SCRIPT), *script_args, *VARIANTS[variant],
+            sys.executable, str(script), *script_args, *VARIANTS[variant],
             "--output_dir", str(run_dir), "--seed", str(seed), "--disable_tqdm", "True",
         ]
         start = time.perf_counter()
@@ -115,7 +133,7 @@ def run_once(variant: str, seed: int, run_dir: Path, script_args: list[str], rer
     return {
         "variant": variant,
         "seed": seed,
-        **{name: results[f"eval_{name}"] for name in SCORES},
+        **{name: results[f"eval_{name}"] for name in scores},
         "train_runtime": results.get("train_runtime"),
         **info,
         "global_step": state["global_step"],
@@ -129,13 +147,13 @@ def run_device(script_args: list[str]) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and not use_cpu else "cpu")
 
 
-def summarize(runs: list[dict], variants: list[str]) -> list[dict]:
+def summarize(runs: list[dict], variants: list[str], scores: tuple[str, ...]) -> list[dict]:
     """Mean and sample standard deviation (0 for one seed) of each score, per variant, in `variants` order."""
     rows = []
     for variant in variants:
         mine = [run for run in runs if run["variant"] == variant]
         row = {"variant": variant, "seeds": [run["seed"] for run in mine]}
-        for name in SCORES:
+        for name in scores:
             values = [run[name] for run in mine]
             row[name] = values
             row[f"{name}_mean"] = statistics.fmean(values)
@@ -145,21 +163,24 @@ def summarize(runs: list[dict], variants: list[str]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    """The summary table; F1 differences are against the `layoutlmv3` and `aetnet` rows, where those ran."""
-    references = {row["variant"]: row["f1_mean"] for row in rows if row["variant"] in ("layoutlmv3", "aetnet")}
+def markdown(rows: list[dict], scores: tuple[str, ...]) -> str:
+    """The summary table; differences of the first score are against the `layoutlmv3` and `aetnet` rows, where those ran."""
+    main, others = scores[0], scores[1:]
+    references = {row["variant"]: row[f"{main}_mean"] for row in rows if row["variant"] in ("layoutlmv3", "aetnet")}
     lines = [
-        "| variant | seeds | entity F1 mean +- std | F1 per seed | precision | recall "
-        + "".join(f"| F1 - {name} " for name in references)
+        f"| variant | seeds | {main} mean +- std | {main} per seed "
+        + "".join(f"| {name} " for name in others)
+        + "".join(f"| {main} - {name} " for name in references)
         + "| train s (mean) |",
-        "|---|---|---|---|---|---" + "|---" * len(references) + "|---|",
+        "|---|---|---|---" + "|---" * (len(others) + len(references)) + "|---|",
     ]
     for row in rows:
-        deltas = "".join(f"| {row['f1_mean'] - f1:+.4f} " for f1 in references.values())
+        deltas = "".join(f"| {row[f'{main}_mean'] - value:+.4f} " for value in references.values())
         lines.append(
-            f"| {row['variant']} | {','.join(map(str, row['seeds']))} | {row['f1_mean']:.4f} +- {row['f1_std']:.4f} "
-            f"| {' '.join(f'{v:.4f}' for v in row['f1'])} | {row['precision_mean']:.4f} | {row['recall_mean']:.4f} "
-            f"{deltas}| {row['train_runtime_mean']:.0f} |"
+            f"| {row['variant']} | {','.join(map(str, row['seeds']))} "
+            f"| {row[f'{main}_mean']:.4f} +- {row[f'{main}_std']:.4f} | {' '.join(f'{v:.4f}' for v in row[main])} "
+            + "".join(f"| {row[f'{name}_mean']:.4f} " for name in others)
+            + f"{deltas}| {row['train_runtime_mean']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -171,7 +192,8 @@ def plot(runs: list[dict], variants: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    terms = ["loss_task", *(f"loss_{name}" for name in OBJECTIVES)]
+    logged = {key for run in runs for entry in run["log_history"] for key in entry if key.startswith("loss_")}
+    terms = ["loss_task", *sorted(logged - {"loss_task"})]
     colors = {variant: f"C{index}" for index, variant in enumerate(variants)}  # one colour per variant in every panel
     figure, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.8), squeeze=False)
     for axis, term in zip(axes[0], terms):
@@ -200,13 +222,26 @@ def plot(runs: list[dict], variants: list[str], path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     args, script_args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = []
+    script, scores = TASKS[args.task]
     plan = [(variant, seed) for seed in args.seeds for variant in args.variants]
-    for index, (variant, seed) in enumerate(plan, 1):
-        run = run_once(variant, seed, args.out / "runs" / f"{variant}-seed{seed}", script_args, args.rerun)
-        runs.append(run)
-        print(f"[{index}/{len(plan)}] {variant} seed {seed}: F1 {run['f1']:.4f} ({run['wall_seconds']:.0f} s)")
-    rows = summarize(runs, args.variants)
+    runs = {}
+    # Threads only wait on the runs' processes; a run's own threads are set by the example (1 on CPU).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {
+            pool.submit(
+                run_once, args.task, variant, seed, args.out / "runs" / f"{variant}-seed{seed}", script_args, args.rerun
+            ): (variant, seed)
+            for variant, seed in plan
+        }
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            run = future.result()
+            runs[futures[future]] = run
+            print(
+                f"[{done}/{len(plan)}] {run['variant']} seed {run['seed']}: {scores[0]} {run[scores[0]]:.4f} "
+                f"({run['wall_seconds']:.0f} s)", flush=True
+            )
+    runs = [runs[key] for key in plan]
+    rows = summarize(runs, args.variants, scores)
     summary = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -214,6 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
             # Where the runs ran (each run's own record; a summary may be written elsewhere from copied runs).
             "run_hardware": list({json.dumps(r["hardware"], sort_keys=True): r["hardware"] for r in runs}.values()),
             "software": sorted({f"torch {run['torch']}, transformers {run['transformers']}" for run in runs}),
+            "task": args.task,
+            "jobs": args.jobs,
             "loadavg_at_summary": os.getloadavg(),
         },
         "rows": rows,
@@ -221,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     path = args.out / args.summary
     path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
-    table = markdown(rows)
+    table = markdown(rows, scores)
     path.with_suffix(".md").write_text(table + "\n")
     plot(runs, args.variants, path.with_suffix(".png"))
     print(table)

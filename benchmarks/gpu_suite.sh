@@ -17,7 +17,7 @@
 # The FUNSD stages keep every run under $RESULTS (default .gpu/results, kept while the machine stays warm), so a stage
 # cut short continues where it stopped on the next call; each also packs the runs' small files into
 # $OUT/funsd-base-runs.tar.gz. Unpacked into benchmarks/results/ here, they are read back (not rerun) by
-# `benchmarks/compare_funsd.py --out benchmarks/results/funsd-base ...` into one summary, every run's GPU named in
+# `benchmarks/compare.py --task funsd --out benchmarks/results/funsd-base ...` into one summary, every run's GPU named in
 # summary.json. SEEDS=1,2 then SEEDS=3 splits a stage over two calls.
 #
 # SMOKE=1 runs every stage at toy size on the CPU, to check the commands without a GPU.
@@ -88,7 +88,7 @@ for stage in "$@"; do
       # One folder for both stages: the ablation reads the funsd stage's runs and adds its own to the same summary.
       name=funsd-$SIZE variants=aetnet,layoutlmv3
       [[ $stage == ablation ]] && variants=$variants,no-ditc,no-imc,no-glitc,no-pita,no-alignment
-      $PYTHON benchmarks/compare_funsd.py --variants $variants --seeds "$SEEDS" --out "$RESULTS/$name" -- \
+      $PYTHON benchmarks/compare.py --task funsd --variants $variants --seeds "$SEEDS" --out "$RESULTS/$name" -- \
         --dataset_dir .gpu/data/funsd --model_size $SIZE "${FUNSD_TRAIN[@]}" "${PRECISION[@]}" --logging_steps 10 \
         --do_predict False
       pack_runs "$name"

@@ -25,7 +25,7 @@ The data are a local FUNSD folder or a Hub dataset (`--dataset_dir`), or, by def
 rendered on the fly. Long documents are split into overlapping windows; evaluation and the written predictions
 (`predictions.jsonl`) merge the windows back to one label per word, and the scores are entity-level seqeval scores
 over words. `--baseline layoutlmv3` trains stock LayoutLMv3ForTokenClassification instead, from the same LayoutLMv3
-and head weights as the AETNet model it replaces (see `benchmarks/compare_funsd.py`).
+and head weights as the AETNet model it replaces (see `benchmarks/compare.py`).
 
     python examples/run_funsd.py --output_dir outputs/aetnet-synthetic
     python examples/run_funsd.py --output_dir outputs/aetnet-funsd-small \

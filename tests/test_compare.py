@@ -1,4 +1,4 @@
-"""benchmarks/compare_funsd.py: AETNet vs the LayoutLMv3 baseline over seeds, 2-step runs on a few synthetic forms."""
+"""benchmarks/compare.py: AETNet vs the LayoutLMv3 baseline over seeds, 2-step runs on a few synthetic forms."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import compare_funsd  # noqa: E402
+import compare  # noqa: E402
 
 
 RUN_ARGS = [
@@ -24,8 +24,8 @@ RUN_ARGS = [
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    argv = ["--variants", "aetnet,layoutlmv3", "--seeds", "5", "--out", str(out), "--", *RUN_ARGS]
-    summary = compare_funsd.main(argv)
+    argv = ["--variants", "aetnet,layoutlmv3", "--seeds", "5", "--jobs", "2", "--out", str(out), "--", *RUN_ARGS]
+    summary = compare.main(argv)
     return out, summary
 
 
@@ -39,7 +39,7 @@ def test_runs_both_variants_and_writes_the_summary(comparison):
     assert saved["rows"] == summary["rows"] and "--seeds 5" in saved["meta"]["command"]
     assert [hardware["cpu_count"] for hardware in saved["meta"]["run_hardware"]] == [os.cpu_count()]
     table = (out / "summary.md").read_text()
-    assert "| aetnet | 5 |" in table and "| layoutlmv3 | 5 |" in table and "+0.0000" in table
+    assert "| aetnet | 5 |" in table and "| layoutlmv3 | 5 |" in table and "+0.0000" in table and "| f1 mean" in table
     assert (out / "summary.png").stat().st_size > 10_000
 
 
@@ -58,7 +58,7 @@ def test_existing_runs_are_read_not_rerun(comparison):
     log = out / "runs" / "aetnet-seed5" / "log.txt"
     before = log.stat().st_mtime_ns
     argv = ["--variants", "aetnet", "--seeds", "5", "--out", str(out), "--summary", "aetnet-only", "--", *RUN_ARGS]
-    again = compare_funsd.main(argv)
+    again = compare.main(argv)
     assert log.stat().st_mtime_ns == before
     assert [row["variant"] for row in json.loads((out / "aetnet-only.json").read_text())["rows"]] == ["aetnet"]
     assert (out / "summary.json").exists()  # the first summary stays
@@ -66,8 +66,29 @@ def test_existing_runs_are_read_not_rerun(comparison):
 
 
 def test_ablation_variants_zero_one_weight_each():
-    assert compare_funsd.VARIANTS["no-pita"] == ["--loss_weights", "pita=0"]
-    assert compare_funsd.VARIANTS["no-alignment"] == ["--loss_weights", "ditc=0,imc=0,glitc=0,pita=0"]
+    assert compare.VARIANTS["no-pita"] == ["--loss_weights", "pita=0"]
+    assert compare.VARIANTS["no-alignment"] == ["--loss_weights", "ditc=0,imc=0,glitc=0,pita=0"]
+
+
+def test_every_extra_registered_objective_is_added_to_the_four_and_run_alone():
+    assert compare.VARIANTS["+tia"] == ["--alignment_objectives", "ditc", "imc", "glitc", "pita", "tia"]
+    assert compare.VARIANTS["psl-only"] == ["--alignment_objectives", "psl"]
+    extra = {"tia", "tim", "xmm_text", "xmm_image", "psl"}
+    assert {v[1:] for v in compare.VARIANTS if v.startswith("+")} == extra
+    assert {v[: -len("-only")] for v in compare.VARIANTS if v.endswith("-only")} == extra
+
+
+def test_classification_table_compares_accuracy_against_both_references():
+    runs = [
+        {"variant": v, "seed": s, "accuracy": a, "macro_f1": a - 0.1, "train_runtime": 10.0}
+        for v, s, a in [("aetnet", 1, 0.8), ("aetnet", 2, 0.6), ("layoutlmv3", 1, 0.5), ("layoutlmv3", 2, 0.5)]
+    ]
+    rows = compare.summarize(runs, ["aetnet", "layoutlmv3"], compare.TASKS["rvlcdip"][1])
+    assert rows[0]["accuracy_mean"] == pytest.approx(0.7) and rows[0]["accuracy_std"] == pytest.approx(0.1414, abs=1e-4)
+    table = compare.markdown(rows, compare.TASKS["rvlcdip"][1]).splitlines()
+    assert table[0].startswith("| variant | seeds | accuracy mean +- std | accuracy per seed | macro_f1 ")
+    assert "| accuracy - aetnet | accuracy - layoutlmv3 |" in table[0]
+    assert table[2].startswith("| aetnet | 1,2 | 0.7000 +- 0.1414 | 0.8000 0.6000 | 0.6000 | +0.0000 | +0.2000 |")
 
 
 @pytest.mark.parametrize(
@@ -77,9 +98,11 @@ def test_ablation_variants_zero_one_weight_each():
         (["--seeds", "1,two", "--out", "x"], "--seeds must be comma-separated integers"),
         (["--out", "x", "--", "--seed", "3"], "set per run by this script"),
         (["--out", "x", "--", "--loss_weights=pita=0.5"], "set per run by this script"),
+        (["--out", "x", "--jobs", "0"], "--jobs must be at least 1, got 0"),
+        (["--out", "x", "--task", "cord"], "invalid choice: 'cord'"),
     ],
 )
 def test_bad_arguments_name_the_argument(argv, message, capsys):
     with pytest.raises(SystemExit):
-        compare_funsd.parse_args(argv)
+        compare.parse_args(argv)
     assert re.search(message, capsys.readouterr().err)
