@@ -230,6 +230,11 @@ def test_sequence_classification_and_qa_through_the_same_command(workspace, caps
     out = workspace / "out-heads"
     common = [str(workspace / "letter.pdf"), "-o", str(out), "--pdf-dpi", "72", "--no-progress"]
     assert main(["predict", str(workspace / "sequence"), *common, "--draw"]) == 0
+    assert main(["predict", str(workspace / "token"), *common, "-o", str(out / "redacted"), "--draw", "--redact"]) == 0
+    redacted = np.asarray(Image.open(out / "redacted" / "letter_page1.png").convert("RGB"))
+    scan = np.asarray(Image.open(out / "letter_page1.png").convert("RGB"))
+    assert redacted.shape == scan.shape and not (redacted == scan).all()
+    assert main(["predict", str(workspace / "token"), *common, "--redact"]) == 2  # --redact needs --draw
     page = json.loads((out / "letter_page1.json").read_text())
     assert page["task"] == "sequence-classification" and page["label"] in ("invoice", "letter")
     assert set(page["scores"]) == {"invoice", "letter"} and Image.open(out / "letter_page1.png").size == (500, 240)

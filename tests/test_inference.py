@@ -30,7 +30,7 @@ from aetnet.modeling_aetnet import (
 )
 from aetnet.processing_aetnet import AETNetProcessor
 from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
-from aetnet.visualization import KNOWN_COLORS, draw_prediction, label_colors
+from aetnet.visualization import KNOWN_COLORS, draw_prediction, label_colors, redact_page
 
 
 DOC_LABELS = ["email", "paper", "resume"]
@@ -319,6 +319,17 @@ def test_draw_prediction_colours_entities_and_keeps_the_page_size():
     assert any(
         (c == KNOWN_COLORS["ANSWER"]).all(-1).any() and (c == KNOWN_COLORS["QUESTION"]).all(-1).any() for c in corners
     )
+
+
+def test_redacted_page_keeps_the_word_boxes_and_nothing_of_the_scan():
+    scan = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    prediction = {"width": 800, "height": 600, "words": [{"text": "secret", "box": [100, 100, 300, 140]}]}
+    page = redact_page(scan, prediction)
+    assert page.size == scan.size and page.mode == "RGB"
+    pixels = np.asarray(page)
+    assert (pixels[50:70, 150:150 + 1] == 200).all()  # inside the word box, scaled to the half-size scan
+    assert (pixels[:40] == 255).all() and (pixels[80:] == 255).all()  # everything else is blank
+    assert set(np.unique(pixels)) == {200, 255}
 
 
 def test_label_colors_are_stable_and_distinct():

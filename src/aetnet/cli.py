@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--draw", action="store_true", help="also write <name>.png with the predictions drawn")
     predict.add_argument(
+        "--redact",
+        action="store_true",
+        help="with --draw: draw on a blank page that shows only the word boxes (grey), none of the scan or its text",
+    )
+    predict.add_argument(
         "--words-json",
         metavar="FILE",
         help='words and boxes instead of OCR: {"words": [...], "boxes": [[x0, y0, x1, y1], ...], '

@@ -177,6 +177,24 @@ def draw_prediction(
     return Image.alpha_composite(page.convert("RGBA"), overlay).convert("RGB")
 
 
+def redact_page(image: Image.Image, prediction: dict) -> Image.Image:
+    """
+    A stand-in for the page that shows where its words are and nothing of what they say: a white page of the same
+    size with each word's box in grey. Drawing on it (`aetnet predict --draw --redact`) shows a prediction's layout
+    on a page that may not be shared (a confidential document, or a data set whose licence forbids copies) without
+    one pixel of the scan.
+    """
+    page = Image.new("RGB", image.size, (255, 255, 255))
+    scale_x = image.width / prediction.get("width", image.width)
+    scale_y = image.height / prediction.get("height", image.height)
+    draw = ImageDraw.Draw(page)
+    for word in prediction.get("words", []):
+        box = word.get("box")
+        if box is not None:
+            draw.rectangle([box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y], fill=(200, 200, 200))
+    return page
+
+
 def _leader(tag: list[float], box: list[float]) -> list[float]:
     """A line from the tag's side nearest the box to the nearest point of the box's edge."""
     cx = min(max((tag[0] + tag[2]) / 2, box[0]), box[2])
@@ -250,4 +268,5 @@ __all__ = [
     "PALETTE",
     "draw_prediction",
     "label_colors",
+    "redact_page",
 ]

@@ -114,13 +114,15 @@ def _summary(result: dict) -> str:
 
 def predict_command(args) -> int:
     """`aetnet predict`: one JSON (and with `--draw` one PNG) per page in `--output-dir`."""
+    if args.redact and not args.draw:
+        raise UsageError("--redact only changes the picture that --draw writes; add --draw")
     words = _load_words_json(args.words_json)
     predictor = _load_predictor(args)
 
     from tqdm.auto import tqdm
 
     from aetnet.inference import collect_page_sources
-    from aetnet.visualization import draw_prediction
+    from aetnet.visualization import draw_prediction, redact_page
 
     sources, errors = collect_page_sources(args.paths)
     for path, message in errors:
@@ -166,7 +168,8 @@ def predict_command(args) -> int:
             json_path = output_dir / f"{name}.json"
             json_path.write_text(to_json(outcome), encoding="utf-8")
             if args.draw:
-                draw_prediction(image, outcome).save(output_dir / f"{name}.png")
+                page = redact_page(image, outcome) if args.redact else image
+                draw_prediction(page, outcome).save(output_dir / f"{name}.png")
             written += 1
             tqdm.write(f"{where}: {_summary(outcome)} -> {json_path}", file=sys.stdout)
     print(f"Wrote {written} page prediction(s) to {output_dir}; {failed} failed.")
