@@ -15,14 +15,17 @@
 The `aetnet` command line.
 
     aetnet predict MODEL PATH... [--output-dir DIR] [--draw] [--words-json FILE] [--question TEXT]... [--onnx FILE]
+                   [--entities FILE | --entity-model CKPT]
     aetnet export MODEL --onnx OUT [--baseline]
     aetnet info MODEL [--json]
 
 `predict` runs a trained checkpoint (saved with its processor) on images, folders and PDFs and writes one JSON per
 page, plus a picture per page with `--draw`; with `--onnx` (or an `.onnx` MODEL next to its checkpoint's config and
-processor) ONNX Runtime runs the forward pass, with the same pre- and post-processing. A page that cannot be read is
-reported on stderr and the others go on; the exit code is 1 when any page failed and 2 for usage errors (bad options,
-a model that cannot be loaded). `export` writes the checkpoint's inference graph to an ONNX file.
+processor) ONNX Runtime runs the forward pass, with the same pre- and post-processing. A relation extraction
+checkpoint links the page's entities, from `--entities` or from a token classification `--entity-model`, and draws
+the links as arrows. A page that cannot be read is reported on stderr and the others go on; the exit code is 1 when
+any page failed and 2 for usage errors (bad options, a model that cannot be loaded). `export` writes the
+checkpoint's inference graph to an ONNX file.
 
 This module parses the command line; the sub-commands are implemented in `aetnet.commands`, one module each.
 """
@@ -75,6 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--question", action="append", default=[], help="question for a QA model (repeat for several)"
     )
+    relations = predict.add_argument_group(
+        "relation extraction", "a relation checkpoint links the page's entities, given or predicted"
+    )
+    relations.add_argument(
+        "--entities",
+        metavar="FILE",
+        help='the page\'s entities, in FUNSD\'s annotation shape: [{"label": "question", "words": [{"text": ..., '
+        '"box": [x0, y0, x1, y1]}, ...]}, ...] in pixels (a FUNSD annotations/*.json file works as is), or an object '
+        "mapping page names, file names or paths to such lists; the page's words are then the entities' words",
+    )
+    relations.add_argument(
+        "--entity-model",
+        metavar="CKPT",
+        help="a token classification checkpoint whose predicted entities (from OCR or --words-json) are linked",
+    )
+    relations.add_argument(
+        "--link-threshold", type=float, default=None, help="link probability from which a pair is a link (0.5)"
+    )
+    relations.add_argument("--one-head-per-tail", action="store_true", help="keep only the best question per answer")
     predict.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
     predict.add_argument(
         "--batch-size",

@@ -18,7 +18,8 @@ Pages come from image files, folders and PDFs (rendered with pypdfium2), or from
 and boxes come from Tesseract unless they are given. Long pages are split into the processor's overlapping windows
 and merged back to one prediction per word, by the rules evaluation uses too. Every page becomes one JSON-ready dict,
 whatever the head; `inference_results.py` builds it and says what it holds. How a checkpoint is recognised and
-loaded is in `inference_checkpoints.py`.
+loaded is in `inference_checkpoints.py`; relation extraction checkpoints, which read the page's entities besides its
+words, run with [`~aetnet.inference_relations.RelationPredictor`] (`inference_relations.py`).
 
 The model may be a PyTorch model or an exported ONNX file run by ONNX Runtime
 ([`~aetnet.onnx_export.ONNXDocumentModel`]): both go through the same windows, merging and decoding.
@@ -39,7 +40,15 @@ from transformers.utils import logging
 
 from .data_collator import AETNetDataCollator
 from .entities import group_entities, is_bio
-from .inference_checkpoints import MODEL_INPUT_NAMES, TASKS, load_checkpoint, resolve_device, task_of, text_positions
+from .inference_checkpoints import (
+    MODEL_INPUT_NAMES,
+    RELATION_EXTRACTION,
+    TASKS,
+    load_checkpoint,
+    resolve_device,
+    task_of,
+    text_positions,
+)
 from .inference_results import batch_window_scores, best_answer, classify_page, label_words, page_result
 from .pages import (
     IMAGE_EXTENSIONS,
@@ -105,6 +114,8 @@ class DocumentPredictor:
         n_best_size: int = 20,
     ):
         self.task = task_of(model.config) if task is None else task
+        if self.task == RELATION_EXTRACTION:
+            raise ValueError("A relation extraction model runs with `aetnet.inference_relations.RelationPredictor`")
         if self.task not in TASKS:
             raise ValueError(f"`task` must be one of {list(TASKS)}, got {self.task!r}")
         if isinstance(dtype, str):

@@ -13,8 +13,12 @@
 # limitations under the License.
 """
 What a saved checkpoint is, for running it: its task (read from the head class in `config.architectures`) and the
-Auto class of that task, the inputs its forward pass takes, the longest window it reads, the device to run it on, and
+model class of that task, the inputs its forward pass takes, the longest window it reads, the device to run it on, and
 loading it, as PyTorch weights or as an exported ONNX file, together with its processor.
+
+Relation extraction (`AETNetForRelationExtraction`, or its stock LayoutLMv3 baseline) is a task too, though no
+transformers Auto class fits it: its class is taken from `modeling_aetnet_relation.py` by the architecture's name
+(imported only then), and it has no ONNX export.
 
 [`~aetnet.inference.DocumentPredictor`], the ONNX exporter and the pipelines all ask these questions of a
 checkpoint; they live here so that each is answered once. Shipped as remote code with the pipelines, this module
@@ -41,11 +45,16 @@ TASKS = {
     "sequence-classification": AutoModelForSequenceClassification,
     "question-answering": AutoModelForQuestionAnswering,
 }
+# No Auto class: `model_class` resolves it by the architecture's name.
+RELATION_EXTRACTION = "relation-extraction"
+ALL_TASKS = (*TASKS, RELATION_EXTRACTION)
+_RELATION_CLASSES = ("AETNetForRelationExtraction", "LayoutLMv3ForRelationExtraction")
 _ARCHITECTURE_SUFFIXES = {
     "ForTokenClassification": "token-classification",
     "ForSequenceClassification": "sequence-classification",
     "ForQuestionAnswering": "question-answering",
     "ForDocumentQuestionAnswering": "question-answering",
+    "ForRelationExtraction": RELATION_EXTRACTION,
 }
 MODEL_INPUT_NAMES = ("input_ids", "bbox", "attention_mask", "pixel_values")
 
@@ -69,8 +78,24 @@ def task_of(config) -> str:
                 return task
     raise ValueError(
         f"Cannot tell the task of this checkpoint from `architectures`={getattr(config, 'architectures', None)}; "
-        f"pass `task` (one of {list(TASKS)})."
+        f"pass `task` (one of {list(ALL_TASKS)})."
     )
+
+
+def model_class(task: str, config=None):
+    """
+    The class that loads a checkpoint of `task`: the transformers Auto class, or for relation extraction the class
+    named in `config.architectures` (`AETNetForRelationExtraction` by default, `LayoutLMv3ForRelationExtraction` for
+    the stock baseline), which has `from_pretrained` but no `from_config` (build it with `cls(config)`).
+    """
+    if task in TASKS:
+        return TASKS[task]
+    if task != RELATION_EXTRACTION:
+        raise ValueError(f"`task` must be one of {list(ALL_TASKS)}, got {task!r}")
+    from . import modeling_aetnet_relation
+
+    names = [name for name in getattr(config, "architectures", None) or [] if name in _RELATION_CLASSES]
+    return getattr(modeling_aetnet_relation, names[0] if names else _RELATION_CLASSES[0])
 
 
 def text_positions(config, tokenizer) -> int:
@@ -89,21 +114,23 @@ def load_checkpoint(
     device: str | torch.device | None = None,
 ) -> tuple[object, AETNetProcessor, str]:
     """
-    `(model, processor, task)` of the checkpoint folder `model_name_or_path`: the model with the Auto class of its
-    task (`task`, read from the config by default), or with `onnx` the [`~aetnet.onnx_export.ONNXDocumentModel`]
-    running that file on `device` (only the config and the processor are then read from the folder).
+    `(model, processor, task)` of the checkpoint folder `model_name_or_path`: the model with the class of its task
+    (`task`, read from the config by default; see [`model_class`]), or with `onnx` the
+    [`~aetnet.onnx_export.ONNXDocumentModel`] running that file on `device` (only the config and the processor are
+    then read from the folder; not for relation extraction, which has no ONNX export).
     """
     path = str(model_name_or_path)
     config = AutoConfig.from_pretrained(path)
     task = task_of(config) if task is None else task
-    if task not in TASKS:
-        raise ValueError(f"`task` must be one of {list(TASKS)}, got {task!r}")
+    cls = model_class(task, config)
     if onnx is not None:
+        if task == RELATION_EXTRACTION:
+            raise ValueError(f"{RELATION_EXTRACTION} checkpoints have no ONNX export: run their PyTorch weights")
         from .onnx_export import ONNXDocumentModel
 
         model = ONNXDocumentModel(onnx, config, device=device)
     else:
-        model = TASKS[task].from_pretrained(path)
+        model = cls.from_pretrained(path)
     try:
         processor = AETNetProcessor.from_pretrained(path)
     except (OSError, ValueError) as error:
@@ -113,4 +140,14 @@ def load_checkpoint(
     return model, processor, task
 
 
-__all__ = ["MODEL_INPUT_NAMES", "TASKS", "load_checkpoint", "resolve_device", "task_of", "text_positions"]
+__all__ = [
+    "ALL_TASKS",
+    "MODEL_INPUT_NAMES",
+    "RELATION_EXTRACTION",
+    "TASKS",
+    "load_checkpoint",
+    "model_class",
+    "resolve_device",
+    "task_of",
+    "text_positions",
+]

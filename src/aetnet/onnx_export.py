@@ -157,6 +157,8 @@ def export_onnx(
     if isinstance(model, (str, os.PathLike)):
         config = AutoConfig.from_pretrained(str(model))
         task = task_of(config)
+        if task not in OUTPUT_NAMES:
+            raise ValueError(f"Cannot export a model for {task!r}; supported: {list(OUTPUT_NAMES)}")
         model = TASKS[task].from_pretrained(str(model))
     else:
         # A model that was never saved has no `architectures`: its class names the head.

@@ -49,7 +49,7 @@ def info_command(args) -> int:
     from transformers import AutoConfig, AutoModel
 
     from aetnet.entities import is_bio
-    from aetnet.inference_checkpoints import TASKS, task_of
+    from aetnet.inference_checkpoints import RELATION_EXTRACTION, model_class, task_of
 
     try:
         config = AutoConfig.from_pretrained(args.model)
@@ -61,9 +61,15 @@ def info_command(args) -> int:
         task = None
     # Built on the meta device: counting parameters needs shapes, not weights.
     with torch.device("meta"):
-        model = (TASKS[task] if task else AutoModel).from_config(config)
+        if task == RELATION_EXTRACTION:  # no Auto class: the relation class itself (see `model_class`)
+            model = model_class(task, config)(config)
+        else:
+            model = (model_class(task) if task else AutoModel).from_config(config)
     counts, training_only = _component_counts(model)
-    labels = [config.id2label[i] for i in range(config.num_labels)] if task else []
+    if task == RELATION_EXTRACTION:  # its head classifies pairs: the labels that name something are entity types
+        labels = list(model.config.entity_labels)
+    else:
+        labels = [config.id2label[i] for i in range(config.num_labels)] if task else []
     summary = {
         "model": args.model,
         "architecture": (config.architectures or [type(model).__name__])[0],

@@ -13,8 +13,9 @@
 # limitations under the License.
 """
 `aetnet predict`: run a checkpoint (or its ONNX export) on images, folders and PDFs and write one JSON per page, and
-a picture per page with `--draw`. A page that cannot be read is reported on stderr and the others go on; the exit
-code is 1 when any page failed.
+a picture per page with `--draw`. A relation extraction checkpoint links the page's entities, given with `--entities`
+or predicted by a token classification `--entity-model` (`predict_relations.py`); its pictures are arrows. A page
+that cannot be read is reported on stderr and the others go on; the exit code is 1 when any page failed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ from collections import Counter
 from pathlib import Path
 
 from aetnet.commands import EXIT_FAILED_PAGES, EXIT_OK, UsageError
+from aetnet.commands.predict_relations import (
+    check_entities,
+    load_entities_json,
+    reject_relation_options,
+    relation_predictor,
+    relation_summary,
+)
+
+
+RELATION_EXTRACTION = "relation-extraction"  # `aetnet.inference_checkpoints.RELATION_EXTRACTION`, without torch
 
 
 def _load_words_json(path: str | None) -> dict | None:
@@ -46,10 +57,13 @@ def _load_words_json(path: str | None) -> dict | None:
     return data
 
 
-def _load_predictor(args):
+def _load_predictor(args) -> tuple[object, object | None]:
+    """`(predictor, entity_predictor)`: MODEL's `DocumentPredictor`, or for a relation extraction checkpoint its
+    `RelationPredictor` and the `--entity-model` predictor (`None` with `--entities`)."""
     from transformers.utils import logging as transformers_logging
 
     from aetnet.inference import DocumentPredictor
+    from aetnet.inference_checkpoints import load_checkpoint
 
     # One progress bar, over pages: not transformers' weight-loading bar.
     transformers_logging.disable_progress_bar()
@@ -74,25 +88,50 @@ def _load_predictor(args):
         except ImportError:
             raise UsageError("running an ONNX file needs onnxruntime: pip install 'aetnet[onnx]'") from None
     try:
-        predictor = DocumentPredictor.from_pretrained(
-            model_dir,
-            onnx=onnx_file,
-            device=args.device,
-            dtype=dtype,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            stride=args.stride,
-            ocr_lang=args.ocr_lang,
-            tesseract_config=args.tesseract_config,
-        )
+        model, processor, task = load_checkpoint(model_dir, onnx=onnx_file, device=args.device)
+        if task != RELATION_EXTRACTION:
+            predictor = DocumentPredictor(
+                model,
+                processor,
+                task=task,
+                device=args.device,
+                dtype=dtype,
+                batch_size=args.batch_size,
+                max_length=args.max_length,
+                stride=args.stride,
+                ocr_lang=args.ocr_lang,
+                tesseract_config=args.tesseract_config,
+            )
     except (OSError, ValueError, RuntimeError, AssertionError) as error:
         # torch reports a CUDA device on a CPU-only build with an AssertionError.
         raise UsageError(f"cannot load the model from {args.model} on --device {args.device}: {error}") from None
-    if predictor.task == "question-answering" and not args.question:
+    if task == "question-answering" and not args.question:
         raise UsageError("MODEL answers questions: give at least one --question")
-    if predictor.task != "question-answering" and args.question:
-        raise UsageError(f"--question needs a question answering model; MODEL does {predictor.task}")
-    return predictor
+    if task != "question-answering" and args.question:
+        raise UsageError(f"--question needs a question answering model; MODEL does {task}")
+    if task != RELATION_EXTRACTION:
+        reject_relation_options(args, task)
+        return predictor, None
+    return relation_predictor(args, model, processor, dtype)
+
+
+def _per_page(entries: dict | None, sources, option: str, what: str) -> dict | None:
+    """`--words-json` / `--entities` entries by page: a single page's entry (key `None`) goes to the one page
+    given; entries that match no page are reported."""
+    if entries is None:
+        return None
+    if None in entries:
+        if len(sources) != 1:
+            raise UsageError(
+                f"{option} holds one page's {what} but {len(sources)} pages were given; map page names to entries"
+            )
+        return {sources[0].name: entries[None]}
+    from aetnet.inference import words_key_for
+
+    unused = len(set(entries) - {words_key_for(entries, source) for source in sources})
+    if unused:
+        print(f"warning: {unused} of the {option} entries match no page", file=sys.stderr)
+    return entries
 
 
 def to_json(result: dict) -> str:
@@ -105,6 +144,8 @@ def to_json(result: dict) -> str:
 def _summary(result: dict) -> str:
     if result["task"] == "sequence-classification":
         return f"{result['label']} ({result['score']:.2f})"
+    if result["task"] == RELATION_EXTRACTION:
+        return relation_summary(result)
     if result["task"] == "question-answering":
         return "; ".join(f"{a['question']!r} -> {a['text']!r} ({a['score']:.2f})" for a in result["answers"])
     counts = Counter(entity["label"] for entity in result["entities"])
@@ -117,28 +158,22 @@ def predict_command(args) -> int:
     if args.redact and not args.draw:
         raise UsageError("--redact only changes the picture that --draw writes; add --draw")
     words = _load_words_json(args.words_json)
-    predictor = _load_predictor(args)
+    entities = load_entities_json(args.entities)
+    predictor, entity_predictor = _load_predictor(args)
+    if entities is not None:
+        check_entities(entities, predictor.entity_labels, args.entities)
 
     from tqdm.auto import tqdm
 
     from aetnet.inference import collect_page_sources
     from aetnet.visualization import draw_prediction, redact_page
+    from aetnet.visualization_relations import draw_relations
 
     sources, errors = collect_page_sources(args.paths)
     for path, message in errors:
         print(f"error: {path}: {message}", file=sys.stderr)
-    if words is not None and None in words:
-        if len(sources) != 1:
-            raise UsageError(
-                f"--words-json holds one page's words but {len(sources)} pages were given; map page names to entries"
-            )
-        words = {sources[0].name: words[None]}
-    elif words is not None:
-        from aetnet.inference import words_key_for
-
-        unused = len(set(words) - {words_key_for(words, source) for source in sources})
-        if unused:
-            print(f"warning: {unused} of the --words-json entries match no page", file=sys.stderr)
+    words = _per_page(words, sources, "--words-json", "words")
+    entities = _per_page(entities, sources, "--entities", "entities")
     output_dir = Path(args.output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -146,9 +181,15 @@ def predict_command(args) -> int:
         raise UsageError(f"cannot create --output-dir {output_dir}: {error}") from None
 
     failed, written, used_names = len(errors), 0, set()
-    outcomes = predictor.predict_sources(
-        sources, questions=args.question or None, pdf_dpi=args.pdf_dpi, words=words, return_images=args.draw
-    )
+    if predictor.task == RELATION_EXTRACTION:
+        outcomes = predictor.predict_sources(
+            sources, entities=entities, entity_predictor=entity_predictor, pdf_dpi=args.pdf_dpi, words=words,
+            return_images=args.draw,
+        )
+    else:
+        outcomes = predictor.predict_sources(
+            sources, questions=args.question or None, pdf_dpi=args.pdf_dpi, words=words, return_images=args.draw
+        )
     with tqdm(total=len(sources), unit="page", disable=True if args.no_progress else None, file=sys.stderr) as bar:
         for source, outcome, image in outcomes:
             bar.update(1)
@@ -169,7 +210,11 @@ def predict_command(args) -> int:
             json_path.write_text(to_json(outcome), encoding="utf-8")
             if args.draw:
                 page = redact_page(image, outcome) if args.redact else image
-                draw_prediction(page, outcome).save(output_dir / f"{name}.png")
+                if outcome["task"] == RELATION_EXTRACTION:
+                    picture = draw_relations(page, outcome["entities"], outcome["links"])
+                else:
+                    picture = draw_prediction(page, outcome)
+                picture.save(output_dir / f"{name}.png")
             written += 1
             tqdm.write(f"{where}: {_summary(outcome)} -> {json_path}", file=sys.stdout)
     print(f"Wrote {written} page prediction(s) to {output_dir}; {failed} failed.")
