@@ -164,7 +164,7 @@ def summarize(runs: list[dict], variants: list[str], scores: tuple[str, ...]) ->
 
 
 def markdown(rows: list[dict], scores: tuple[str, ...]) -> str:
-    """The summary table; differences of the first score are against the `layoutlmv3` and `aetnet` rows, where those ran."""
+    """The summary table; differences in the first score are against the `layoutlmv3` and `aetnet` rows, if run."""
     main, others = scores[0], scores[1:]
     references = {row["variant"]: row[f"{main}_mean"] for row in rows if row["variant"] in ("layoutlmv3", "aetnet")}
     lines = [

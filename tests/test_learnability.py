@@ -11,6 +11,10 @@ text as ink in the tokens' boxes, so that what the text says about the page is v
 
 from __future__ import annotations
 
+import math
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -21,13 +25,16 @@ from aetnet.objective_tia import box_pixel_mask
 
 from conftest import tiny_config, tiny_documents
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_learnability import LAST, ratio_to_chance, train_objective_alone  # noqa: E402
+
 
 IMAGE_SIZE = 32
 NUM_DOCUMENTS = 8
 STEPS = 200
-# Passing: the mean loss of the last steps below this fraction of the mean chance level over the same steps.
+# Passing: within STEPS steps, the mean loss of the last LAST steps below this fraction of their mean chance level
+# (`bench_learnability.ratio_to_chance`).
 MARGIN = 0.8
-LAST = 5
 LEARNING_RATE = 5e-3
 
 
@@ -46,30 +53,17 @@ def inked_documents(count: int, seed: int) -> list[dict]:
 
 
 def train_alone(name: str, seed: int, steps: int = STEPS) -> tuple[list[float], list[float]]:
-    """Train a tiny AETNetModel with only `name` enabled on fixed documents; (losses, chance levels) per step."""
+    """
+    Train a tiny AETNetModel with only `name` enabled on fixed documents, for `steps` steps or until the loss is
+    clearly below chance; (losses, chance levels) per step.
+    """
     torch.manual_seed(seed)
     config = tiny_config(alignment_objectives=[name])  # queue of 8
     config.layout_config.input_size = config.vision_config.image_size = IMAGE_SIZE
     model = AETNetModel(config).train()
     batch = AETNetDataCollator(pad_token_id=1)(inked_documents(NUM_DOCUMENTS, seed))
     batch.pop("labels")
-    chances = []
-    objective = model.objectives[name]
-    objective.register_forward_pre_hook(lambda module, args: chances.append(module.chance_level(args[0])))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
-    losses = []
-    for _ in range(steps):
-        loss = model(**batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses, chances
-
-
-def below_chance(losses: list[float], chances: list[float]) -> float:
-    """Mean loss of the last steps as a fraction of the mean chance level over the same steps."""
-    return (sum(losses[-LAST:]) / LAST) / (sum(chances[-LAST:]) / LAST)
+    return train_objective_alone(model, batch, name, steps, LEARNING_RATE, stop_below=MARGIN)
 
 
 # Measured (seed 0, lr 5e-3, 2026-12-02): after 200 steps GLITC ends at 0.58 x chance, XMM-image 0.76, DITC 0.56, the
@@ -96,7 +90,7 @@ FROM_SCRATCH_TOO_SLOW = {"tia", "tim"}
 def test_objective_learns_below_chance(name):
     losses, chances = train_alone(name, seed=0)
     assert all(c > 0 for c in chances), f"{name}: chance levels {chances[:3]}... must be positive"
-    ratio = below_chance(losses, chances)
+    ratio = ratio_to_chance(losses, chances)
     assert ratio < MARGIN, (
         f"{name} did not learn: last-{LAST} loss {sum(losses[-LAST:]) / LAST:.3f} is {ratio:.2f} x its chance "
         f"level {sum(chances[-LAST:]) / LAST:.3f} (needs < {MARGIN}); first losses {losses[:3]}"
@@ -108,3 +102,21 @@ def test_prior_entropy_is_the_loss_of_the_best_constant_prediction():
     p = counts[:2] / 8.0
     assert prior_entropy(counts) == pytest.approx(float(-(p * p.log()).sum()))
     assert prior_entropy(torch.tensor([5])) == 0.0 and prior_entropy(torch.tensor([0, 0])) == 0.0
+
+
+FUNSD_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "funsd"
+
+
+@pytest.mark.shared_data
+def test_the_benchmark_runs_each_objective_alone_on_real_funsd_pages(tmp_path):
+    from bench_learnability import main
+
+    out = tmp_path / "learn.json"
+    argv = ["--dataset_dir", str(FUNSD_DIR), "--size", "tiny", "--pages", "2", "--max-length", "32", "--steps", "6"]
+    result = main([*argv, "--objectives", "ditc,tia", "--out", str(out)])
+    assert [row["objective"] for row in result["rows"]] == ["ditc", "tia"]
+    ditc = result["rows"][0]
+    assert len(ditc["losses"]) == len(ditc["chances"]) == 6
+    # log N over the two pages and the filled part of the 8-entry queue (two more entries a step, empty at first)
+    assert ditc["chances"] == pytest.approx([math.log(2 + min(2 * step, 8)) for step in range(6)])
+    assert (out.with_suffix(".md")).read_text().count("\n") == 4 and out.with_suffix(".png").stat().st_size > 5000

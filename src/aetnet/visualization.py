@@ -191,7 +191,8 @@ def redact_page(image: Image.Image, prediction: dict) -> Image.Image:
     for word in prediction.get("words", []):
         box = word.get("box")
         if box is not None:
-            draw.rectangle([box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y], fill=(200, 200, 200))
+            scaled = [box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y]
+            draw.rectangle(scaled, fill=(200, 200, 200))
     return page
 
 

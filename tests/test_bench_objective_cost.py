@@ -1,0 +1,33 @@
+"""benchmarks/bench_objective_cost.py: one row per objective outside the four, from real timed steps."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_objective_cost  # noqa: E402
+
+
+def test_every_extra_objective_gets_its_share_of_a_timed_step(tmp_path):
+    out = tmp_path / "cost.json"
+    argv = ["--size", "tiny", "--batch-size", "2", "--seq-len", "16", "--steps", "1", "--warmup", "0"]
+    argv += ["--out", str(out)]
+    result = bench_objective_cost.main(argv)
+    assert [row["objective"] for row in result["rows"]] == ["tia", "tim", "xmm_text", "xmm_image", "psl"]
+    for row in result["rows"]:
+        assert row["step_ms"] > 0 and row["base_step_ms"] > 0
+        assert row["share"] == pytest.approx((row["step_ms"] - row["base_step_ms"]) / row["step_ms"])
+    saved = json.loads(out.read_text())
+    assert set(saved["times_ms"]) == {"aetnet-4", *(f"aetnet-4+{r['objective']}" for r in result["rows"])}
+    assert "| `xmm_text` |" in out.with_suffix(".md").read_text()
+
+
+def test_bad_sizes_name_the_argument(capsys):
+    with pytest.raises(SystemExit):
+        bench_objective_cost.parse_args(["--batch-size", "0", "--out", "x"])
+    assert "--batch-size must be at least 1, got 0" in capsys.readouterr().err
