@@ -4,6 +4,9 @@ head, no task loss) on a fixed set of FUNSD training pages, and its loss is comp
 (`AlignmentObjective.chance_level`: the loss of the best prediction that ignores the document). An objective whose
 loss does not fall clearly below that level learns nothing at this size, whatever it adds to a task.
 
+Beside the losses it records how far apart the documents' normalised image and text features are (mean 1 - cosine
+over pairs of pages, first and last step): 0 is a collapse, where no contrastive term can do better than chance.
+
 `tests/test_learnability.py` runs the same loop (`train_objective_alone`) on tiny inked pages in CI; this script is
 the check at a size and on data that a study would use (by default the `study` preset: 64 px pages in 8 px patches).
 Each page is its first `--max-length` tokens (one window), the set is fixed (no shuffling, no augmentation), and the
@@ -47,16 +50,35 @@ def ratio_to_chance(losses: list[float], chances: list[float], last: int = LAST)
     return (sum(losses[-last:]) / last) / (sum(chances[-last:]) / last)
 
 
+def feature_spread(features: torch.Tensor) -> float:
+    """Mean 1 - cosine over the pairs of different documents of `(B, E)` normalised features: 0 means collapsed."""
+    similarity = features.detach().float() @ features.detach().float().T
+    return float((1 - similarity[~torch.eye(len(similarity), dtype=torch.bool)]).mean())
+
+
 def train_objective_alone(
-    model: AETNetModel, batch: dict, name: str, steps: int, learning_rate: float, stop_below: float | None = None
+    model: AETNetModel,
+    batch: dict,
+    name: str,
+    steps: int,
+    learning_rate: float,
+    stop_below: float | None = None,
+    spreads: list[tuple[float, float]] | None = None,
 ) -> tuple[list[float], list[float]]:
     """
     Train `model` (built with only objective `name`) on the fixed `batch` with AdamW; the loss and the objective's
-    chance level of every step. With `stop_below`, stop as soon as the ratio to chance falls below it.
+    chance level of every step. With `stop_below`, stop as soon as the ratio to chance falls below it. `spreads`, if
+    given, receives the `feature_spread` of the aligners' image and text features at every step.
     """
     chances = []
     objective = model.objectives[name]
-    hook = objective.register_forward_pre_hook(lambda module, args: chances.append(module.chance_level(args[0])))
+
+    def record(module, args):
+        chances.append(module.chance_level(args[0]))
+        if spreads is not None:
+            spreads.append((feature_spread(args[0].image_feat), feature_spread(args[0].text_feat)))
+
+    hook = objective.register_forward_pre_hook(record)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     losses = []
     try:
@@ -147,11 +169,13 @@ def main(argv: list[str] | None = None) -> dict:
         config.alignment_objectives = [name]
         torch.manual_seed(args.seed)
         model = AETNetModel(config).train()
-        losses, chances = train_objective_alone(model, batch, name, args.steps, args.learning_rate)
+        spreads = []
+        losses, chances = train_objective_alone(model, batch, name, args.steps, args.learning_rate, spreads=spreads)
         ratio = ratio_to_chance(losses, chances)
         rows.append({
             "objective": name, "first_loss": losses[0], "last_loss": sum(losses[-LAST:]) / LAST,
             "chance": sum(chances[-LAST:]) / LAST, "ratio": ratio, "seconds": round(time.perf_counter() - start, 1),
+            "image_spread": [spreads[0][0], spreads[-1][0]], "text_spread": [spreads[0][1], spreads[-1][1]],
             "losses": losses, "chances": chances,
         })
         print(f"{name}: loss {losses[0]:.3f} -> {rows[-1]['last_loss']:.3f}, chance {rows[-1]['chance']:.3f}, "
@@ -168,10 +192,12 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     lines = [
-        f"| objective | first loss | loss (last {LAST} steps) | chance level | loss / chance | s |",
-        "|---|---|---|---|---|---|",
+        f"| objective | first loss | loss (last {LAST} steps) | chance level | loss / chance "
+        "| image features 1 - cos, first -> last step | text features 1 - cos | s |",
+        "|---|---|---|---|---|---|---|---|",
         *(f"| `{r['objective']}` | {r['first_loss']:.3f} | {r['last_loss']:.3f} | {r['chance']:.3f} | "
-          f"{r['ratio']:.2f} | {r['seconds']:.0f} |" for r in rows),
+          f"{r['ratio']:.2f} | {r['image_spread'][0]:.1e} -> {r['image_spread'][1]:.1e} "
+          f"| {r['text_spread'][0]:.1e} -> {r['text_spread'][1]:.1e} | {r['seconds']:.0f} |" for r in rows),
     ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     plot(rows, args.out.with_suffix(".png"))
@@ -179,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-__all__ = ["funsd_batch", "main", "ratio_to_chance", "train_objective_alone"]
+__all__ = ["feature_spread", "funsd_batch", "main", "ratio_to_chance", "train_objective_alone"]
 
 
 if __name__ == "__main__":

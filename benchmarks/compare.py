@@ -13,7 +13,9 @@ with the same arguments (those after `--`) and its seed; the variants differ in 
 - `no-alignment`: all four weights at 0, so the aligners' features still enter LayoutLMv3 but nothing aligns them:
   what the extra encoders give without the objectives;
 - `+tia`, `+tim`, `+xmm_text`, `+xmm_image`, `+psl`: the four defaults plus that objective; `tia-only`, ...: that
-  objective alone (every registered objective outside the defaults gets both).
+  objective alone (every registered objective outside the defaults gets both);
+- `aetnet-gated`, `aetnet-no-injection`: AETNet with `--fusion_injection gated` (zero-initialised gates, so the model
+  starts as its baseline) or `none` (the aligners are trained but never read by LayoutLMv3).
 
 The script writes, under `--out`: `runs/<variant>-seed<seed>/` (each run's output folder and `log.txt`),
 `summary.json` (every run's scores, times, hardware and loss history, plus the command), `summary.md` (the task's
@@ -64,11 +66,16 @@ VARIANTS = {
     "layoutlmv3": ["--baseline", "layoutlmv3"],
     **{f"no-{name}": ["--loss_weights", f"{name}=0"] for name in OBJECTIVES},
     "no-alignment": ["--loss_weights", ",".join(f"{name}=0" for name in OBJECTIVES)],
+    # How the aligners' features enter LayoutLMv3: zero-initialised gates (starts as the baseline) or not at all.
+    "aetnet-gated": ["--fusion_injection", "gated"],
+    "aetnet-no-injection": ["--fusion_injection", "none"],
     **{f"+{name}": ["--alignment_objectives", *OBJECTIVES, name] for name in EXTRA_OBJECTIVES},
     **{f"{name}-only": ["--alignment_objectives", name] for name in EXTRA_OBJECTIVES},
 }
 # Arguments the script sets per run; giving them after `--` would make the runs differ in the wrong way.
-OWNED_ARGUMENTS = ("--output_dir", "--seed", "--baseline", "--loss_weights", "--alignment_objectives")
+OWNED_ARGUMENTS = (
+    "--output_dir", "--seed", "--baseline", "--loss_weights", "--alignment_objectives", "--fusion_injection"
+)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:

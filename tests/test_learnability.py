@@ -120,3 +120,5 @@ def test_the_benchmark_runs_each_objective_alone_on_real_funsd_pages(tmp_path):
     # log N over the two pages and the filled part of the 8-entry queue (two more entries a step, empty at first)
     assert ditc["chances"] == pytest.approx([math.log(2 + min(2 * step, 8)) for step in range(6)])
     assert (out.with_suffix(".md")).read_text().count("\n") == 4 and out.with_suffix(".png").stat().st_size > 5000
+    spreads = [spread for row in result["rows"] for spread in row["image_spread"] + row["text_spread"]]
+    assert all(-1e-6 <= spread <= 2.0 for spread in spreads)  # 1 - cos, up to rounding
