@@ -47,6 +47,9 @@ def build(config: AETNetConfig, objectives: list[str], name: str, device: torch.
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="tiny", help="AETNet preset (tiny, study, small, base)")
+    parser.add_argument(
+        "--objectives", default=None, help="comma-separated; default: every registered objective outside the four"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5, help="timed rounds")
@@ -56,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, required=True, help="result JSON; a .md table is written beside it")
     args = parser.parse_args(argv)
+    extra = [name for name in registered_objectives() if name not in ALIGNMENT_OBJECTIVES]
+    args.objectives = extra if args.objectives is None else [name for name in args.objectives.split(",") if name]
+    unknown = [name for name in args.objectives if name not in extra]
+    if unknown or not args.objectives:
+        parser.error(f"--objectives: unknown {unknown or 'none given'}; choose among {extra}")
     for name in ("batch_size", "seq_len", "steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     config = AETNetConfig.from_preset(args.size, max_length=max(args.seq_len, 512), num_labels=NUM_LABELS)
     config._attn_implementation = args.attn_implementation
-    extra = [name for name in registered_objectives() if name not in ALIGNMENT_OBJECTIVES]
+    extra = args.objectives
     variants = [build(config, list(ALIGNMENT_OBJECTIVES), "aetnet-4", device)]
     variants += [build(config, [*ALIGNMENT_OBJECTIVES, name], f"aetnet-4+{name}", device) for name in extra]
     inputs = make_inputs(config, args.batch_size, args.seq_len, device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -16,9 +17,9 @@ import bench_objective_cost  # noqa: E402
 def test_every_extra_objective_gets_its_share_of_a_timed_step(tmp_path):
     out = tmp_path / "cost.json"
     argv = ["--size", "tiny", "--batch-size", "2", "--seq-len", "16", "--steps", "1", "--warmup", "0"]
-    argv += ["--out", str(out)]
+    argv += ["--objectives", "tia,xmm_text", "--out", str(out)]
     result = bench_objective_cost.main(argv)
-    assert [row["objective"] for row in result["rows"]] == ["tia", "tim", "xmm_text", "xmm_image", "psl"]
+    assert [row["objective"] for row in result["rows"]] == ["tia", "xmm_text"]
     for row in result["rows"]:
         assert row["step_ms"] > 0 and row["base_step_ms"] > 0
         assert row["share"] == pytest.approx((row["step_ms"] - row["base_step_ms"]) / row["step_ms"])
@@ -27,7 +28,19 @@ def test_every_extra_objective_gets_its_share_of_a_timed_step(tmp_path):
     assert "| `xmm_text` |" in out.with_suffix(".md").read_text()
 
 
-def test_bad_sizes_name_the_argument(capsys):
+def test_by_default_every_registered_objective_outside_the_four_is_measured():
+    extra = bench_objective_cost.parse_args(["--out", "x"]).objectives
+    assert {"tia", "tim", "xmm_text", "xmm_image", "psl"} <= set(extra) and not {"ditc", "pita"} & set(extra)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--objectives", "ditc"], "unknown \\['ditc'\\]"),
+    ],
+)
+def test_bad_arguments_name_the_argument(argv, message, capsys):
     with pytest.raises(SystemExit):
-        bench_objective_cost.parse_args(["--batch-size", "0", "--out", "x"])
-    assert "--batch-size must be at least 1, got 0" in capsys.readouterr().err
+        bench_objective_cost.parse_args([*argv, "--out", "x"])
+    assert re.search(message, capsys.readouterr().err)

@@ -74,8 +74,9 @@ def test_every_extra_registered_objective_is_added_to_the_four_and_run_alone():
     assert compare.VARIANTS["+tia"] == ["--alignment_objectives", "ditc", "imc", "glitc", "pita", "tia"]
     assert compare.VARIANTS["psl-only"] == ["--alignment_objectives", "psl"]
     extra = {"tia", "tim", "xmm_text", "xmm_image", "psl"}
-    assert {v[1:] for v in compare.VARIANTS if v.startswith("+")} == extra
-    assert {v[: -len("-only")] for v in compare.VARIANTS if v.endswith("-only")} == extra
+    # At least the built-in ones: objectives that other tests register show up too, as a user's would.
+    assert extra <= {v[1:] for v in compare.VARIANTS if v.startswith("+")}
+    assert extra <= {v[: -len("-only")] for v in compare.VARIANTS if v.endswith("-only")}
 
 
 def test_classification_table_compares_accuracy_against_both_references():
