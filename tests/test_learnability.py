@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from aetnet import AETNetModel
-from aetnet.alignment import prior_entropy, registered_objectives
+from aetnet.alignment import get_objective, prior_entropy, registered_objectives
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.objective_tia import box_pixel_mask
 
@@ -71,8 +71,11 @@ def train_alone(name: str, seed: int, steps: int = STEPS) -> tuple[list[float], 
 # or no injection). From random weights they need LayoutLMv3 to learn where each token's box lies on the patch
 # grid (its 2D relative-position tables get no gradient: transformers builds that bias under `no_grad`, so only the
 # learnt 2D embeddings and patch positions can do it), which a pretrained model brings and 200 steps do not.
-# Strict: the day they learn here, the mark must go.
-FROM_SCRATCH_TOO_SLOW = {"tia", "tim"}
+# TIA's mark is strict: the day it learns here, the mark must go. TIM's is not: with 8 pairs a step its loss is
+# noisy around the prior, and a 5-step mean can dip below the margin by chance (it did once in a full-suite run).
+FROM_SCRATCH_TOO_SLOW = {"tia": True, "tim": False}
+# The package's objectives; toys that other test modules register (at import) are not meant to learn.
+BUILT_IN = [name for name in registered_objectives() if get_objective(name).__module__.startswith("aetnet.")]
 
 
 @pytest.mark.parametrize(
@@ -80,11 +83,13 @@ FROM_SCRATCH_TOO_SLOW = {"tia", "tim"}
     [
         pytest.param(
             name,
-            marks=pytest.mark.xfail(reason="stays at its label prior from random weights (see above)", strict=True),
+            marks=pytest.mark.xfail(
+                reason="stays at its label prior from random weights (see above)", strict=FROM_SCRATCH_TOO_SLOW[name]
+            ),
         )
         if name in FROM_SCRATCH_TOO_SLOW
         else name
-        for name in registered_objectives()
+        for name in BUILT_IN
     ],
 )
 def test_objective_learns_below_chance(name):

@@ -14,8 +14,8 @@
 """
 The `aetnet` command line.
 
-    aetnet predict MODEL PATH... [--output-dir DIR] [--draw] [--words-json FILE] [--question TEXT]... [--onnx FILE]
-                   [--entities FILE | --entity-model CKPT]
+    aetnet predict MODEL PATH... [--output-dir DIR] [--draw [--redact]] [--words-json FILE] [--question TEXT]...
+                   [--onnx FILE] [--entities FILE | --entity-model CKPT]
     aetnet export MODEL --onnx OUT [--baseline]
     aetnet info MODEL [--json]
 
