@@ -161,7 +161,7 @@ def test_draw_writes_the_arrows(workspace):
     assert (drawn == ARROW_COLOR).all(-1).sum() > 100  # arrows, not only the entity boxes
 
 
-@pytest.mark.skipif(not FUNSD.is_dir(), reason="FUNSD is not in ../shared/data/funsd")
+@pytest.mark.shared_data
 def test_a_funsd_annotation_file_works_as_is(workspace):
     annotation = FUNSD / "annotations" / "82092117.json"
     assert predict(workspace, FUNSD / "images" / "82092117.png", "--entities", annotation, out="out-funsd") == 0

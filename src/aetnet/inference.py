@@ -46,6 +46,7 @@ from .inference_checkpoints import (
     TASKS,
     load_checkpoint,
     resolve_device,
+    resolve_dtype_and_batch_size,
     task_of,
     text_positions,
 )
@@ -70,7 +71,6 @@ logger = logging.get_logger(__name__)
 # What one page can raise without the others being affected: bad files, bad words or boxes, Tesseract failures.
 _PAGE_ERRORS = (ValueError, RuntimeError, OSError)
 _WINDOW_KEYS = ("input_ids", "bbox", "attention_mask", WORD_INDEX_KEY)
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class DocumentPredictor:
@@ -118,12 +118,7 @@ class DocumentPredictor:
             raise ValueError("A relation extraction model runs with `aetnet.inference_relations.RelationPredictor`")
         if self.task not in TASKS:
             raise ValueError(f"`task` must be one of {list(TASKS)}, got {self.task!r}")
-        if isinstance(dtype, str):
-            if dtype not in _DTYPES:
-                raise ValueError(f"`dtype` must be one of {list(_DTYPES)}, got {dtype!r}")
-            dtype = _DTYPES[dtype]
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+        dtype = resolve_dtype_and_batch_size(dtype, batch_size)
         if isinstance(model, torch.nn.Module):
             self.device = resolve_device(device)
             self.model = model.to(device=self.device, dtype=dtype).eval()

@@ -59,6 +59,20 @@ _ARCHITECTURE_SUFFIXES = {
 MODEL_INPUT_NAMES = ("input_ids", "bbox", "attention_mask", "pixel_values")
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype_and_batch_size(dtype: str | torch.dtype | None, batch_size: int) -> torch.dtype | None:
+    """The predictors' shared argument check: `dtype` as a torch dtype (names as in `DTYPES`), `batch_size` >= 1."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"`dtype` must be one of {list(DTYPES)}, got {dtype!r}")
+        dtype = DTYPES[dtype]
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+    return dtype
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """`None`/`"auto"` picks CUDA, then MPS, then CPU; anything else is passed to `torch.device`."""
     if device is None or device == "auto":
@@ -142,12 +156,14 @@ def load_checkpoint(
 
 __all__ = [
     "ALL_TASKS",
+    "DTYPES",
     "MODEL_INPUT_NAMES",
     "RELATION_EXTRACTION",
     "TASKS",
     "load_checkpoint",
     "model_class",
     "resolve_device",
+    "resolve_dtype_and_batch_size",
     "task_of",
     "text_positions",
 ]

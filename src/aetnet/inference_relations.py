@@ -41,7 +41,14 @@ from PIL import Image
 from transformers.utils import logging
 
 from .entities import word_span
-from .inference_checkpoints import RELATION_EXTRACTION, load_checkpoint, resolve_device, task_of, text_positions
+from .inference_checkpoints import (
+    RELATION_EXTRACTION,
+    load_checkpoint,
+    resolve_device,
+    resolve_dtype_and_batch_size,
+    task_of,
+    text_positions,
+)
 from .inference_results import page_result
 from .pages import PageSource, as_page, words_key_for
 from .processing_inputs import prepare_boxes
@@ -52,7 +59,6 @@ from .relation_windows import RelationDataCollator, WindowStatistics, relation_w
 logger = logging.get_logger(__name__)
 
 _PAGE_ERRORS = (ValueError, RuntimeError, OSError)
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def parse_entities(entities, entity_labels: Sequence[str]) -> tuple[list[dict], int]:
@@ -185,12 +191,7 @@ class RelationPredictor:
     ):
         if task_of(model.config) != RELATION_EXTRACTION:
             raise ValueError(f"RelationPredictor needs a relation extraction model, got {type(model).__name__}")
-        if isinstance(dtype, str):
-            if dtype not in _DTYPES:
-                raise ValueError(f"`dtype` must be one of {list(_DTYPES)}, got {dtype!r}")
-            dtype = _DTYPES[dtype]
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+        dtype = resolve_dtype_and_batch_size(dtype, batch_size)
         if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise ValueError(f"`threshold` must be a number in [0, 1], got {threshold!r}")
         self.device = resolve_device(device)

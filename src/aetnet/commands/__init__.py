@@ -27,4 +27,15 @@ class UsageError(Exception):
     """A problem with the command line itself: reported without a traceback, exit code 2."""
 
 
-__all__ = ["EXIT_FAILED_PAGES", "EXIT_OK", "EXIT_USAGE", "UsageError"]
+def read_json_option(path: str, option: str):
+    """The JSON content of the file an option names; a `UsageError` naming `option` if it cannot be read."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise UsageError(f"cannot read {option} {path}: {error}") from None
+
+
+__all__ = ["EXIT_FAILED_PAGES", "EXIT_OK", "EXIT_USAGE", "UsageError", "read_json_option"]

@@ -26,7 +26,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from aetnet.commands import EXIT_FAILED_PAGES, EXIT_OK, UsageError
+from aetnet.commands import EXIT_FAILED_PAGES, EXIT_OK, UsageError, read_json_option
 from aetnet.commands.predict_relations import (
     check_entities,
     load_entities_json,
@@ -42,11 +42,7 @@ RELATION_EXTRACTION = "relation-extraction"  # `aetnet.inference_checkpoints.REL
 def _load_words_json(path: str | None) -> dict | None:
     if path is None:
         return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as error:
-        raise UsageError(f"cannot read --words-json {path}: {error}") from None
+    data = read_json_option(path, "--words-json")
     if not isinstance(data, dict):
         raise UsageError(f"--words-json {path} must hold a JSON object, got {type(data).__name__}")
     if "words" in data:

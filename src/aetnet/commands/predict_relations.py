@@ -22,10 +22,9 @@ Kept apart from `predict.py`, which runs every checkpoint, so that each module r
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from aetnet.commands import UsageError
+from aetnet.commands import UsageError, read_json_option
 
 
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError, AssertionError)  # torch: AssertionError for CUDA on a CPU build
@@ -43,11 +42,7 @@ def load_entities_json(path: str | None) -> dict | None:
     """
     if path is None:
         return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as error:
-        raise UsageError(f"cannot read --entities {path}: {error}") from None
+    data = read_json_option(path, "--entities")
     if _is_entity_list(data):
         return {None: data}
     if not isinstance(data, dict):
