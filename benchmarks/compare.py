@@ -1,9 +1,10 @@
 """
 AETNet against plain LayoutLMv3 over several seeds, with ablations of the alignment objectives, on FUNSD (entity F1,
-`--task funsd`) or a page-classification folder such as `../shared/data/rvlcdip3` (accuracy, `--task rvlcdip`).
+`--task funsd`; question -> answer link F1 from the gold entities, `--task funsd_re`) or a page-classification folder
+such as `../shared/data/rvlcdip3` (accuracy, `--task rvlcdip`).
 
-Every run is the task's example script (`examples/run_funsd.py` or `examples/run_rvlcdip.py`) in its own process,
-with the same arguments (those after `--`) and its seed; the variants differ in one thing each:
+Every run is the task's example script (`examples/run_funsd.py`, `run_funsd_re.py` or `run_rvlcdip.py`) in its own
+process, with the same arguments (those after `--`) and its seed; the variants differ in one thing each:
 
 - `aetnet`: AETNet, its four default objectives at their default weights;
 - `layoutlmv3`: `--baseline layoutlmv3`, stock LayoutLMv3 started from the very weights of the AETNet run of the same
@@ -14,8 +15,11 @@ with the same arguments (those after `--`) and its seed; the variants differ in 
   what the extra encoders give without the objectives;
 - `+tia`, `+tim`, `+xmm_text`, `+xmm_image`, `+psl`: the four defaults plus that objective; `tia-only`, ...: that
   objective alone (every registered objective outside the defaults gets both);
-- `aetnet-gated`, `aetnet-no-injection`: AETNet with `--fusion_injection gated` (zero-initialised gates, so the model
-  starts as its baseline) or `none` (the aligners are trained but never read by LayoutLMv3).
+- `aetnet-gated`, `aetnet-add`, `aetnet-no-injection`: AETNet with `--fusion_injection gated` (zero-initialised
+  gates, so that the model starts as its baseline; the default, so the same as `aetnet`), `add` (the paper's
+  full-scale addition) or `none` (the aligners are trained but never read by LayoutLMv3);
+- `aetnet-joint-clip`: AETNet with `--grad_clipping global`, the Trainer's clip of all gradients together instead
+  of the task's and the alignment side's each on their own.
 
 The script writes, under `--out`: `runs/<variant>-seed<seed>/` (each run's output folder and `log.txt`),
 `summary.json` (every run's scores, times, hardware and loss history, plus the command), `summary.md` (the task's
@@ -57,6 +61,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TASKS = {
     "funsd": (EXAMPLES / "run_funsd.py", ("f1", "precision", "recall")),
     "rvlcdip": (EXAMPLES / "run_rvlcdip.py", ("accuracy", "macro_f1")),
+    # Relation extraction from the gold entities: F1 over predicted (question, answer) links.
+    "funsd_re": (EXAMPLES / "run_funsd_re.py", ("f1", "precision", "recall")),
 }
 # The ablation switches off AETNet's default objectives one at a time, by their weight.
 OBJECTIVES = ALIGNMENT_OBJECTIVES
@@ -66,15 +72,20 @@ VARIANTS = {
     "layoutlmv3": ["--baseline", "layoutlmv3"],
     **{f"no-{name}": ["--loss_weights", f"{name}=0"] for name in OBJECTIVES},
     "no-alignment": ["--loss_weights", ",".join(f"{name}=0" for name in OBJECTIVES)],
-    # How the aligners' features enter LayoutLMv3: zero-initialised gates (starts as the baseline) or not at all.
+    # How the aligners' features enter LayoutLMv3: zero-initialised gates (the default: starts as the baseline), the
+    # paper's full-scale addition, or not at all.
     "aetnet-gated": ["--fusion_injection", "gated"],
+    "aetnet-add": ["--fusion_injection", "add"],
     "aetnet-no-injection": ["--fusion_injection", "none"],
+    # The Trainer's joint gradient clip instead of AETNet's clip by part (gradient_clipping.py).
+    "aetnet-joint-clip": ["--grad_clipping", "global"],
     **{f"+{name}": ["--alignment_objectives", *OBJECTIVES, name] for name in EXTRA_OBJECTIVES},
     **{f"{name}-only": ["--alignment_objectives", name] for name in EXTRA_OBJECTIVES},
 }
 # Arguments the script sets per run; giving them after `--` would make the runs differ in the wrong way.
 OWNED_ARGUMENTS = (
-    "--output_dir", "--seed", "--baseline", "--loss_weights", "--alignment_objectives", "--fusion_injection"
+    "--output_dir", "--seed", "--baseline", "--loss_weights", "--alignment_objectives", "--fusion_injection",
+    "--grad_clipping",
 )
 
 

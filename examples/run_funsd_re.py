@@ -75,6 +75,14 @@ class DataTrainingArguments:
     threshold: float = field(default=0.5, metadata={"help": "Link probability from which a pair is a link."})
     one_head_per_tail: bool = field(default=False, metadata={"help": "Keep only the best question of an answer."})
     draw_pages: int = field(default=0, metadata={"help": "Draw the predicted links of the first N test pages."})
+    relation_geometry: str | None = field(
+        default=None,
+        metadata={
+            "help": "A new model's pair geometry: 'box' (the default: the logits also read the two entities' boxes) "
+            "or 'none' (LayoutXLM's decoder exactly).",
+            "choices": ["box", "none"],
+        },
+    )
 
 
 @dataclass
@@ -138,7 +146,8 @@ def main():
 
     # ---- Processor and model ----
     processor, model, base_models = build_processor_and_model(
-        model_args, AETNetForRelationExtraction, raw["train"]["words"], data_args.max_seq_length
+        model_args, AETNetForRelationExtraction, raw["train"]["words"], data_args.max_seq_length,
+        head_config={"relation_geometry": data_args.relation_geometry},
     )
     if list(model.config.entity_labels) != label_names:
         raise ValueError(f"The model's entity labels {model.config.entity_labels} are not the data's {label_names}.")

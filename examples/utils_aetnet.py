@@ -227,6 +227,7 @@ def build_processor_and_model(
     max_seq_length: int,
     label_list: list[str] | None = None,
     num_train_examples: int | None = None,
+    head_config: dict | None = None,
 ) -> tuple[AETNetProcessor, PreTrainedModel, list[str]]:
     """
     Processor and `model_class` model (an AETNet head) for the three starts of `model_args`; returns them with the
@@ -236,7 +237,8 @@ def build_processor_and_model(
 
     `train_words` train the tokenizer of a random-weight model; `label_list` sets the labels of a classification head
     (and must match a checkpoint's) and is `None` for question answering. The default feature queue holds half of
-    `num_train_examples` (default: `len(train_words)`), between 8 and 4096.
+    `num_train_examples` (default: `len(train_words)`), between 8 and 4096. `head_config` holds the script's own
+    config fields of a new model (e.g. `{"relation_geometry": "none"}`; `None` values are left at their defaults).
     """
     if model_class not in _AUTO_CLASSES:
         raise ValueError(f"model_class must be one of {[cls.__name__ for cls in _AUTO_CLASSES]}, got {model_class}.")
@@ -256,6 +258,7 @@ def build_processor_and_model(
         for key, value in (
             ("alignment_objectives", model_args.alignment_objectives),
             ("fusion_injection", model_args.fusion_injection),
+            *(head_config or {}).items(),
         )
         if value is not None
     }
@@ -265,8 +268,8 @@ def build_processor_and_model(
     if model_args.model_name_or_path:
         if new_config or model_args.queue_size:
             raise ValueError(
-                "--queue_size, --alignment_objectives and --fusion_injection configure a new model; the checkpoint "
-                f"{model_args.model_name_or_path} keeps its own."
+                f"--queue_size, --alignment_objectives, --fusion_injection and {sorted(head_config or {})} configure "
+                f"a new model; the checkpoint {model_args.model_name_or_path} keeps its own."
             )
         processor = AETNetProcessor.from_pretrained(model_args.model_name_or_path)
         model = _AUTO_CLASSES[model_class].from_pretrained(model_args.model_name_or_path)

@@ -110,7 +110,7 @@ def test_pages_without_links_or_without_answers():
     head = RelationExtractionHead(tiny_config(), hidden_size=8, dropout=0.0).train()
     outputs = head(
         torch.randn(2, 6, 8), torch.tensor([[[0, 1]] * 4, [[0, 1], [1, 2], [0, 0], [0, 0]]]), labels[[1, 1]],
-        torch.full((2, 1, 2), -1),
+        torch.full((2, 1, 2), -1), bbox=torch.zeros(2, 6, 4, dtype=torch.long),
     )
     assert len(outputs["pairs"]) == 0 and outputs["task_loss"].item() == 0.0
     outputs["task_loss"].backward()  # a batch without candidates still gives a usable loss

@@ -123,7 +123,7 @@ def write_model_card(trainer, output_dir: str, card_kwargs: dict | None = None) 
         eval_results=eval_results or None,
     )
     hyperparameters = extract_hyperparameters_from_trainer(trainer)
-    for name in ("distill_alpha", "alpha_warmup_steps", "weight_decay", "max_grad_norm"):
+    for name in ("distill_alpha", "alpha_warmup_steps", "weight_decay", "max_grad_norm", "grad_clipping"):
         if trainer._argument(name) is not None:
             hyperparameters[name] = trainer._argument(name)
     card = ModelCard.from_template(

@@ -17,7 +17,9 @@ Candidates are all `(head, tail)` pairs whose types are one of `config.relation_
 entity, at most `config.relation_negatives_per_head` (k, default 16) non-links drawn uniformly at random: at most
 `num_links + k * num_heads` pairs, so the pair features and logits that backward keeps grow linearly with the number
 of entities (only the candidate selection, masks and random ranks without gradient, is `max_entities ** 2`).
-Evaluation scores every candidate pair.
+Evaluation scores every candidate pair. With `config.relation_geometry="box"` (the default) the logits also get a
+term from the two entities' boxes (their offsets and overlaps, `relation_geometry.py`), which a model trained from
+random weights cannot link without; `"none"` is LayoutXLM's decoder exactly.
 
 This module imports only torch, transformers and its sibling modules, so that `save_pretrained` ships it as Hub
 remote code (`trust_remote_code=True`).
@@ -34,6 +36,7 @@ from transformers.utils import can_return_tuple
 
 from .losses import weighted_objective
 from .modeling_aetnet import AETNetModel, AETNetPreTrainedModel
+from .relation_geometry import RELATION_GEOMETRIES, PairGeometry, entity_boxes
 from .relation_pairs import ENTITY_PAD, relation_candidates, validate_relation_inputs
 
 
@@ -82,6 +85,7 @@ def relation_settings(config) -> dict:
         "relation_types": [list(t) for t in getattr(config, "relation_types", None) or DEFAULT_RELATION_TYPES],
         "relation_negatives_per_head": getattr(config, "relation_negatives_per_head", DEFAULT_NEGATIVES_PER_HEAD),
         "relation_pooling": getattr(config, "relation_pooling", "first"),
+        "relation_geometry": getattr(config, "relation_geometry", "box"),
     }
     unknown = [name for pair in settings["relation_types"] for name in pair if name not in settings["entity_labels"]]
     if unknown or any(len(pair) != 2 for pair in settings["relation_types"]):
@@ -92,6 +96,9 @@ def relation_settings(config) -> dict:
     if settings["relation_pooling"] not in RELATION_POOLINGS:
         pooling = settings["relation_pooling"]
         raise ValueError(f"`relation_pooling` must be one of {RELATION_POOLINGS}, got {pooling!r}.")
+    if settings["relation_geometry"] not in RELATION_GEOMETRIES:
+        geometry = settings["relation_geometry"]
+        raise ValueError(f"`relation_geometry` must be one of {RELATION_GEOMETRIES}, got {geometry!r}.")
     negatives = settings["relation_negatives_per_head"]
     if negatives is not None and (not isinstance(negatives, int) or negatives < 0):
         raise ValueError(f"`relation_negatives_per_head` must be an int >= 0 or None (all), got {negatives!r}.")
@@ -103,7 +110,8 @@ class RelationExtractionHead(nn.Module):
     The pair classifier shared by [`AETNetForRelationExtraction`] and [`LayoutLMv3ForRelationExtraction`]: an entity
     is its first-token (or mean-pooled) hidden state concatenated with a learnt embedding of its type; two MLPs map
     it to a head and a tail representation, and a biaffine form `h^T W t + U [h; t] + b` gives no-link / link logits
-    (the LayoutXLM relation decoder's `BiaffineAttention`).
+    (the LayoutXLM relation decoder's `BiaffineAttention`); with `relation_geometry="box"`, plus
+    [`~relation_geometry.PairGeometry`] of the two entities' boxes.
     """
 
     def __init__(self, config, hidden_size: int, dropout: float):
@@ -126,6 +134,7 @@ class RelationExtractionHead(nn.Module):
         self.head_mlp, self.tail_mlp = mlp(), mlp()
         self.bilinear = nn.Bilinear(projection, projection, 2, bias=False)
         self.linear = nn.Linear(2 * projection, 2)
+        self.geometry = PairGeometry() if settings["relation_geometry"] == "box" else None
 
     def entity_representations(
         self, text_states: torch.Tensor, entity_spans: torch.Tensor, entity_labels: torch.Tensor
@@ -148,8 +157,11 @@ class RelationExtractionHead(nn.Module):
         entity_labels: torch.Tensor,
         relations: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        bbox: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
         validate_relation_inputs(entity_spans, entity_labels, relations, text_states.shape[1], self.num_entity_labels)
+        if self.geometry is not None and bbox is None:
+            raise ValueError("`bbox` is required: this head scores the entities' boxes (`relation_geometry='box'`)")
         entities = self.entity_representations(text_states, entity_spans, entity_labels)
         negatives = self.max_negatives_per_head if self.training and relations is not None else None
         pairs, pair_labels = relation_candidates(
@@ -158,6 +170,10 @@ class RelationExtractionHead(nn.Module):
         heads = self.head_mlp(entities)[pairs[:, 0], pairs[:, 1]]
         tails = self.tail_mlp(entities)[pairs[:, 0], pairs[:, 2]]
         logits = self.bilinear(heads, tails) + self.linear(torch.cat([heads, tails], dim=-1))
+        if self.geometry is not None:
+            boxes = entity_boxes(bbox[:, : text_states.shape[1]], entity_spans, entity_labels)
+            geometry = self.geometry(boxes[pairs[:, 0], pairs[:, 1]], boxes[pairs[:, 0], pairs[:, 2]])
+            logits = logits + geometry.to(logits.dtype)
         task_loss = None
         if pair_labels is not None:
             # A batch without candidates gives a zero loss that still reaches every head weight (DDP needs that).
@@ -195,10 +211,10 @@ class _RelationExtractionMixin:
         self.relation_head = RelationExtractionHead(config, hidden_size, dropout)
 
     def _relation_output(
-        self, outputs: ModelOutput, input_ids, entity_spans, entity_labels, relations, generator
+        self, outputs: ModelOutput, input_ids, bbox, entity_spans, entity_labels, relations, generator
     ) -> RelationExtractionOutput:
         text_states = self.dropout(outputs.last_hidden_state[:, : input_ids.shape[1]])
-        result = self.relation_head(text_states, entity_spans, entity_labels, relations, generator)
+        result = self.relation_head(text_states, entity_spans, entity_labels, relations, generator, bbox)
         alignment_losses = getattr(outputs, "alignment_losses", None)
         weights = getattr(self.config, "alignment_loss_weights", None) or {}
         return RelationExtractionOutput(
@@ -216,7 +232,7 @@ class AETNetForRelationExtraction(_RelationExtractionMixin, AETNetPreTrainedMode
     No transformers Auto class fits relation extraction: load it with `AETNetForRelationExtraction.from_pretrained`,
     or with `AutoModel.from_pretrained(..., trust_remote_code=True)` where aetnet is not installed (its `auto_map`
     entry). Relation fields of the config: `entity_labels`, `relation_types`, `relation_negatives_per_head`,
-    `relation_pooling` (see the module docstring).
+    `relation_pooling`, `relation_geometry` (see the module docstring).
     """
 
     def __init__(self, config):
@@ -254,7 +270,9 @@ class AETNetForRelationExtraction(_RelationExtractionMixin, AETNetPreTrainedMode
             return_dict=True,
             **kwargs,
         )
-        return self._relation_output(outputs, input_ids, entity_spans, entity_labels, relations, relation_generator)
+        return self._relation_output(
+            outputs, input_ids, bbox, entity_spans, entity_labels, relations, relation_generator
+        )
 
     def to_layoutlmv3(self) -> "LayoutLMv3ForRelationExtraction":
         """
@@ -300,7 +318,9 @@ class LayoutLMv3ForRelationExtraction(_RelationExtractionMixin, LayoutLMv3PreTra
         outputs = self.layoutlmv3(
             input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values, return_dict=True, **kwargs
         )
-        return self._relation_output(outputs, input_ids, entity_spans, entity_labels, relations, relation_generator)
+        return self._relation_output(
+            outputs, input_ids, bbox, entity_spans, entity_labels, relations, relation_generator
+        )
 
 
 LayoutLMv3ForRelationExtraction.forward.__doc__ = _FORWARD_DOC

@@ -23,7 +23,10 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
+from accelerate.utils import DistributedType
+
 from .data_collator import AETNetDataCollator
+from .gradient_clipping import clip_gradient_parts, gradient_parts
 from .losses import weighted_objective
 from .momentum import FeatureQueues, fitted_queue_size
 from .modelcard_aetnet import write_model_card
@@ -61,6 +64,8 @@ class AETNetTrainer(Trainer):
       once-per-forward rule (`momentum_update_in_forward` is switched off);
     - ramps the distillation weights (`distill_alpha`, `alpha_warmup_steps`; [`DistillationRampCallback`]);
     - keeps the temperature and the fusion gates out of weight decay;
+    - clips the task model's and the alignment side's gradients each on their own (`grad_clipping`), so that the
+      alignment gradients never shrink the task's step;
     - shortens a feature queue longer than half the training set (stale false negatives, method.md bug 19);
     - skips non-finite losses (`skip_nonfinite_loss`);
     - writes a model card (`README.md`) with the measured evaluation results next to every saved model.
@@ -120,6 +125,29 @@ class AETNetTrainer(Trainer):
         if self._argument("skip_nonfinite_loss"):
             self.add_callback(NonFiniteGradientGuard())
         self._fit_queue_to_dataset(unwrapped)
+        self._gradient_parts = self._separate_clipping_parts(unwrapped)
+        self._part_norms: dict[str, torch.Tensor] = {}
+
+    def _separate_clipping_parts(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+        """The parameter parts clipped on their own (`gradient_clipping.py`), or `{}` for the Trainer's joint clip."""
+        if self._argument("grad_clipping") != "separate" or not self.args.max_grad_norm > 0 or not self._is_aetnet:
+            return {}
+        sharded = self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+        if self.args.fp16 or sharded:
+            logger.warning(
+                "grad_clipping='separate' needs unscaled, unsharded gradients (no fp16 scaler, DeepSpeed or FSDP): "
+                "this run clips all gradients together (the Trainer's max_grad_norm)."
+            )
+            return {}
+        return gradient_parts(model)
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
+        """The Trainer's step; on the micro-batch that completes the gradients, the separate clip of each part (the
+        Trainer's joint clip that follows then finds nothing to do)."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._gradient_parts and self.accelerator.sync_gradients:
+            self._part_norms = clip_gradient_parts(self._gradient_parts, self.args.max_grad_norm)
+        return loss
 
     def _argument(self, name: str) -> Any:
         """An AETNet training argument, with its default when `args` is a plain `TrainingArguments`."""
@@ -321,6 +349,7 @@ class AETNetTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # the periodic training log
             logs.update(self._flush_loss_components("train"))
+            logs.update({f"grad_norm_{name}": norm.item() for name, norm in self._part_norms.items()})
         super().log(logs, start_time)
 
     # ---- Model card ----

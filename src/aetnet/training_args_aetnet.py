@@ -44,6 +44,14 @@ class AETNetTrainingArguments(TrainingArguments):
     The learnable temperature is put back into its range after every optimizer step (so that a checkpoint never holds
     a value outside it); `temperature_learning_rate` gives it a learning rate of its own.
 
+    > Gradient clipping
+
+    `grad_clipping="separate"` (the default) clips the task model's gradients (LayoutLMv3, fusion gates, task head)
+    and the alignment side's (aligners, projections, temperature, objective heads) each to `max_grad_norm / sqrt(2)`,
+    so that the larger alignment gradients never shrink the task's step (`gradient_clipping.py`); `"global"` is the
+    Trainer's joint clip. The parts' norms before clipping are logged as `grad_norm_task` and `grad_norm_alignment`
+    (`grad_norm` is then the norm after). fp16 with a gradient scaler, DeepSpeed and FSDP keep the joint clip.
+
     > Several processes
 
     Launched by `torchrun` or `accelerate launch` on a machine without a GPU, the arguments switch to `use_cpu` (DDP
@@ -90,6 +98,14 @@ class AETNetTrainingArguments(TrainingArguments):
         default=True,
         metadata={"help": "Replace a NaN/inf training loss by a zero loss and count it (nonfinite_losses)."},
     )
+    grad_clipping: str = field(
+        default="separate",
+        metadata={
+            "help": "'separate': clip the task model's and the alignment side's gradients each on their own (so the "
+            "alignment gradients never shrink the task's step); 'global': the Trainer's joint clip.",
+            "choices": ["separate", "global"],
+        },
+    )
 
     def __post_init__(self):
         # `torchrun` / `accelerate launch` with several processes on a machine without a GPU: run DDP over gloo (the
@@ -107,6 +123,8 @@ class AETNetTrainingArguments(TrainingArguments):
             raise ValueError(f"`distill_alpha` must be in [0, 1] or None, got {self.distill_alpha}")
         if self.alpha_warmup_steps is not None and self.alpha_warmup_steps < 0:
             raise ValueError(f"`alpha_warmup_steps` must be >= 0 or None, got {self.alpha_warmup_steps}")
+        if self.grad_clipping not in ("separate", "global"):
+            raise ValueError(f"`grad_clipping` must be 'separate' or 'global', got {self.grad_clipping!r}")
         if self.temperature_learning_rate is not None and not self.temperature_learning_rate >= 0:
             raise ValueError(f"`temperature_learning_rate` must be >= 0 or None, got {self.temperature_learning_rate}")
 
