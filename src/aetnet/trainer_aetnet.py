@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
-
-from accelerate.utils import DistributedType
 
 from .data_collator import AETNetDataCollator
 from .gradient_clipping import clip_gradient_parts, gradient_parts
