@@ -1,10 +1,16 @@
-"""Helpers shared by the AETNetProcessor tests: a tiny vocabulary and corpus, fake documents, one-hot logits."""
+"""Helpers shared by the AETNetProcessor tests: a tiny vocabulary and corpus, fake documents, one-hot logits, and the
+`tokenizer` / `processor` / `process` fixtures (imported by each test file)."""
 
 from __future__ import annotations
 
 import random
 
+import pytest
 import torch
+from transformers import LayoutLMv3ImageProcessorPil
+
+from aetnet.processing_aetnet import AETNetProcessor
+from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
 
 
 VOCAB = ["invoice", "total", "amount", "due", "date", "name", "address", "phone", "number", "company", "the", "of"]
@@ -34,3 +40,26 @@ def make_document(num_words: int, seed: int = 0, width: int = 200, height: int =
 def one_hot_logits(ids: torch.Tensor, num_classes: int, scale: float = 20.0) -> torch.Tensor:
     """Logits that name `ids` (a class per token; -1 tokens get class 0): the merged probabilities' argmax."""
     return torch.nn.functional.one_hot(ids.long().clamp(min=0), num_classes).float() * scale
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_layoutlmv3_tokenizer(corpus(), vocab_size=320)
+
+
+@pytest.fixture
+def processor(tokenizer):
+    image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": 16, "width": 16})
+    return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+@pytest.fixture
+def process(processor):
+    """The processor with short windows (the default stride of 128 needs max_length > 130)."""
+
+    def call(*args, **kwargs):
+        kwargs.setdefault("max_length", 64)
+        kwargs.setdefault("stride", 16)
+        return processor(*args, **kwargs)
+
+    return call

@@ -5,35 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from transformers import LayoutLMv3ImageProcessorPil
 
-from aetnet.processing_aetnet import AETNetProcessor, first_subword_mask, merge_window_predictions
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
+from aetnet.processing_aetnet import first_subword_mask, merge_window_predictions
 
-from processing_helpers import corpus, make_document, one_hot_logits
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return train_layoutlmv3_tokenizer(corpus(), vocab_size=320)
-
-
-@pytest.fixture
-def processor(tokenizer):
-    image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": 16, "width": 16})
-    return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer)
-
-
-@pytest.fixture
-def process(processor):
-    """The processor with short windows (the default stride of 128 needs max_length > 130)."""
-
-    def call(*args, **kwargs):
-        kwargs.setdefault("max_length", 64)
-        kwargs.setdefault("stride", 16)
-        return processor(*args, **kwargs)
-
-    return call
+from processing_helpers import make_document, one_hot_logits
+from processing_helpers import process, processor, tokenizer  # noqa: F401 (pytest fixtures)
 
 
 # --------------------------------------------------------------------------------------------- merging

@@ -22,15 +22,7 @@ from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
 from aetnet.trainer_aetnet import AETNetTrainer, DistillationRampCallback, MomentumUpdateCallback
 
 from test_trainer_aetnet import IMAGE, TRAINER_LOGGER, compute_metrics, make_args, make_documents, make_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """A 36-wide model runs several times faster on one thread than on two that share a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_trainer_aetnet import single_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 
 def test_temperature_and_gates_are_excluded_from_weight_decay(tmp_path):

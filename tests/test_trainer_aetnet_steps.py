@@ -14,15 +14,7 @@ from aetnet.data_collator import AETNetDataCollator
 from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
 
 from test_trainer_aetnet import OBJECTIVES, TRAINER_LOGGER, make_args, make_documents, make_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """A 36-wide model runs several times faster on one thread than on two that share a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_trainer_aetnet import single_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 
 def args_for_accumulation(tmp_path, name: str, accumulation: int, **kwargs) -> AETNetTrainingArguments:

@@ -4,12 +4,13 @@ ViT and RoBERTa aligners, their projections, the temperature, the objectives' ow
 own (`AETNetTrainingArguments.grad_clipping="separate"`, the default).
 
 Why: the Trainer clips the norm of all gradients together (`max_grad_norm`, 1.0 by default). AETNet's alignment
-gradients are 3-20 times the task's and grow as training goes (FUNSD, study preset: the alignment side's norm
-9 -> 58, the task's 2 -> 6), so a joint clip divides the task's gradient by the alignment's norm, an ever smaller factor that Adam
-reads as a decaying learning rate of LayoutLMv3. Measured (BENCHMARKS.md): with the joint clip AETNet trails its
-baseline on FUNSD in every seed even when the aligners' features never enter LayoutLMv3; without clipping, or with
-clipping by part, the gap goes. Each part is clipped to `max_grad_norm / sqrt(number of parts)`, so that their total
-never exceeds `max_grad_norm` and the Trainer's own clip, which still runs, never rescales one part by the other.
+gradients are 3-20 times the task's and grow as training goes (FUNSD, study preset: the alignment side's norm 9 ->
+58, the task's 2 -> 6), so a joint clip divides the task's gradient by the alignment's norm, an ever smaller factor
+that Adam reads as a decaying learning rate of LayoutLMv3. Measured (BENCHMARKS.md): with the joint clip AETNet
+trails its baseline on FUNSD in every seed even when the aligners' features never enter LayoutLMv3; without
+clipping, or with clipping by part, the gap goes. Each part is clipped to `max_grad_norm / sqrt(number of parts)`,
+so that their total never exceeds `max_grad_norm` and the Trainer's own clip, which still runs, never rescales one
+part by the other.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from __future__ import annotations
 import math
 
 import torch
+from accelerate.utils import DistributedType
 from torch import nn
+from transformers.utils import logging
 
 from .modeling_aetnet import AETNetModel
 
+
+logger = logging.get_logger(__name__)
 
 # The AETNetModel children that only the alignment objectives train (the momentum copies have no gradients).
 ALIGNMENT_MODULES = ("vision_model", "text_model", "vision_proj", "text_proj", "objectives")
@@ -57,4 +62,17 @@ def clip_gradient_parts(parts: dict[str, list[nn.Parameter]], max_norm: float) -
     return norms
 
 
-__all__ = ["ALIGNMENT_MODULES", "clip_gradient_parts", "gradient_parts"]
+def separate_clipping_parts(model: nn.Module, args, accelerator) -> dict[str, list[nn.Parameter]]:
+    """[`gradient_parts`] for a training run, or `{}` (the Trainer's joint clip, with a warning) where the gradients
+    are scaled (fp16's gradient scaler) or sharded (DeepSpeed, FSDP), which a clip by part cannot read."""
+    sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    if args.fp16 or sharded:
+        logger.warning(
+            "grad_clipping='separate' needs unscaled, unsharded gradients (no fp16 scaler, DeepSpeed or FSDP): "
+            "this run clips all gradients together (the Trainer's max_grad_norm)."
+        )
+        return {}
+    return gradient_parts(model)
+
+
+__all__ = ["ALIGNMENT_MODULES", "clip_gradient_parts", "gradient_parts", "separate_clipping_parts"]

@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate.utils import DistributedType
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
 from .data_collator import AETNetDataCollator
-from .gradient_clipping import clip_gradient_parts, gradient_parts
+from .gradient_clipping import clip_gradient_parts, separate_clipping_parts
 from .losses import weighted_objective
 from .momentum import FeatureQueues, fitted_queue_size
 from .modelcard_aetnet import write_model_card
@@ -124,21 +123,9 @@ class AETNetTrainer(Trainer):
         if self._argument("skip_nonfinite_loss"):
             self.add_callback(NonFiniteGradientGuard())
         self._fit_queue_to_dataset(unwrapped)
-        self._gradient_parts = self._separate_clipping_parts(unwrapped)
+        separate = self._argument("grad_clipping") == "separate" and self.args.max_grad_norm > 0 and self._is_aetnet
+        self._gradient_parts = separate_clipping_parts(unwrapped, self.args, self.accelerator) if separate else {}
         self._part_norms: dict[str, torch.Tensor] = {}
-
-    def _separate_clipping_parts(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
-        """The parameter parts clipped on their own (`gradient_clipping.py`), or `{}` for the Trainer's joint clip."""
-        if self._argument("grad_clipping") != "separate" or not self.args.max_grad_norm > 0 or not self._is_aetnet:
-            return {}
-        sharded = self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
-        if self.args.fp16 or sharded:
-            logger.warning(
-                "grad_clipping='separate' needs unscaled, unsharded gradients (no fp16 scaler, DeepSpeed or FSDP): "
-                "this run clips all gradients together (the Trainer's max_grad_norm)."
-            )
-            return {}
-        return gradient_parts(model)
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
         """The Trainer's step; on the micro-batch that completes the gradients, the separate clip of each part (the
