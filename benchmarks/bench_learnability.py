@@ -37,6 +37,7 @@ from aetnet.alignment import registered_objectives
 from aetnet.configuration_aetnet import AETNetConfig
 from aetnet.data.funsd import load_funsd
 from aetnet.modeling_aetnet import AETNetModel
+from aetnet.spatial_bias import SPATIAL_BIAS_INITS
 from aetnet.processing_aetnet import AETNetProcessor
 from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
 from bench_lib import hardware
@@ -124,6 +125,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=5e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument(
+        "--spatial-bias-init", default="random", choices=SPATIAL_BIAS_INITS,
+        help="LayoutLMv3's 2D bias tables at the start (AETNetConfig.spatial_bias_init; default random)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="result JSON; .md and .png are written beside it")
     args = parser.parse_args(argv)
     args.objectives = [name for name in args.objectives.split(",") if name]
@@ -163,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     config, batch = funsd_batch(args.dataset_dir, args.pages, args.size, args.max_length, args.queue_size, args.seed)
+    config.spatial_bias_init = args.spatial_bias_init
     rows = []
     for name in args.objectives:
         start = time.perf_counter()

@@ -14,7 +14,9 @@ process, with the same arguments (those after `--`) and its seed; the variants d
 - `no-alignment`: all four weights at 0, so the aligners' features still enter LayoutLMv3 but nothing aligns them:
   what the extra encoders give without the objectives;
 - `+tia`, `+tim`, `+xmm_text`, `+xmm_image`, `+psl`: the four defaults plus that objective; `tia-only`, ...: that
-  objective alone (every registered objective outside the defaults gets both);
+  objective alone, as the four plus it with the four's weights at 0, so that the model and its initial weights are
+  AETNet's (objectives draw their own weights apart from the global random stream, so every shared weight and the
+  task head start as in `aetnet` and `layoutlmv3`); every registered objective outside the defaults gets both;
 - `aetnet-gated`, `aetnet-add`, `aetnet-no-injection`: AETNet with `--fusion_injection gated` (zero-initialised
   gates, so that the model starts as its baseline; the default, so the same as `aetnet`), `add` (the paper's
   full-scale addition) or `none` (the aligners are trained but never read by LayoutLMv3);
@@ -67,11 +69,12 @@ TASKS = {
 # The ablation switches off AETNet's default objectives one at a time, by their weight.
 OBJECTIVES = ALIGNMENT_OBJECTIVES
 EXTRA_OBJECTIVES = [name for name in registered_objectives() if name not in OBJECTIVES]
+VARIANTS_NO_ALIGNMENT = ["--loss_weights", ",".join(f"{name}=0" for name in OBJECTIVES)]
 VARIANTS = {
     "aetnet": [],
     "layoutlmv3": ["--baseline", "layoutlmv3"],
     **{f"no-{name}": ["--loss_weights", f"{name}=0"] for name in OBJECTIVES},
-    "no-alignment": ["--loss_weights", ",".join(f"{name}=0" for name in OBJECTIVES)],
+    "no-alignment": VARIANTS_NO_ALIGNMENT,
     # How the aligners' features enter LayoutLMv3: zero-initialised gates (the default: starts as the baseline), the
     # paper's full-scale addition, or not at all.
     "aetnet-gated": ["--fusion_injection", "gated"],
@@ -80,7 +83,10 @@ VARIANTS = {
     # The Trainer's joint gradient clip instead of AETNet's clip by part (gradient_clipping.py).
     "aetnet-joint-clip": ["--grad_clipping", "global"],
     **{f"+{name}": ["--alignment_objectives", *OBJECTIVES, name] for name in EXTRA_OBJECTIVES},
-    **{f"{name}-only": ["--alignment_objectives", name] for name in EXTRA_OBJECTIVES},
+    **{
+        f"{name}-only": ["--alignment_objectives", *OBJECTIVES, name, *VARIANTS_NO_ALIGNMENT]
+        for name in EXTRA_OBJECTIVES
+    },
 }
 # Arguments the script sets per run; giving them after `--` would make the runs differ in the wrong way.
 OWNED_ARGUMENTS = (

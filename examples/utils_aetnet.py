@@ -108,6 +108,14 @@ class ModelArguments:
         default=None,
         metadata={"help": "How aligned features enter LayoutLMv3 (new model).", "choices": ["add", "gated", "none"]},
     )
+    spatial_bias_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "Initial values of LayoutLMv3's 2D relative-position bias tables of a new model (never trained: "
+            "'locality' lets TIA / TIM learn from random weights).",
+            "choices": ["random", "locality"],
+        },
+    )
     baseline: str | None = field(
         default=None,
         metadata={
@@ -258,6 +266,7 @@ def build_processor_and_model(
         for key, value in (
             ("alignment_objectives", model_args.alignment_objectives),
             ("fusion_injection", model_args.fusion_injection),
+            ("spatial_bias_init", model_args.spatial_bias_init),
             *(head_config or {}).items(),
         )
         if value is not None
@@ -268,7 +277,8 @@ def build_processor_and_model(
     if model_args.model_name_or_path:
         if new_config or model_args.queue_size:
             raise ValueError(
-                f"--queue_size, --alignment_objectives, --fusion_injection and {sorted(head_config or {})} configure "
+                "--queue_size, --alignment_objectives, --fusion_injection, --spatial_bias_init and "
+                f"{sorted(head_config or {})} configure "
                 f"a new model; the checkpoint {model_args.model_name_or_path} keeps its own."
             )
         processor = AETNetProcessor.from_pretrained(model_args.model_name_or_path)

@@ -146,3 +146,22 @@ def test_every_trainable_parameter_gets_a_gradient(objectives, injection):
     assert missing == []
     if injection == "none" and objectives != ["pita"]:
         assert not any(p.requires_grad for p in model.aetnet.vision_model.parameters())
+
+
+@pytest.mark.parametrize("extra", ["tia", "xmm_text", "psl"])
+def test_switching_an_objective_on_leaves_every_other_initial_weight_as_it_was(extra):
+    # Objectives draw their weights apart from the global random stream: an added objective (or one alone, with the
+    # four at weight 0) starts from exactly the weights of the run it is compared with, task head included.
+    def weights(objectives, seed=1):
+        torch.manual_seed(seed)
+        return AETNetForTokenClassification(make_config(alignment_objectives=objectives)).state_dict()
+
+    four = ["ditc", "imc", "glitc", "pita"]
+    reference, with_extra = weights(four), weights([*four, extra])
+    assert set(with_extra) > set(reference)
+    for key, value in reference.items():
+        assert torch.equal(with_extra[key], value), key
+    again, other_seed = weights([*four, extra]), weights([*four, extra], seed=2)
+    head = next(key for key in with_extra if key.startswith(f"aetnet.objectives.{extra}.") and key.endswith("weight"))
+    assert torch.equal(again[head], with_extra[head]) and not torch.equal(other_seed[head], with_extra[head])
+    assert 0.0 < with_extra[head].float().std() < 0.1  # initialised as the model's other layers are

@@ -72,7 +72,10 @@ def test_ablation_variants_zero_one_weight_each():
 
 def test_every_extra_registered_objective_is_added_to_the_four_and_run_alone():
     assert compare.VARIANTS["+tia"] == ["--alignment_objectives", "ditc", "imc", "glitc", "pita", "tia"]
-    assert compare.VARIANTS["psl-only"] == ["--alignment_objectives", "psl"]
+    # Alone: the four at weight 0 beside it, so that the model and its initial weights are AETNet's.
+    assert compare.VARIANTS["psl-only"] == [
+        "--alignment_objectives", "ditc", "imc", "glitc", "pita", "psl", "--loss_weights", "ditc=0,imc=0,glitc=0,pita=0"
+    ]
     extra = {"tia", "tim", "xmm_text", "xmm_image", "psl"}
     # At least the built-in ones: objectives that other tests register show up too, as a user's would.
     assert extra <= {v[1:] for v in compare.VARIANTS if v.startswith("+")}

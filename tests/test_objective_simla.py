@@ -202,7 +202,8 @@ def test_every_head_trains_a_step_with_the_objectives(cls, labels):
     outputs.loss.backward()
     assert set(outputs.alignment_losses) == {"ditc", *SIMLA} and torch.isfinite(outputs.loss)
     for name, param in model.aetnet.objectives.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
+        if param.requires_grad:  # not PSL's momentum head, which follows by the EMA step alone
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
 def test_gradient_accumulation_draws_a_mask_per_micro_batch(tmp_path):
@@ -349,7 +350,8 @@ def test_xmm_image_learns_below_predicting_the_mean_feature():
 def test_psl_learns_below_the_label_prior():
     from aetnet.objective_psl import keyword_targets, similarity_keywords
 
-    model, batch, final, losses = _train_alone("psl", 30, 3e-2)
+    # Hard keywords alone: the chance level below is theirs (test_objective_momentum_targets.py tests the soft ones).
+    model, batch, final, losses = _train_alone("psl", 30, 3e-2, distill_alpha=0.0)
     objective = model.objectives["psl"]
     with torch.no_grad():  # the targets (psl does not train the RoBERTa aligner, so they stay fixed)
         states = model.text_model_m(batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state

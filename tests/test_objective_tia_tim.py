@@ -7,8 +7,9 @@ unchanged and TIM leaves the task forward as it is without TIM; same draw counte
 the counter is saved); TIA learns on a small fixed set; three heads, gradient accumulation, save / reload, remote
 code without the package, and 2-process DDP.
 
-TIM's learnability is not tested here: from a random tiny model it needs a few hundred steps (about 150 before
-its loss leaves log 2 on 4 fixed pages), too long for this suite.
+Both objectives' learnability on inked pages, against their chance levels, is in `test_learnability.py` (with the
+locality prior of LayoutLMv3's 2D bias tables, `spatial_bias_init="locality"`, without which they do not learn
+from random weights).
 """
 
 import math

@@ -106,6 +106,14 @@ class AlignmentObjective(nn.Module):
             self.draws += 1
         return generator
 
+    def own_momentum_pairs(self, model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        """
+        `(online, momentum)` module pairs whose momentum copy this objective holds (named with ALBEF's `_m` suffix),
+        the online side one of its own modules or a part of `model` (e.g. its LayoutLMv3): the model initialises,
+        freezes, EMA-updates and re-syncs them together with its momentum encoders. None by default.
+        """
+        return []
+
     def prepare_fusion_inputs(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
         """
         Called before this step's LayoutLMv3 forward, when the losses are computed: return the fusion model's inputs

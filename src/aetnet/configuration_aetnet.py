@@ -24,6 +24,7 @@ from .objective_tim import TextImageMatching  # noqa: F401
 from .objective_xmm_text import CrossModalMaskedText  # noqa: F401
 from .objective_xmm_image import CrossModalMaskedImage  # noqa: F401
 from .objective_psl import PseudoKeywordPrediction  # noqa: F401
+from .spatial_bias import SPATIAL_BIAS_INITS
 
 
 # AETNet's four objectives, the default of `alignment_objectives`; others are selected by their registered names.
@@ -107,6 +108,11 @@ class AETNetConfig(PreTrainedConfig):
             Cell of a token whose box spans several cells: `"center"` the cell holding the box centre, `"drop"` the
             token is ignored (the official code; drops most segment-level boxes), `"all"` the token counts in every
             cell it overlaps.
+        spatial_bias_init (`str`, *optional*, defaults to `"random"`):
+            Initial values of LayoutLMv3's 2D relative-position bias tables, which transformers never trains.
+            `"random"`: transformers' initialisation (a pretrained checkpoint's tables replace it). `"locality"`: a
+            prior to attend to what lies near a token's box (`spatial_bias.py`), for training from random weights:
+            without it, objectives that need a token to find its page region (TIA, TIM) do not learn from scratch.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the initialisation of the projections.
 
@@ -145,6 +151,7 @@ class AETNetConfig(PreTrainedConfig):
     alignment_loss_weights: dict[str, float] | None = None
     pita_loss: str = "infonce"
     pita_span_policy: str = "center"
+    spatial_bias_init: str = "random"
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -180,6 +187,7 @@ class AETNetConfig(PreTrainedConfig):
         _check_choice("fusion_injection", self.fusion_injection, FUSION_INJECTIONS)
         _check_choice("pita_loss", self.pita_loss, PITA_LOSSES)
         _check_choice("pita_span_policy", self.pita_span_policy, PITA_SPAN_POLICIES)
+        _check_choice("spatial_bias_init", self.spatial_bias_init, SPATIAL_BIAS_INITS)
         if len(set(self.alignment_objectives)) != len(self.alignment_objectives):
             raise ValueError(f"`alignment_objectives` has duplicates: {self.alignment_objectives}")
         for name, settings in self.objective_settings.items():
@@ -288,4 +296,11 @@ def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"`{field}` must be one of {list(choices)}, got {value!r}")
 
 
-__all__ = ["AETNetConfig", "ALIGNMENT_OBJECTIVES", "FUSION_INJECTIONS", "PITA_LOSSES", "PITA_SPAN_POLICIES"]
+__all__ = [
+    "AETNetConfig",
+    "ALIGNMENT_OBJECTIVES",
+    "FUSION_INJECTIONS",
+    "PITA_LOSSES",
+    "PITA_SPAN_POLICIES",
+    "SPATIAL_BIAS_INITS",
+]

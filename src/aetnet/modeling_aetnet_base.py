@@ -7,6 +7,8 @@ This module imports only torch, transformers and its sibling modules, so that `s
 remote code (`trust_remote_code=True`).
 """
 
+import zlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +25,7 @@ from .modeling_aetnet_layoutlmv3 import AETNetLayoutLMv3Model
 from .modeling_aetnet_loading import AETNetCheckpointMixin
 from .modeling_aetnet_outputs import AETNetModelOutput
 from .momentum import FeatureQueues, MomentumEncodersMixin
+from .spatial_bias import locality_bias_
 
 
 TEMPERATURE_RANGE = (0.001, 0.5)
@@ -47,6 +50,16 @@ class AETNetPreTrainedModel(AETNetCheckpointMixin, PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
+        seed = getattr(module, "_aetnet_init_seed", None)
+        if seed is None:
+            self._init_module(module)
+            return
+        # An objective's module draws from its own seed (see AETNetModel.__init__), not from the global stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self._init_module(module)
+
+    def _init_module(self, module):
         super()._init_weights(module)
         if isinstance(module, FeatureQueues):
             # Empty queues: only the first `queue_filled` entries are ever read, so zeros are as good as ALBEF's
@@ -61,11 +74,12 @@ class AETNetPreTrainedModel(AETNetCheckpointMixin, PreTrainedModel):
             for gate in (module.text_gate, module.image_gate):
                 if gate is not None:
                     init.zeros_(gate)
-            if module.has_momentum:
-                # Children are initialised before their parent, so the online encoders are final here.
-                for online, momentum in module.momentum_pairs():
-                    for param, param_m in zip(online.parameters(), momentum.parameters()):
-                        init.copy_(param_m, param)
+            if module.config.spatial_bias_init == "locality":
+                locality_bias_(module.layoutlmv3.encoder, module.config.grid_size)
+            # Children are initialised before their parent, so the online modules are final here.
+            for online, momentum in module.momentum_pairs():
+                for param, param_m in zip(online.parameters(), momentum.parameters()):
+                    init.copy_(param_m, param)
 
 
 class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
@@ -107,18 +121,32 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             self.text_proj_m = nn.Linear(config.text_config.hidden_size, config.embed_dim)
             self.queues = FeatureQueues(config.embed_dim, config.queue_size)
 
-        # One module per enabled objective, in config order (see `alignment.py`: the registry and the bundle).
-        self.objectives = nn.ModuleDict(
-            {
-                name: get_objective(name)(config, **config.objective_settings.get(name, {}))
-                for name in config.alignment_objectives
-            }
-        )
+        # One module per enabled objective, in config order (see `alignment.py`: the registry and the bundle). Their
+        # weights are drawn apart from the global random stream, here and in `_init_weights` (a seed per module from
+        # the global seed and its name), so that switching an objective on leaves every other weight, the task
+        # head's included, as it is without it: an added objective starts from exactly the weights of its baseline.
+        with torch.random.fork_rng(devices=[]):
+            self.objectives = nn.ModuleDict(
+                {
+                    name: get_objective(name)(config, **config.objective_settings.get(name, {}))
+                    for name in config.alignment_objectives
+                }
+            )
+        for name, module in self.objectives.named_modules():
+            module._aetnet_init_seed = (torch.initial_seed() + zlib.crc32(name.encode())) % 2**63
         # Off when something else runs the EMA once per optimizer step (AETNetTrainer's MomentumUpdateCallback).
         self.momentum_update_in_forward = True
         self.distill_ramp = 1.0
         self.post_init()
         self.freeze_momentum()
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The aligners' pairs and those of objectives with momentum copies of their own (e.g. PSL's keyword head),
+        so that one EMA step, one freeze and one initial copy cover them all."""
+        pairs = super().momentum_pairs()
+        for objective in self.objectives.values():
+            pairs += objective.own_momentum_pairs(self)
+        return pairs
 
     def get_input_embeddings(self):
         return self.layoutlmv3.get_input_embeddings()

@@ -79,6 +79,14 @@ def resync_momentum(base: nn.Module, missing_keys: list[str]) -> None:
     if stale:
         logger.info(f"Copying online weights into momentum modules missing from the checkpoint: {sorted(stale)}")
         base.copy_params(only=stale)
+    # Objectives' own momentum copies (PSL's `head_m`), e.g. from a checkpoint saved before they had them.
+    for name, objective in getattr(base, "objectives", {}).items():
+        if any(f"objectives.{name}." in key and f"{MOMENTUM_SUFFIX}." in key for key in missing_keys):
+            logger.info(f"Copying online weights into the momentum copies of {name}, missing from the checkpoint")
+            with torch.no_grad():
+                for online, momentum in objective.own_momentum_pairs(base):
+                    for param, param_m in zip(online.parameters(), momentum.parameters()):
+                        param_m.copy_(param)
     base.freeze_momentum()
 
 

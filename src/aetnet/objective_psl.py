@@ -16,9 +16,11 @@ normalised projected [CLS] (`features.image_feat`) and the vocabulary is LayoutL
   batch was rejected: a batch of a few windows gives no stable document frequency, and it ignores context.)
 - `"auto"` (default): `"attention"` when LayoutLMv3 runs eager attention, else `"momentum_text"`.
 
-SIMLA adds a soft target, the momentum keyword head on the momentum image feature. aetnet has no momentum copy of
-the keyword head (its EMA covers the aligners only, once per optimizer step), so it is left out: the targets are the
-hard multi-hot keywords alone.
+SIMLA adds a soft target: `loss = (1 - alpha) * BCE(hard) + alpha * BCE(sigmoid(momentum head))`, the momentum
+keyword head (`head_m`, an EMA copy of `head` that the model updates with its momentum encoders) on the momentum
+image feature. Here the soft term is reported as the Bernoulli KL divergence, BCE minus the soft target's entropy:
+the same gradient, but zero when the head agrees with its momentum copy, so that the loss can be read against its
+chance level (the entropy of 50265 near-zero soft targets would otherwise dominate it).
 """
 
 from __future__ import annotations
@@ -76,11 +78,17 @@ def keyword_targets(
     return targets
 
 
+def bernoulli_entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Elementwise entropy of Bernoulli variables (0 at probabilities 0 and 1)."""
+    return F.binary_cross_entropy(probabilities, probabilities, reduction="none")
+
+
 @register_objective("psl")
 class PseudoKeywordPrediction(AlignmentObjective):
     """
     PSL: a `Linear(embed_dim, vocab)` keyword head on the ViT aligner's projected [CLS] predicts the page's
-    pseudo-keywords (binary cross-entropy against the multi-hot targets).
+    pseudo-keywords (binary cross-entropy against the multi-hot targets, mixed with the momentum head's prediction on
+    the momentum image feature).
 
     The loss is summed over the vocabulary and divided by `num_keywords`, so that its scale is that of a per-keyword
     cross-entropy instead of vanishing as 1 / vocab under a plain mean; the logits are offset by the label prior
@@ -91,14 +99,25 @@ class PseudoKeywordPrediction(AlignmentObjective):
     Settings:
         keyword_source (`str`, defaults to `"auto"`): where token importance comes from (see the module docstring).
         num_keywords (`int`, defaults to 5): keywords per page; `votes_per_head` (`int`, defaults to 4): head votes.
+        distill_alpha (`float`, *optional*): the weight of the momentum head's soft targets (default: the config's
+            `distill_alpha`, 0.4, as for DITC), scaled per step by the model's ramp (`features.distill_ramp`); 0 trains
+            on the hard keywords alone.
 
-    Costs: `embed_dim * vocab + vocab` parameters; with `"attention"` one extra no-grad LayoutLMv3 forward.
+    Costs: `2 * (embed_dim * vocab + vocab)` parameters (the head and its frozen momentum copy); with `"attention"`
+    one extra no-grad LayoutLMv3 forward.
     """
 
-    needs_momentum = True  # the attention-free rule reads the momentum RoBERTa
+    needs_momentum = True  # the momentum ViT gives the soft targets; the attention-free rule reads the momentum RoBERTa
     trains = ("vision_model", "vision_proj")
 
-    def __init__(self, config, keyword_source: str = "auto", num_keywords: int = 5, votes_per_head: int = 4):
+    def __init__(
+        self,
+        config,
+        keyword_source: str = "auto",
+        num_keywords: int = 5,
+        votes_per_head: int = 4,
+        distill_alpha: float | None = None,
+    ):
         super().__init__(config)
         layout = config.layout_config
         if keyword_source not in PSL_KEYWORD_SOURCES:
@@ -108,12 +127,19 @@ class PseudoKeywordPrediction(AlignmentObjective):
         for setting, value in (("num_keywords", num_keywords), ("votes_per_head", votes_per_head)):
             if not (isinstance(value, int) and 0 < value < layout.vocab_size):
                 raise ValueError(f"`{setting}` of psl must be a positive int below the vocabulary size, got {value!r}")
+        self.distill_alpha = config.distill_alpha if distill_alpha is None else float(distill_alpha)
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"`distill_alpha` of psl must be in [0, 1], got {distill_alpha!r}")
         self.keyword_source, self.num_keywords, self.votes_per_head = keyword_source, num_keywords, votes_per_head
         self.layout_config = layout  # read at call time: `attn_implementation` is settled after construction
         self.special_ids = special_token_ids(layout)
         self.head = nn.Linear(config.embed_dim, layout.vocab_size)
+        self.head_m = nn.Linear(config.embed_dim, layout.vocab_size)
         self.prior_logit = math.log(num_keywords / (layout.vocab_size - num_keywords))
         self.input_scale = math.sqrt(config.embed_dim)
+
+    def own_momentum_pairs(self, model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.head, self.head_m)]
 
     def resolved_source(self) -> str:
         if self.keyword_source != "auto":
@@ -134,23 +160,36 @@ class PseudoKeywordPrediction(AlignmentObjective):
             )
         return attention_keywords(attentions[-1], f.real_tokens, self.votes_per_head, self.num_keywords)
 
-    def forward(self, features: AlignmentFeatures) -> torch.Tensor:
+    def logits(self, image_feat: torch.Tensor, head: nn.Linear) -> torch.Tensor:
+        return head(image_feat * self.input_scale).float() + self.prior_logit
+
+    @torch.no_grad()
+    def targets(self, features: AlignmentFeatures) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """`(hard, soft, alpha)`: the multi-hot keywords, the momentum head's probabilities and their weight."""
         f = features
-        logits = self.head(f.image_feat * self.input_scale).float() + self.prior_logit
-        targets = keyword_targets(f.input_ids, self.keywords(f), logits.shape[-1], self.special_ids)
-        loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        hard = keyword_targets(f.input_ids, self.keywords(f), self.head.out_features, self.special_ids)
+        alpha = self.distill_alpha * f.distill_ramp
+        soft = self.logits(f.image_feat_m, self.head_m).sigmoid() if alpha > 0 else torch.zeros_like(hard)
+        soft[:, self.special_ids] = 0.0
+        return hard, soft, alpha
+
+    def forward(self, features: AlignmentFeatures) -> torch.Tensor:
+        hard, soft, alpha = self.targets(features)
+        logits = self.logits(features.image_feat, self.head)
+        loss = F.binary_cross_entropy_with_logits(logits, (1 - alpha) * hard + alpha * soft, reduction="none")
+        loss = loss - alpha * bernoulli_entropy(soft)  # the soft term as a KL divergence: same gradient
         return loss.sum(dim=-1).mean() / self.num_keywords
 
     @torch.no_grad()
     def chance_level(self, features: AlignmentFeatures) -> float:
         """
-        The loss of the best prediction without the page: every page gets the batch's keyword frequencies (a keyword
-        of every page costs nothing, one of no page costs nothing either).
+        The loss of the best prediction without the page: every page gets the batch's mean target (a keyword of
+        every page costs nothing, one of no page costs nothing either), with the soft term counted as in `forward`.
         """
-        f = features
-        targets = keyword_targets(f.input_ids, self.keywords(f), self.head.out_features, self.special_ids)
-        frequency = targets.mean(dim=0, keepdim=True).expand_as(targets)
-        loss = F.binary_cross_entropy(frequency, targets, reduction="none")
+        hard, soft, alpha = self.targets(features)
+        mixed = (1 - alpha) * hard + alpha * soft
+        frequency = mixed.mean(dim=0, keepdim=True).expand_as(mixed)
+        loss = F.binary_cross_entropy(frequency, mixed, reduction="none") - alpha * bernoulli_entropy(soft)
         return float(loss.sum(dim=-1).mean() / self.num_keywords)
 
 
@@ -158,6 +197,7 @@ __all__ = [
     "PSL_KEYWORD_SOURCES",
     "PseudoKeywordPrediction",
     "attention_keywords",
+    "bernoulli_entropy",
     "keyword_targets",
     "similarity_keywords",
     "top_positions",

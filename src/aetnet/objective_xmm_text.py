@@ -8,9 +8,12 @@ model itself reads the masked ids beside the full, unmasked page image (one extr
 keeps the unmasked forward) and a RoBERTa-style LM head, tied to LayoutLMv3's word embeddings, predicts the original
 tokens at the masked positions.
 
-SIMLA mixes the one-hot target with the momentum model's prediction (weight alpha). aetnet has no momentum copy of
-the fusion model or of the LM head (the momentum encoders are the ViT and RoBERTa aligners, which never see the
-masked ids), so there is no faithful momentum prediction: the target is the one-hot token alone.
+SIMLA mixes the one-hot target with the momentum model's prediction (weight alpha). AETNet's momentum encoders are
+the ViT and RoBERTa aligners, which never see the masked ids, so that prediction needs a momentum copy of LayoutLMv3
+and of the LM head: with `momentum_distillation=True` the objective holds them (`fusion_m`, `head_m`; EMA copies
+that the model updates with its momentum encoders) and the target becomes `(1 - alpha) * one-hot + alpha * the
+momentum model's softmax` on the same masked ids and page, alpha the config's `distill_alpha` as for DITC. It is off
+by default: it doubles LayoutLMv3's parameters (the copy is frozen) and adds one no-grad LayoutLMv3 forward.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import LayoutLMv3Model
 from transformers.activations import ACT2FN
 
 from .alignment import AlignmentFeatures, AlignmentObjective, prior_entropy, register_objective
@@ -119,8 +123,13 @@ class CrossModalMaskedText(AlignmentObjective):
         mask_fraction, random_fraction (`float`, default 0.8 and 0.1): of the masked tokens, the share replaced by
             `<mask>` and by a random ordinary token (the rest are kept), BERT's 80/10/10.
         seed (`int`, defaults to 0): seed of the objective's generator (see `AlignmentObjective.generator`).
+        momentum_distillation (`bool`, defaults to `False`): mix the momentum model's prediction into the target.
+        distill_alpha (`float`, *optional*): its weight, with `momentum_distillation` only (default: the config's
+            `distill_alpha`, 0.4), scaled per step by the model's ramp (`features.distill_ramp`).
 
-    Costs: one extra LayoutLMv3 forward (and its backward); `hidden^2 + 3 * hidden + vocab` parameters.
+    Costs: one extra LayoutLMv3 forward (and its backward); `hidden^2 + 3 * hidden + vocab` parameters. With
+    `momentum_distillation`, one more no-grad LayoutLMv3 forward and as many frozen parameters as LayoutLMv3 and
+    the head.
     """
 
     needs_generator = True
@@ -134,6 +143,8 @@ class CrossModalMaskedText(AlignmentObjective):
         mask_fraction: float = 0.8,
         random_fraction: float = 0.1,
         seed: int = 0,
+        momentum_distillation: bool = False,
+        distill_alpha: float | None = None,
     ):
         super().__init__(config)
         layout = config.layout_config
@@ -155,6 +166,24 @@ class CrossModalMaskedText(AlignmentObjective):
         self.mask_ratio, self.mask_token_id, self.seed = float(mask_ratio), mask_token_id, int(seed)
         self.mask_fraction, self.random_fraction = float(mask_fraction), float(random_fraction)
         self.head = TiedLMHead(layout.hidden_size, layout.vocab_size, layout.layer_norm_eps, layout.hidden_act)
+        if not momentum_distillation:
+            if distill_alpha is not None:
+                raise ValueError(
+                    f"`distill_alpha` of xmm_text ({distill_alpha!r}) needs `momentum_distillation=True`, the momentum "
+                    "copies whose prediction it weights"
+                )
+            return
+        # Only with the copies: `AETNetTrainer` gives `--distill_alpha` to every objective that has the attribute.
+        self.distill_alpha = config.distill_alpha if distill_alpha is None else float(distill_alpha)
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"`distill_alpha` of xmm_text must be in [0, 1], got {distill_alpha!r}")
+        self.fusion_m = LayoutLMv3Model(layout)  # no injection: the extra forwards inject nothing either
+        self.head_m = TiedLMHead(layout.hidden_size, layout.vocab_size, layout.layer_norm_eps, layout.hidden_act)
+
+    def own_momentum_pairs(self, model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        if not hasattr(self, "fusion_m"):
+            return []
+        return [(model.layoutlmv3, self.fusion_m), (self.head, self.head_m)]
 
     def mask_inputs(self, input_ids: torch.Tensor, real_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`(masked_ids, mask)` for this call, from the objective's generator (each training call draws anew)."""
@@ -179,12 +208,21 @@ class CrossModalMaskedText(AlignmentObjective):
         logits = self.head(hidden[mask], f.word_embeddings.weight)
         if logits.shape[0] == 0:  # no real token in the batch: a zero that still reaches the head's parameters
             return logits.sum() * 0.0
-        return F.cross_entropy(logits.float(), f.input_ids[mask])
+        alpha = getattr(self, "distill_alpha", 0.0) * f.distill_ramp
+        if alpha == 0:
+            return F.cross_entropy(logits.float(), f.input_ids[mask])
+        with torch.no_grad():
+            inputs = dict(input_ids=masked_ids, bbox=f.bbox, attention_mask=f.attention_mask)
+            hidden_m = self.fusion_m(**inputs, pixel_values=f.pixel_values).last_hidden_state[:, : mask.shape[1]]
+            soft = self.head_m(hidden_m[mask], self.fusion_m.get_input_embeddings().weight).float().softmax(dim=-1)
+        targets = (1 - alpha) * F.one_hot(f.input_ids[mask], logits.shape[-1]).float() + alpha * soft
+        return F.cross_entropy(logits.float(), targets)
 
     def chance_level(self, features: AlignmentFeatures) -> float:
         """
         The entropy of the batch's token frequencies over the maskable tokens, from which the masked positions are
-        drawn uniformly: a model that predicts the unigram prior and reads neither context nor page.
+        drawn uniformly: a model that predicts the unigram prior and reads neither context nor page. It is the chance
+        level of the one-hot target; with momentum distillation the loss also holds the soft target's entropy.
         """
         f = features
         tokens = f.input_ids[f.real_tokens & (f.input_ids != self.mask_token_id)]
