@@ -25,10 +25,12 @@ process, with the same arguments (those after `--`) and its seed; the variants d
 
 The script writes, under `--out`: `runs/<variant>-seed<seed>/` (each run's output folder and `log.txt`),
 `summary.json` (every run's scores, times, hardware and loss history, plus the command), `summary.md` (the task's
-scores, mean and sample standard deviation per variant) and `summary.png` (task and alignment losses against the
+scores, mean and sample standard deviation per variant; with `layoutlmv3` and two or more seeds, each variant's
+paired difference from it and the verdict of `verdicts`) and `summary.png` (task and alignment losses against the
 step, mean over seeds with the min-max band); `--summary NAME` names these three files, so that several summaries
 can share one folder of runs. Runs whose folder already holds `all_results.json` are read, not rerun, so an
-interrupted comparison continues where it stopped (`--rerun` to start over). `--jobs N` runs N at a time (each run
+interrupted comparison continues where it stopped (`--rerun` to start over; `--rewrite` runs nothing and writes
+the `.md` and `.png` again from the `.json`). `--jobs N` runs N at a time (each run
 uses one CPU thread by default, so `--jobs 2` fills a 2-core machine).
 
     python benchmarks/compare.py --task funsd --variants aetnet,layoutlmv3 --seeds 1,2,3 \
@@ -106,6 +108,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--out", type=Path, required=True, help="Folder for the runs and the summary.")
     parser.add_argument("--rerun", action="store_true", help="Run again even where a run's results exist.")
     parser.add_argument("--summary", default="summary", help="Name of the summary files (.json, .md, .png).")
+    parser.add_argument(
+        "--rewrite", action="store_true",
+        help="Run nothing: write the .md and .png again from the summary's .json (after a change to the tables).",
+    )
     args = parser.parse_args(own)
     args.variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in args.variants if v not in VARIANTS]
@@ -209,6 +215,52 @@ def markdown(rows: list[dict], scores: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def verdicts(rows: list[dict], score: str, baseline: str = "layoutlmv3") -> list[dict]:
+    """
+    Each variant's `score` minus the `baseline` run of the same seed (which starts from the same weights), and the
+    studies' rule: a variant **helps** (**hurts**) when it is ahead of (behind) the baseline in every seed *and* by
+    more on average than the baseline's seed spread (its sample standard deviation); otherwise it is within the
+    spread. Empty without the baseline or with fewer than two seeds, where no spread can be measured.
+    """
+    reference = next((row for row in rows if row["variant"] == baseline), None)
+    if reference is None or len(reference["seeds"]) < 2:
+        return []
+    by_seed = dict(zip(reference["seeds"], reference[score]))
+    spread = reference[f"{score}_std"]
+    results = []
+    for row in rows:
+        if row["variant"] == baseline:
+            continue
+        differences = [value - by_seed[seed] for seed, value in zip(row["seeds"], row[score]) if seed in by_seed]
+        mean = statistics.fmean(differences)
+        every = "ahead" if all(d > 0 for d in differences) else "behind" if all(d < 0 for d in differences) else None
+        if every and abs(mean) > spread:
+            verdict = "**helps**" if every == "ahead" else "**hurts**"
+        else:
+            verdict = "within the spread" + (f" ({every} in every seed)" if every else "")
+        results.append({"variant": row["variant"], "differences": differences, "mean": mean, "verdict": verdict})
+    return results
+
+
+def verdicts_markdown(rows: list[dict], score: str, baseline: str = "layoutlmv3") -> str:
+    """The paired differences of `verdicts` as a table, or "" where it has none."""
+    results = verdicts(rows, score, baseline)
+    if not results:
+        return ""
+    reference = next(row for row in rows if row["variant"] == baseline)
+    lines = [
+        f"Paired against `{baseline}` (seeds {' / '.join(map(str, reference['seeds']))}); its seed spread "
+        f"(std) is {reference[f'{score}_std']:.4f}.",
+        "",
+        f"| variant | {score} - {baseline}, per seed | mean | verdict |",
+        "|---|---|---|---|",
+    ]
+    for result in results:
+        per_seed = " / ".join(f"{d:+.4f}" for d in result["differences"])
+        lines.append(f"| {result['variant']} | {per_seed} | {result['mean']:+.4f} | {result['verdict']} |")
+    return "\n".join(lines)
+
+
 def plot(runs: list[dict], variants: list[str], path: Path) -> None:
     """Task and alignment loss curves, one panel per term, one line per variant (mean over seeds, min-max band)."""
     import matplotlib
@@ -245,6 +297,11 @@ def plot(runs: list[dict], variants: list[str], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args, script_args = parse_args(argv)
+    if args.rewrite:
+        path = args.out / args.summary
+        summary = json.loads(path.with_suffix(".json").read_text())
+        write_reports(summary, path)
+        return summary
     args.out.mkdir(parents=True, exist_ok=True)
     script, scores = TASKS[args.task]
     plan = [(variant, seed) for seed in args.seeds for variant in args.variants]
@@ -282,12 +339,19 @@ def main(argv: list[str] | None = None) -> dict:
     }
     path = args.out / args.summary
     path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
-    table = markdown(rows, scores)
+    write_reports(summary, path)
+    return summary
+
+
+def write_reports(summary: dict, path: Path) -> None:
+    """The summary's tables (`.md`) and loss curves (`.png`) beside its `.json`, from what the `.json` records."""
+    scores = TASKS[summary["meta"]["task"]][1]
+    rows = summary["rows"]
+    table = "\n\n".join(part for part in (markdown(rows, scores), verdicts_markdown(rows, scores[0])) if part)
     path.with_suffix(".md").write_text(table + "\n")
-    plot(runs, args.variants, path.with_suffix(".png"))
+    plot(summary["runs"], [row["variant"] for row in rows], path.with_suffix(".png"))
     print(table)
     print(f"wrote {path}.json, .md and .png")
-    return summary
 
 
 if __name__ == "__main__":

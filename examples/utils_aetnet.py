@@ -61,6 +61,8 @@ from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
 from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
 from aetnet.training_plots import plot_loss_curves
 
+from hub_access import check_hub_access
+
 
 logger = logging.getLogger(__name__)
 
@@ -163,40 +165,6 @@ def parse_arguments(parser: HfArgumentParser) -> tuple:
         if isinstance(arguments, transformers.TrainingArguments):
             check_hub_access(arguments)
     return parsed
-
-
-def hub_access_problem(training_args: transformers.TrainingArguments, timeout: float = 10.0) -> str | None:
-    """Why `--push_to_hub` would fail, in one sentence, or `None` when it can work (or is not asked): the Hub is
-    switched off (`HF_HUB_OFFLINE`), there is no token, or the Hub endpoint does not answer within `timeout`
-    seconds."""
-    if not training_args.push_to_hub:
-        return None
-    from huggingface_hub import constants, get_token
-    from huggingface_hub.utils import get_session
-
-    if constants.HF_HUB_OFFLINE:
-        return (
-            "--push_to_hub needs the Hugging Face Hub, but HF_HUB_OFFLINE is set: unset it, or drop --push_to_hub "
-            "and upload the saved folder later (`hf upload`)."
-        )
-    if training_args.hub_token is None and get_token() is None:
-        return "--push_to_hub needs a Hub token: run `hf auth login`, set HF_TOKEN, or pass --hub_token."
-    try:
-        get_session().head(constants.ENDPOINT, timeout=timeout)
-    except Exception as error:  # httpx and requests raise different types; any failure means no Hub
-        return (
-            f"--push_to_hub cannot reach the Hugging Face Hub at {constants.ENDPOINT} "
-            f"({type(error).__name__}: {error}); check the network, or drop --push_to_hub and upload later."
-        )
-    return None
-
-
-def check_hub_access(training_args: transformers.TrainingArguments) -> None:
-    """Exit (status 1) with one `error: ...` line on stderr when `--push_to_hub` is asked but cannot work, instead of
-    the traceback `Trainer.__init__` would raise after the data are prepared (see [`hub_access_problem`])."""
-    problem = hub_access_problem(training_args)
-    if problem is not None:
-        sys.exit(f"error: {problem}")
 
 
 def setup_logging_and_seed(script_logger: logging.Logger, training_args: ExampleTrainingArguments) -> None:
@@ -395,9 +363,7 @@ __all__ = [
     "ExampleTrainingArguments",
     "ModelArguments",
     "build_processor_and_model",
-    "check_hub_access",
     "finish_run",
-    "hub_access_problem",
     "parse_arguments",
     "setup_logging_and_seed",
     "train_and_save",

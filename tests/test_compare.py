@@ -95,6 +95,50 @@ def test_classification_table_compares_accuracy_against_both_references():
     assert table[2].startswith("| aetnet | 1,2 | 0.7000 +- 0.1414 | 0.8000 0.6000 | 0.6000 | +0.0000 | +0.2000 |")
 
 
+def accuracy_rows(per_variant: dict[str, list[float]]) -> list[dict]:
+    runs = [
+        {"variant": v, "seed": seed, "accuracy": a, "macro_f1": a, "train_runtime": 1.0}
+        for v, values in per_variant.items() for seed, a in enumerate(values, 1)
+    ]
+    return compare.summarize(runs, list(per_variant), compare.TASKS["rvlcdip"][1])
+
+
+def test_verdicts_need_every_seed_and_more_than_the_baseline_spread():
+    # The baseline's sample std over its seeds is 0.1.
+    rows = accuracy_rows({
+        "layoutlmv3": [0.5, 0.6, 0.7],
+        "big": [0.7, 0.8, 0.9],       # +0.2 in every seed: beyond the spread
+        "small": [0.55, 0.65, 0.75],  # +0.05 in every seed: ahead, but within the spread
+        "mixed": [1.0, 0.55, 1.0],    # +0.25 on average, but behind in one seed
+        "worse": [0.3, 0.4, 0.5],     # -0.2 in every seed
+    })
+    found = {result["variant"]: result for result in compare.verdicts(rows, "accuracy")}
+    assert list(found) == ["big", "small", "mixed", "worse"]
+    assert found["big"]["differences"] == pytest.approx([0.2, 0.2, 0.2]) and found["big"]["verdict"] == "**helps**"
+    assert found["small"]["verdict"] == "within the spread (ahead in every seed)"
+    assert found["mixed"]["mean"] == pytest.approx(0.25) and found["mixed"]["verdict"] == "within the spread"
+    assert found["worse"]["verdict"] == "**hurts**"
+    table = compare.verdicts_markdown(rows, "accuracy").splitlines()
+    assert table[0] == "Paired against `layoutlmv3` (seeds 1 / 2 / 3); its seed spread (std) is 0.1000."
+    assert "| big | +0.2000 / +0.2000 / +0.2000 | +0.2000 | **helps** |" in table
+    # No spread to judge by: one seed, or no baseline.
+    assert compare.verdicts(accuracy_rows({"layoutlmv3": [0.5], "big": [0.9]}), "accuracy") == []
+    assert compare.verdicts_markdown(accuracy_rows({"aetnet": [0.5, 0.6]}), "accuracy") == ""
+
+
+def test_rewrite_writes_the_tables_again_from_the_json_and_runs_nothing(tmp_path):
+    rows = accuracy_rows({"layoutlmv3": [0.5, 0.6], "aetnet": [0.8, 0.9]})
+    runs = [
+        {"variant": row["variant"], "seed": seed, "log_history": [{"step": 1, "loss": 1.0, "loss_task": 1.0}]}
+        for row in rows for seed in row["seeds"]
+    ]
+    (tmp_path / "study.json").write_text(json.dumps({"meta": {"task": "rvlcdip"}, "rows": rows, "runs": runs}))
+    compare.main(["--rewrite", "--out", str(tmp_path), "--summary", "study"])
+    table = (tmp_path / "study.md").read_text()
+    assert "| layoutlmv3 | 1,2 | 0.5500 +- 0.0707 |" in table and "| aetnet | +0.3000 / +0.3000 | +0.3000 | **helps** |" in table
+    assert (tmp_path / "study.png").stat().st_size > 1_000 and not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

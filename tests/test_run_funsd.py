@@ -105,7 +105,7 @@ def test_hub_access_problem_names_the_missing_token_and_the_unreachable_hub(monk
     from huggingface_hub import constants
     from transformers import TrainingArguments
 
-    from utils_aetnet import hub_access_problem
+    from hub_access import hub_access_problem
 
     arguments = TrainingArguments("unused", push_to_hub=True)
     assert hub_access_problem(TrainingArguments("unused")) is None
