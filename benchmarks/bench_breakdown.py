@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 The profiler breakdown of an AETNet training step for `bench_training_step.py`: profiler ranges around the
 submodules of each part (aligners, momentum encoders, fusion, objectives) added with module hooks that exist only
@@ -15,11 +28,11 @@ import time
 from collections import defaultdict
 
 import torch
+from bench_lib import RANGE_PREFIX, synchronize
 from torch import nn
 from torch.profiler import record_function
 
-from aetnet.modeling_aetnet import AETNetForTokenClassification
-from bench_lib import RANGE_PREFIX, synchronize
+from aetnet import AETNetForTokenClassification
 
 
 # Submodules of `AETNetModel` whose forward time counts towards each part of the breakdown.

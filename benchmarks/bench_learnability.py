@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Learnability of every alignment objective on real pages: each objective alone trains a fresh AETNetModel (no task
 head, no task loss) on a fixed set of FUNSD training pages, and its loss is compared with its own chance level
@@ -31,16 +44,14 @@ from pathlib import Path
 
 import torch
 import transformers
+from bench_lib import hardware
 from transformers import LayoutLMv3ImageProcessorPil
 
+from aetnet import AETNetConfig, AETNetModel, AETNetProcessor
 from aetnet.alignment import registered_objectives
-from aetnet.configuration_aetnet import AETNetConfig
-from aetnet.data.funsd import load_funsd
-from aetnet.modeling_aetnet import AETNetModel
+from aetnet.data import load_funsd
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
 from aetnet.spatial_bias import SPATIAL_BIAS_INITS
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
-from bench_lib import hardware
 
 
 LAST = 5  # the ratio is the mean loss of the last LAST steps over their mean chance level
@@ -105,8 +116,15 @@ def funsd_batch(dataset_dir: str, pages: int, size: str, max_length: int, queue_
     image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": side, "width": side})
     processor = AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer)
     encoding = processor(
-        list(forms["image"]), list(forms["words"]), boxes=list(forms["bboxes"]), boxes_normalized=True,
-        max_length=max_length, padding="max_length", truncation=True, return_overflowing_tokens=False, stride=0,
+        list(forms["image"]),
+        list(forms["words"]),
+        boxes=list(forms["bboxes"]),
+        boxes_normalized=True,
+        max_length=max_length,
+        padding="max_length",
+        truncation=True,
+        return_overflowing_tokens=False,
+        stride=0,
         return_tensors="pt",
     )
     keys = ("input_ids", "bbox", "attention_mask", "pixel_values")
@@ -126,7 +144,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument(
-        "--spatial-bias-init", default="random", choices=SPATIAL_BIAS_INITS,
+        "--spatial-bias-init",
+        default="random",
+        choices=SPATIAL_BIAS_INITS,
         help="LayoutLMv3's 2D bias tables at the start (AETNetConfig.spatial_bias_init; default random)",
     )
     parser.add_argument("--out", type=Path, required=True, help="result JSON; .md and .png are written beside it")
@@ -178,14 +198,25 @@ def main(argv: list[str] | None = None) -> dict:
         spreads = []
         losses, chances = train_objective_alone(model, batch, name, args.steps, args.learning_rate, spreads=spreads)
         ratio = ratio_to_chance(losses, chances)
-        rows.append({
-            "objective": name, "first_loss": losses[0], "last_loss": sum(losses[-LAST:]) / LAST,
-            "chance": sum(chances[-LAST:]) / LAST, "ratio": ratio, "seconds": round(time.perf_counter() - start, 1),
-            "image_spread": [spreads[0][0], spreads[-1][0]], "text_spread": [spreads[0][1], spreads[-1][1]],
-            "losses": losses, "chances": chances,
-        })
-        print(f"{name}: loss {losses[0]:.3f} -> {rows[-1]['last_loss']:.3f}, chance {rows[-1]['chance']:.3f}, "
-              f"ratio {ratio:.2f} ({rows[-1]['seconds']:.0f} s)", flush=True)
+        rows.append(
+            {
+                "objective": name,
+                "first_loss": losses[0],
+                "last_loss": sum(losses[-LAST:]) / LAST,
+                "chance": sum(chances[-LAST:]) / LAST,
+                "ratio": ratio,
+                "seconds": round(time.perf_counter() - start, 1),
+                "image_spread": [spreads[0][0], spreads[-1][0]],
+                "text_spread": [spreads[0][1], spreads[-1][1]],
+                "losses": losses,
+                "chances": chances,
+            }
+        )
+        print(
+            f"{name}: loss {losses[0]:.3f} -> {rows[-1]['last_loss']:.3f}, chance {rows[-1]['chance']:.3f}, "
+            f"ratio {ratio:.2f} ({rows[-1]['seconds']:.0f} s)",
+            flush=True,
+        )
     result = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -201,9 +232,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"| objective | first loss | loss (last {LAST} steps) | chance level | loss / chance "
         "| image features 1 - cos, first -> last step | text features 1 - cos | s |",
         "|---|---|---|---|---|---|---|---|",
-        *(f"| `{r['objective']}` | {r['first_loss']:.3f} | {r['last_loss']:.3f} | {r['chance']:.3f} | "
-          f"{r['ratio']:.2f} | {r['image_spread'][0]:.1e} -> {r['image_spread'][1]:.1e} "
-          f"| {r['text_spread'][0]:.1e} -> {r['text_spread'][1]:.1e} | {r['seconds']:.0f} |" for r in rows),
+        *(
+            f"| `{r['objective']}` | {r['first_loss']:.3f} | {r['last_loss']:.3f} | {r['chance']:.3f} | "
+            f"{r['ratio']:.2f} | {r['image_spread'][0]:.1e} -> {r['image_spread'][1]:.1e} "
+            f"| {r['text_spread'][0]:.1e} -> {r['text_spread'][1]:.1e} | {r['seconds']:.0f} |"
+            for r in rows
+        ),
     ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     plot(rows, args.out.with_suffix(".png"))

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Building blocks of `bench_training_step.py` and `compare.py`: the hardware of a result, synthetic inputs, the
 models under test, and one training or inference step (in profiler ranges named `bench::<part>`, which
@@ -21,8 +34,7 @@ from torch import nn
 from torch.profiler import record_function
 from transformers import LayoutLMv3ForTokenClassification
 
-from aetnet.configuration_aetnet import AETNetConfig
-from aetnet.modeling_aetnet import AETNetForTokenClassification
+from aetnet import AETNetConfig, AETNetForTokenClassification
 
 
 NUM_LABELS = 7

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 What each alignment objective outside AETNet's four adds to a training step: AETNet with its four default objectives
 (`aetnet-4`) against the same model with one more objective (`aetnet-4+<name>`), same weights, inputs and
@@ -25,12 +38,12 @@ from pathlib import Path
 
 import torch
 import transformers
-
-from aetnet.alignment import registered_objectives
-from aetnet.configuration_aetnet import ALIGNMENT_OBJECTIVES, AETNetConfig
-from aetnet.modeling_aetnet import AETNetForTokenClassification
 from bench_lib import NUM_LABELS, Variant, hardware, make_inputs, train_step
 from bench_timing import summarize, time_interleaved
+
+from aetnet import AETNetConfig, AETNetForTokenClassification
+from aetnet.alignment import registered_objectives
+from aetnet.configuration_aetnet import ALIGNMENT_OBJECTIVES
 
 
 def build(config: AETNetConfig, objectives: list[str], name: str, device: torch.device) -> Variant:
@@ -93,7 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
             "command": "python " + shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
             "hardware": hardware(device),
             "software": f"torch {torch.__version__}, transformers {transformers.__version__}",
-            "size": args.size, "batch_size": args.batch_size, "seq_len": args.seq_len,
+            "size": args.size,
+            "batch_size": args.batch_size,
+            "seq_len": args.seq_len,
             "attn_implementation": args.attn_implementation,
         },
         "rows": rows,

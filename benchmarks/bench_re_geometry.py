@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 What FUNSD relation-extraction F1 means without learning: two geometric rules that link every answer to one
 question from the gold entities' boxes alone, scored with the example's own rule (`relation_decoding.relation_scores`,
@@ -23,9 +36,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from aetnet.data.funsd_relations import ENTITY_LABELS, load_funsd_relations
-from aetnet.data.reader_utils import union_bbox
-from aetnet.relation_decoding import relation_scores
+from aetnet.data import ENTITY_LABELS, load_funsd_relations, union_bbox
+from aetnet.relations import relation_scores
 
 
 __all__ = ["left_or_above", "link_page", "main", "nearest"]

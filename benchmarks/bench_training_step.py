@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 AETNet vs stock LayoutLMv3: training-step and inference time, peak memory and a profiler breakdown, in one process
 and on the same inputs.
@@ -29,7 +42,6 @@ from pathlib import Path
 
 import torch
 import transformers
-
 from bench_breakdown import STEP_PARTS, breakdown, objective_capture, part_ranges, time_objectives
 from bench_lib import build_variants, hardware, inference_step, make_inputs, train_step
 from bench_timing import measured_call, persistent_bytes, summarize, time_interleaved
@@ -62,8 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", type=_csv(str), default=["train", "inference"])
     parser.add_argument("--steps", type=int, default=5, help="timed rounds (each variant once per round)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    parser.add_argument("--attn-implementation", type=_csv(str), default=["sdpa", "eager"],
-                        help="attn_implementation of the stock and AETNet variants (sdpa is the reference)")
+    parser.add_argument(
+        "--attn-implementation",
+        type=_csv(str),
+        default=["sdpa", "eager"],
+        help="attn_implementation of the stock and AETNet variants (sdpa is the reference)",
+    )
     parser.add_argument("--objective-reps", type=int, default=5, help="timed replays of the objectives")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU); default: torch's")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model's forward (all variants)")
@@ -106,8 +122,13 @@ def run_case(variants, args, device, size, dtype, batch_size) -> tuple[list[dict
     """Time, measure and profile every requested mode of one size x dtype x batch size."""
     config = next(v for v in variants if v.is_aetnet).model.config
     inputs = make_inputs(config, batch_size, args.seq_len, device)
-    case = {"size": size, "dtype": dtype, "batch_size": batch_size, "seq_len": args.seq_len,
-            "image_size": config.layout_config.input_size}
+    case = {
+        "size": size,
+        "dtype": dtype,
+        "batch_size": batch_size,
+        "seq_len": args.seq_len,
+        "image_size": config.layout_config.input_size,
+    }
     rows, breakdowns = [], []
     for mode in args.modes:
         training = mode == "train"
@@ -129,20 +150,37 @@ def run_case(variants, args, device, size, dtype, batch_size) -> tuple[list[dict
             # Ranges hang on module hooks, which compiled graphs skip: the profiled step runs the eager module.
             forward = variant.model if profiled else None
             prof, wall_ms, transient = measured_call(lambda: step(variant, forward), device, hooks)
-            persistent = persistent_bytes(variant) if training else sum(
-                t.numel() * t.element_size() for t in (*variant.model.parameters(), *variant.model.buffers()))
-            row = {**case, "mode": mode, "model": variant.name, **summarize(times[variant.name]),
-                   "persistent_mib": persistent / MIB,
-                   "transient_peak_mib": None if transient is None else transient / MIB,
-                   "peak_memory_mib": None if transient is None else (persistent + transient) / MIB}
+            persistent = (
+                persistent_bytes(variant)
+                if training
+                else sum(t.numel() * t.element_size() for t in (*variant.model.parameters(), *variant.model.buffers()))
+            )
+            row = {
+                **case,
+                "mode": mode,
+                "model": variant.name,
+                **summarize(times[variant.name]),
+                "persistent_mib": persistent / MIB,
+                "transient_peak_mib": None if transient is None else transient / MIB,
+                "peak_memory_mib": None if transient is None else (persistent + transient) / MIB,
+            }
             rows.append(row)
             if profiled:
                 objectives_ms = time_objectives(variant.model, *objective_calls, device, args.objective_reps)
-                breakdowns.append({**case, "model": variant.name, **breakdown(prof, wall_ms, device),
-                                   "objectives_fwd_bwd_ms": objectives_ms,
-                                   "objectives_fwd_bwd_share": objectives_ms / row["median_ms"]})
-            print(f"{size:>5} {dtype:>4} b{batch_size:<2} {mode:<9} {variant.name:<13} "
-                  f"{row['median_ms']:9.1f} ms  peak {row['peak_memory_mib'] or float('nan'):8.1f} MiB", flush=True)
+                breakdowns.append(
+                    {
+                        **case,
+                        "model": variant.name,
+                        **breakdown(prof, wall_ms, device),
+                        "objectives_fwd_bwd_ms": objectives_ms,
+                        "objectives_fwd_bwd_share": objectives_ms / row["median_ms"],
+                    }
+                )
+            print(
+                f"{size:>5} {dtype:>4} b{batch_size:<2} {mode:<9} {variant.name:<13} "
+                f"{row['median_ms']:9.1f} ms  peak {row['peak_memory_mib'] or float('nan'):8.1f} MiB",
+                flush=True,
+            )
     return rows, breakdowns
 
 
@@ -157,8 +195,14 @@ def ratios(rows: list[dict], breakdowns: list[dict]) -> list[dict]:
             continue
         key = (row["size"], row["dtype"], row["batch_size"], row["mode"])
         base = stock[key]
-        entry = {"size": row["size"], "dtype": row["dtype"], "batch_size": row["batch_size"], "mode": row["mode"],
-                 "model": row["model"], "time_ratio": row["median_ms"] / base["median_ms"]}
+        entry = {
+            "size": row["size"],
+            "dtype": row["dtype"],
+            "batch_size": row["batch_size"],
+            "mode": row["mode"],
+            "model": row["model"],
+            "time_ratio": row["median_ms"] / base["median_ms"],
+        }
         if row["peak_memory_mib"] is not None and base["peak_memory_mib"]:
             entry["memory_ratio"] = row["peak_memory_mib"] / base["peak_memory_mib"]
         if row["mode"] == "train":
@@ -236,9 +280,11 @@ def plot(results: dict, path: Path) -> None:
     ax_ratio.bar([x - 0.2 for x in xs], [e["time_ratio"] for e in entries], width=0.4, label="time ratio")
     memory = [e.get("memory_ratio", 0) for e in entries]
     ax_ratio.bar([x + 0.2 for x in xs], memory, width=0.4, label="peak memory ratio")
-    for name, value, style in (("train time goal", GOALS["train_time"], "--"),
-                               ("inference time goal", GOALS["inference_time"], ":"),
-                               ("train memory goal", GOALS["train_memory"], "-.")):
+    for name, value, style in (
+        ("train time goal", GOALS["train_time"], "--"),
+        ("inference time goal", GOALS["inference_time"], ":"),
+        ("train memory goal", GOALS["train_memory"], "-."),
+    ):
         ax_ratio.axhline(value, color="gray", linestyle=style, linewidth=1, label=f"{name} ({value})")
     ax_ratio.set_xticks(list(xs), labels, fontsize=7)
     ax_ratio.set_ylabel("AETNet / stock LayoutLMv3")
@@ -284,8 +330,11 @@ def main(argv: list[str] | None = None) -> dict:
             "goals": GOALS,
             "memory_method": (
                 "persistent (parameters, buffers, grads, AdamW state) + transient peak of one step: "
-                + ("torch.cuda.max_memory_allocated minus memory_allocated before the step" if args.device == "cuda"
-                   else "peak of the CPU allocator's running total in torch.profiler allocation events")
+                + (
+                    "torch.cuda.max_memory_allocated minus memory_allocated before the step"
+                    if args.device == "cuda"
+                    else "peak of the CPU allocator's running total in torch.profiler allocation events"
+                )
             ),
         },
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

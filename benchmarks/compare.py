@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 AETNet against plain LayoutLMv3 over several seeds, with ablations of the alignment objectives, on FUNSD (entity F1,
 `--task funsd`; question -> answer link F1 from the gold entities, `--task funsd_re`) or a page-classification folder
@@ -53,11 +66,11 @@ from pathlib import Path
 
 import torch
 import transformers
+from bench_lib import hardware
 
 from aetnet.alignment import registered_objectives
 from aetnet.configuration_aetnet import ALIGNMENT_OBJECTIVES
-from aetnet.training_plots import loss_curves
-from bench_lib import hardware
+from aetnet.training import loss_curves
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -92,7 +105,12 @@ VARIANTS = {
 }
 # Arguments the script sets per run; giving them after `--` would make the runs differ in the wrong way.
 OWNED_ARGUMENTS = (
-    "--output_dir", "--seed", "--baseline", "--loss_weights", "--alignment_objectives", "--fusion_injection",
+    "--output_dir",
+    "--seed",
+    "--baseline",
+    "--loss_weights",
+    "--alignment_objectives",
+    "--fusion_injection",
     "--grad_clipping",
 )
 
@@ -109,7 +127,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--rerun", action="store_true", help="Run again even where a run's results exist.")
     parser.add_argument("--summary", default="summary", help="Name of the summary files (.json, .md, .png).")
     parser.add_argument(
-        "--rewrite", action="store_true",
+        "--rewrite",
+        action="store_true",
         help="Run nothing: write the .md and .png again from the summary's .json (after a change to the tables).",
     )
     args = parser.parse_args(own)
@@ -138,8 +157,16 @@ def run_once(task: str, variant: str, seed: int, run_dir: Path, script_args: lis
     if rerun or not results_file.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, str(script), *script_args, *VARIANTS[variant],
-            "--output_dir", str(run_dir), "--seed", str(seed), "--disable_tqdm", "True",
+            sys.executable,
+            str(script),
+            *script_args,
+            *VARIANTS[variant],
+            "--output_dir",
+            str(run_dir),
+            "--seed",
+            str(seed),
+            "--disable_tqdm",
+            "True",
         ]
         start = time.perf_counter()
         with open(run_dir / "log.txt", "w") as log:
@@ -319,7 +346,8 @@ def main(argv: list[str] | None = None) -> dict:
             runs[futures[future]] = run
             print(
                 f"[{done}/{len(plan)}] {run['variant']} seed {run['seed']}: {scores[0]} {run[scores[0]]:.4f} "
-                f"({run['wall_seconds']:.0f} s)", flush=True
+                f"({run['wall_seconds']:.0f} s)",
+                flush=True,
             )
     runs = [runs[key] for key in plan]
     rows = summarize(runs, args.variants, scores)

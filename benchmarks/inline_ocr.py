@@ -1,9 +1,22 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Copy a folder of page-classification split files (`train.jsonl`, `dev.jsonl`, `test.jsonl`, the `rvlcdip3` layout)
 with each page's Tesseract OCR written into its line (`words`, `bboxes` on the 0-1000 scale), and the images beside.
 
 `examples/run_rvlcdip.py` reads such files without OCR-ing, so the copy trains where Tesseract is not installed (a
-lent GPU machine). OCR goes through the usual on-disk cache (`aetnet.ocr_cache.OCRCache`), so a rerun is quick.
+lent GPU machine). OCR goes through the usual on-disk cache (`aetnet.data.ocr_cache.OCRCache`), so a rerun is quick.
 
     python benchmarks/inline_ocr.py ../shared/data/rvlcdip3 .gpu/data/rvlcdip3
 """
@@ -15,8 +28,8 @@ import json
 import shutil
 from pathlib import Path
 
+from aetnet.data.ocr_cache import OCRCache, ocr_dataset
 from aetnet.data.rvlcdip import load_rvlcdip
-from aetnet.ocr_cache import OCRCache, ocr_dataset
 
 
 SPLIT_FILES = {"train": "train.jsonl", "validation": "dev.jsonl", "test": "test.jsonl"}

@@ -1,4 +1,17 @@
 #!/usr/bin/env python
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 # /// script
 # requires-python = ">=3.10"
 # dependencies = [
@@ -36,13 +49,6 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
-
-from aetnet.data.cord import load_cord
-from aetnet.data_collator import AETNetDataCollator
-from aetnet.metrics import load_seqeval
-from aetnet.modeling_aetnet import AETNetForTokenClassification
-from aetnet.trainer_aetnet import AETNetTrainer
-
 from utils_aetnet import (
     ExampleTrainingArguments,
     ModelArguments,
@@ -62,6 +68,11 @@ from utils_aetnet_data import (
     seqeval_scores,
     write_word_predictions,
 )
+
+from aetnet import AETNetForTokenClassification, AETNetTrainer
+from aetnet.data.cord import load_cord
+from aetnet.data_collator import AETNetDataCollator
+from aetnet.metrics import load_seqeval
 
 
 check_min_version("5.23.0")
@@ -151,9 +162,7 @@ def main():
         def compute_metrics(prediction):
             logits = first_logits(prediction.predictions)
             predicted = merge_to_words(logits, windows[split], raw[split], outside_id, logger)
-            return seqeval_scores(
-                metric, predicted, gold_words[split], id2label, data_args.return_entity_level_metrics
-            )
+            return seqeval_scores(metric, predicted, gold_words[split], id2label, data_args.return_entity_level_metrics)
 
         return compute_metrics
 

@@ -1,4 +1,17 @@
 #!/usr/bin/env python
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 # /// script
 # requires-python = ">=3.10"
 # dependencies = [
@@ -39,15 +52,6 @@ from PIL import Image
 from transformers import HfArgumentParser
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
-
-from aetnet.data.docvqa import add_answer_spans, answer_token_positions, load_docvqa, postprocess_qa_predictions
-from aetnet.data_collator import AETNetDataCollator
-from aetnet.metrics.anls import anls_score, compute_docvqa_metrics
-from aetnet.modeling_aetnet import AETNetForQuestionAnswering
-from aetnet.ocr_cache import with_page_pixels
-from aetnet.processing_aetnet import WORD_INDEX_KEY
-from aetnet.trainer_aetnet import AETNetTrainer
-
 from utils_aetnet import (
     ExampleTrainingArguments,
     ModelArguments,
@@ -60,6 +64,14 @@ from utils_aetnet import (
     warn_if_from_scratch_learning_rate,
 )
 from utils_aetnet_data import OCRArguments, limit_splits, map_to_windows, ocr_splits, window_kwargs
+
+from aetnet import AETNetForQuestionAnswering, AETNetTrainer
+from aetnet.data.docvqa import add_answer_spans, answer_token_positions, load_docvqa, postprocess_qa_predictions
+from aetnet.data.ocr_cache import with_page_pixels
+from aetnet.data_collator import AETNetDataCollator
+from aetnet.metrics import compute_docvqa_metrics
+from aetnet.metrics.anls import anls_score
+from aetnet.processing_aetnet import WORD_INDEX_KEY
 
 
 check_min_version("5.23.0")

@@ -1,4 +1,17 @@
 #!/usr/bin/env python
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 # /// script
 # requires-python = ">=3.10"
 # dependencies = [
@@ -41,14 +54,6 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
-
-from aetnet.data.funsd import load_funsd_like
-from aetnet.data.synthetic import load_synthetic_funsd
-from aetnet.data_collator import AETNetDataCollator
-from aetnet.metrics import load_seqeval
-from aetnet.modeling_aetnet import AETNetForTokenClassification
-from aetnet.trainer_aetnet import AETNetTrainer
-
 from utils_aetnet import (
     ExampleTrainingArguments,
     ModelArguments,
@@ -67,6 +72,11 @@ from utils_aetnet_data import (
     seqeval_scores,
     write_word_predictions,
 )
+
+from aetnet import AETNetForTokenClassification, AETNetTrainer
+from aetnet.data import load_funsd_like, load_synthetic_funsd
+from aetnet.data_collator import AETNetDataCollator
+from aetnet.metrics import load_seqeval
 
 
 check_min_version("5.23.0")
@@ -199,9 +209,7 @@ def main():
             trainer.log_metrics("eval", metrics)
             trainer.save_metrics("eval", metrics)
         if training_args.do_predict and trainer.is_world_process_zero():
-            predicted = merge_to_words(
-                first_logits(output.predictions), test_windows, raw["test"], outside_id, logger
-            )
+            predicted = merge_to_words(first_logits(output.predictions), test_windows, raw["test"], outside_id, logger)
             path = os.path.join(training_args.output_dir, "predictions.jsonl")
             write_word_predictions(path, raw["test"], gold_words, predicted, id2label)
             logger.info(f"Per-word predictions written to {path}")

@@ -1,4 +1,17 @@
 #!/usr/bin/env python
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 # /// script
 # requires-python = ">=3.10"
 # dependencies = [
@@ -15,7 +28,7 @@ Fine-tune AETNet for relation extraction (key-value linking) on FUNSD-style form
 The data are a local FUNSD folder (`--dataset_dir ../shared/data/funsd`: entities and question -> answer links from
 its `linking` field, normalised and counted, see `aetnet.data.funsd_relations`) or, by default, the synthetic forms,
 whose links are each question and the answer drawn right after it. Pages are cut into windows of whole entities
-(`aetnet.relation_windows`); evaluation merges the windows' pair scores per page and reports precision / recall / F1
+(`aetnet.relations.windows`); evaluation merges the windows' pair scores per page and reports precision / recall / F1
 over predicted (question, answer) pairs with the gold entities given (the LayoutXLM convention). End-to-end scores
 from predicted entities are not computed. `--baseline layoutlmv3` trains stock LayoutLMv3 with the same head from
 the same weights.
@@ -33,16 +46,6 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 from transformers.utils import check_min_version
-
-from aetnet.data.funsd_relations import add_bio_relations, load_funsd_relations
-from aetnet.data.reader_utils import union_bbox
-from aetnet.data.synthetic import load_synthetic_funsd
-from aetnet.modeling_aetnet_relation import AETNetForRelationExtraction
-from aetnet.relation_decoding import decode_links, links_to_json, merge_page_scores, relation_scores
-from aetnet.relation_windows import RelationDataCollator, WindowStatistics, relation_windows, score_relation_windows
-from aetnet.trainer_aetnet import AETNetTrainer
-from aetnet.visualization_relations import draw_relations
-
 from utils_aetnet import (
     ExampleTrainingArguments,
     ModelArguments,
@@ -54,6 +57,20 @@ from utils_aetnet import (
     training_collator,
     warn_if_from_scratch_learning_rate,
 )
+
+from aetnet import AETNetForRelationExtraction, AETNetTrainer
+from aetnet.data import add_bio_relations, load_funsd_relations, load_synthetic_funsd, union_bbox
+from aetnet.relations import (
+    RelationDataCollator,
+    WindowStatistics,
+    decode_links,
+    links_to_json,
+    merge_page_scores,
+    relation_scores,
+    relation_windows,
+    score_relation_windows,
+)
+from aetnet.visualization import draw_relations
 
 
 check_min_version("5.23.0")
@@ -99,8 +116,14 @@ def page_windows(pages, processor, max_length: int, description: str) -> tuple[l
     for index, page in enumerate(pages):
         pixel_values = processor.image_processor(page["image"], return_tensors="np")["pixel_values"][0]
         for window in relation_windows(
-            processor.tokenizer, page["words"], page["bboxes"], page["entity_word_spans"], page["entity_labels"],
-            page["relations"], max_length, stats,
+            processor.tokenizer,
+            page["words"],
+            page["bboxes"],
+            page["entity_word_spans"],
+            page["entity_labels"],
+            page["relations"],
+            max_length,
+            stats,
         ):
             windows.append({**window, "pixel_values": pixel_values, "document_index": index})
     logger.info(f"{description}: {stats.to_dict()}")
@@ -129,7 +152,9 @@ def main():
     # ---- Data ----
     if data_args.dataset_dir in ("", "synthetic"):
         raw = load_synthetic_funsd(
-            data_args.synthetic_train_size, data_args.synthetic_test_size, seed=training_args.seed,
+            data_args.synthetic_train_size,
+            data_args.synthetic_test_size,
+            seed=training_args.seed,
             word_level=data_args.word_level,
         )
         raw = {split: add_bio_relations(dataset) for split, dataset in raw.items()}
@@ -146,7 +171,10 @@ def main():
 
     # ---- Processor and model ----
     processor, model, base_models = build_processor_and_model(
-        model_args, AETNetForRelationExtraction, raw["train"]["words"], data_args.max_seq_length,
+        model_args,
+        AETNetForRelationExtraction,
+        raw["train"]["words"],
+        data_args.max_seq_length,
         head_config={"relation_geometry": data_args.relation_geometry},
     )
     if list(model.config.entity_labels) != label_names:

@@ -1,4 +1,17 @@
 #!/usr/bin/env python
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 # /// script
 # requires-python = ">=3.10"
 # dependencies = [
@@ -46,15 +59,6 @@ from PIL import Image
 from transformers import HfArgumentParser
 from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
-
-from aetnet.data.rvlcdip import load_rvlcdip
-from aetnet.data_collator import AETNetDataCollator
-from aetnet.metrics.classification import classification_metrics, confusion_matrix, plot_confusion_matrix
-from aetnet.modeling_aetnet import AETNetForSequenceClassification
-from aetnet.ocr_cache import with_page_pixels
-from aetnet.processing_aetnet import WORD_INDEX_KEY
-from aetnet.trainer_aetnet import AETNetTrainer
-
 from utils_aetnet import (
     ExampleTrainingArguments,
     ModelArguments,
@@ -67,6 +71,13 @@ from utils_aetnet import (
     warn_if_from_scratch_learning_rate,
 )
 from utils_aetnet_data import OCRArguments, first_logits, limit_splits, ocr_splits, window_kwargs
+
+from aetnet import AETNetForSequenceClassification, AETNetTrainer
+from aetnet.data.ocr_cache import with_page_pixels
+from aetnet.data.rvlcdip import load_rvlcdip
+from aetnet.data_collator import AETNetDataCollator
+from aetnet.metrics import classification_metrics, confusion_matrix, plot_confusion_matrix
+from aetnet.processing_aetnet import WORD_INDEX_KEY
 
 
 check_min_version("5.23.0")
@@ -121,9 +132,7 @@ class RvlcdipTrainingArguments(ExampleTrainingArguments):
     """
 
     do_eval: bool = field(default=True, metadata={"help": "Evaluate on the validation split."})
-    do_predict: bool = field(
-        default=True, metadata={"help": "Write predictions for the test (else validation) split."}
-    )
+    do_predict: bool = field(default=True, metadata={"help": "Write predictions for the test (else validation) split."})
     # 1e-3, not 3e-3: at 3e-3 one run in three of AETNet and of plain LayoutLMv3 collapses to one class at the study
     # preset (BENCHMARKS.md, rvlcdip3); at 1e-3 none does.
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW)."})

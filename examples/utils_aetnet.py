@@ -33,6 +33,7 @@ from typing import Any
 import datasets
 import torch
 import transformers
+from hub_access import check_hub_access
 from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
@@ -44,24 +45,23 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from aetnet.alignment import registered_objectives
-from aetnet.configuration_aetnet import ALIGNMENT_OBJECTIVES, AETNetConfig
-from aetnet.data_collator import AETNetDataCollator
-from aetnet.momentum import fitted_queue_size
-from aetnet.modeling_aetnet import (
+from aetnet import (
+    AETNetConfig,
     AETNetForQuestionAnswering,
+    AETNetForRelationExtraction,
     AETNetForSequenceClassification,
     AETNetForTokenClassification,
     AETNetPreTrainedModel,
+    AETNetProcessor,
+    AETNetTrainer,
+    AETNetTrainingArguments,
 )
-from aetnet.modeling_aetnet_relation import AETNetForRelationExtraction
-from aetnet.pipeline_aetnet import save_custom_pipelines
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
-from aetnet.training_plots import plot_loss_curves
-
-from hub_access import check_hub_access
+from aetnet.alignment import registered_objectives
+from aetnet.configuration_aetnet import ALIGNMENT_OBJECTIVES
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
+from aetnet.data_collator import AETNetDataCollator
+from aetnet.momentum import fitted_queue_size
+from aetnet.training import plot_loss_curves, save_custom_pipelines
 
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,10 @@ class ModelArguments:
     text_model: str | None = field(default=None, metadata={"help": "RoBERTa checkpoint of the text aligner."})
     model_size: str = field(
         default="tiny",
-        metadata={"help": "Random-weight preset when no checkpoint is given.", "choices": ["tiny", "study", "small", "base"]},
+        metadata={
+            "help": "Random-weight preset when no checkpoint is given.",
+            "choices": ["tiny", "study", "small", "base"],
+        },
     )
     tokenizer_vocab_size: int = field(
         default=4000, metadata={"help": "Vocabulary of the tokenizer trained on the training words (--model_size)."}

@@ -29,9 +29,11 @@ import datasets
 import numpy as np
 import torch
 
-from aetnet.metrics.token_classification import seqeval_summary
-from aetnet.ocr_cache import OCRCache, ocr_dataset
-from aetnet.processing_aetnet import WORD_INDEX_KEY, AETNetProcessor, default_stride, merge_window_predictions
+from aetnet import AETNetProcessor
+from aetnet.data.ocr_cache import OCRCache, ocr_dataset
+from aetnet.metrics import seqeval_summary
+from aetnet.processing_aetnet import WORD_INDEX_KEY
+from aetnet.windowing import default_stride, merge_window_predictions
 
 
 logger = logging.getLogger(__name__)
@@ -60,16 +62,14 @@ class OCRArguments:
     )
     ocr_lang: str = field(default="eng", metadata={"help": "Tesseract language(s), e.g. eng or eng+deu."})
     tesseract_config: str = field(default="", metadata={"help": "Extra Tesseract flags, e.g. '--psm 6'."})
-    ocr_num_workers: int = field(
-        default=1, metadata={"help": "Tesseract processes run at once (about the CPU cores)."}
-    )
+    ocr_num_workers: int = field(default=1, metadata={"help": "Tesseract processes run at once (about the CPU cores)."})
 
 
 def ocr_splits(
     raw: dict[str, datasets.Dataset], data_args: OCRArguments, training_args: Any, script_logger: logging.Logger
 ) -> dict[str, datasets.Dataset]:
     """Add `words` and `bboxes` (0-1000) to every split of `raw` (in place; returned for convenience) from the OCR
-    cache ([`aetnet.ocr_cache.OCRCache`], the package's Tesseract wrapper), the main process first, and log how many
+    cache ([`aetnet.data.ocr_cache.OCRCache`], the package's Tesseract wrapper), the main process first, and log how many
     pages came from the cache."""
     ocr = OCRCache(data_args.ocr_cache_dir, ocr_lang=data_args.ocr_lang, tesseract_config=data_args.tesseract_config)
     with training_args.main_process_first(desc="OCR"):

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 The objective registry: a new objective is one class plus its registration; the built-in four give the values they
 gave before they moved into their own files; settings per objective; clear errors for unknown names and settings.
@@ -5,13 +18,17 @@ gave before they moved into their own files; settings per objective; clear error
 
 import pytest
 import torch
-
 from conftest import tiny_config, tiny_documents
 
-from aetnet import AETNetForTokenClassification, AETNetModel
-from aetnet.alignment import AlignmentFeatures, AlignmentObjective, get_objective, register_objective, registered_objectives
+from aetnet import AETNetForTokenClassification, AETNetModel, AETNetTrainer, AETNetTrainingArguments
+from aetnet.alignment import (
+    AlignmentFeatures,
+    AlignmentObjective,
+    get_objective,
+    register_objective,
+    registered_objectives,
+)
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
 
 
 VOCAB, IMAGE = 99, 16
@@ -44,8 +61,16 @@ def test_a_new_objective_is_one_class_and_its_registration(tmp_path):
     model = AETNetForTokenClassification(config)
     assert not hasattr(model.aetnet, "vision_model_m")
     args = AETNetTrainingArguments(
-        output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True, max_steps=2, per_device_train_batch_size=2,
-        learning_rate=1e-3, logging_steps=1, save_strategy="no", disable_tqdm=True, seed=0,
+        output_dir=str(tmp_path / "run"),
+        report_to="none",
+        use_cpu=True,
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
         loss_weights="toy_alignment=0.5",
     )
     trainer = AETNetTrainer(model=model, args=args, train_dataset=make_documents(), data_collator=AETNetDataCollator())
@@ -85,7 +110,10 @@ def test_the_builtin_objectives_give_the_values_recorded_before_they_moved():
     ]
     for expected in recorded:
         outputs = model(
-            input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixels,
+            input_ids=input_ids,
+            bbox=bbox,
+            attention_mask=attention_mask,
+            pixel_values=pixels,
             pixel_values_aug=augmented,
         )
         assert {k: round(v.item(), 6) for k, v in outputs.alignment_losses.items()} == pytest.approx(expected, abs=2e-6)

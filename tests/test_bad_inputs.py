@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 The bad-input table of AETNetProcessor (README.md, section "Bad input"), one parametrized row per input: each bad input either
 works correctly (checked on the outputs) or raises a `ValueError` that names the argument, the index and the value.
@@ -9,9 +22,10 @@ from __future__ import annotations
 import io
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,10 +33,8 @@ import torch
 from PIL import Image
 from transformers import LayoutLMv3ImageProcessorPil
 
-from aetnet.configuration_aetnet import AETNetConfig
-from aetnet.modeling_aetnet import AETNetForTokenClassification
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
+from aetnet import AETNetConfig, AETNetForTokenClassification, AETNetProcessor
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
 
 
 VOCAB = ["invoice", "total", "amount", "due", "date", "name", "what", "is", "the"]

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """benchmarks/bench_re_geometry.py: the geometric relation-extraction references that give the models' F1 a meaning."""
 
 from __future__ import annotations
@@ -9,7 +22,7 @@ import pytest
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_re_geometry import QUESTION, ANSWER, left_or_above, link_page, main, nearest  # noqa: E402
+from bench_re_geometry import ANSWER, QUESTION, left_or_above, link_page, main, nearest  # noqa: E402
 
 
 FUNSD_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "funsd"
@@ -26,13 +39,15 @@ def page(boxes_and_labels):
 
 
 def test_left_or_above_prefers_the_label_on_the_answers_line_then_the_one_above():
-    form = page([
-        ((100, 100, 200, 120), QUESTION),  # 0: "Name:" with its answer to the right
-        ((300, 100, 500, 120), ANSWER),    # 1
-        ((100, 200, 300, 220), QUESTION),  # 2: "Address" above its answer
-        ((120, 260, 400, 280), ANSWER),    # 3
-        ((600, 900, 700, 920), ANSWER),    # 4: nothing left of it on its line, nothing above it overlapping it
-    ])
+    form = page(
+        [
+            ((100, 100, 200, 120), QUESTION),  # 0: "Name:" with its answer to the right
+            ((300, 100, 500, 120), ANSWER),  # 1
+            ((100, 200, 300, 220), QUESTION),  # 2: "Address" above its answer
+            ((120, 260, 400, 280), ANSWER),  # 3
+            ((600, 900, 700, 920), ANSWER),  # 4: nothing left of it on its line, nothing above it overlapping it
+        ]
+    )
     assert link_page(form, left_or_above) == [(0, 1), (2, 3)]
     # The nearest centre links every answer, the orphan too, and answer 1 to the wrong question: question 2's
     # centre is 224 from answer 1's, its own question 0's is 250.

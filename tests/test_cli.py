@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """The `aetnet` command line, run in subprocesses on a tiny checkpoint: JSON schema, pictures, PDFs, bad inputs."""
 
 import json
@@ -12,18 +25,17 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from transformers import LayoutLMv3ImageProcessorPil
 
-from aetnet.cli import main
-from aetnet.commands.predict import to_json
-from aetnet.configuration_aetnet import AETNetConfig
-from aetnet.data.funsd import FUNSD_LABELS
-from aetnet.data.synthetic import generate_synthetic_forms
-from aetnet.modeling_aetnet import (
+from aetnet import (
+    AETNetConfig,
     AETNetForQuestionAnswering,
     AETNetForSequenceClassification,
     AETNetForTokenClassification,
+    AETNetProcessor,
 )
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
+from aetnet.commands.aetnet_cli import main
+from aetnet.commands.predict import to_json
+from aetnet.data import FUNSD_LABELS, generate_synthetic_forms
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
@@ -83,7 +95,11 @@ def workspace(tmp_path_factory, form):
 def _train_a_few_steps(model, processor, form, steps=15):
     """Train the token checkpoint on its form, so that the CLI runs a trained model (and the loss shows it)."""
     encoding = processor(
-        form["image"], form["words"], boxes=form["bboxes"], word_labels=form["ner_tags"], boxes_normalized=True,
+        form["image"],
+        form["words"],
+        boxes=form["bboxes"],
+        word_labels=form["ner_tags"],
+        boxes_normalized=True,
         return_tensors="pt",
     )
     inputs = {k: encoding[k] for k in ("input_ids", "bbox", "attention_mask", "pixel_values", "labels")}
@@ -102,7 +118,7 @@ def _train_a_few_steps(model, processor, form, steps=15):
 
 def run_cli(*args, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "aetnet.cli", *map(str, args)],
+        [sys.executable, "-m", "aetnet.commands.aetnet_cli", *map(str, args)],
         capture_output=True,
         text=True,
         env=ENV,
@@ -196,7 +212,7 @@ def test_words_json_on_a_page_longer_than_one_window(workspace, form):
         line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
     }
     assert "aetnet.inference" in imported
-    assert "aetnet.trainer_aetnet" not in imported and "datasets" not in imported
+    assert "aetnet.training.trainer_aetnet" not in imported and "datasets" not in imported
     page = json.loads((out / "form.json").read_text())
     check_token_page(page)
     assert page["ocr"] is False

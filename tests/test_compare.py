@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """benchmarks/compare.py: AETNet vs the LayoutLMv3 baseline over seeds, 2-step runs on a few synthetic forms."""
 
 from __future__ import annotations
@@ -16,8 +29,20 @@ import compare  # noqa: E402
 
 
 RUN_ARGS = [
-    "--synthetic_train_size", "4", "--synthetic_test_size", "2", "--max_steps", "2",
-    "--per_device_train_batch_size", "2", "--logging_steps", "1", "--max_seq_length", "96", "--doc_stride", "16",
+    "--synthetic_train_size",
+    "4",
+    "--synthetic_test_size",
+    "2",
+    "--max_steps",
+    "2",
+    "--per_device_train_batch_size",
+    "2",
+    "--logging_steps",
+    "1",
+    "--max_seq_length",
+    "96",
+    "--doc_stride",
+    "16",
 ]
 
 
@@ -74,7 +99,14 @@ def test_every_extra_registered_objective_is_added_to_the_four_and_run_alone():
     assert compare.VARIANTS["+tia"] == ["--alignment_objectives", "ditc", "imc", "glitc", "pita", "tia"]
     # Alone: the four at weight 0 beside it, so that the model and its initial weights are AETNet's.
     assert compare.VARIANTS["psl-only"] == [
-        "--alignment_objectives", "ditc", "imc", "glitc", "pita", "psl", "--loss_weights", "ditc=0,imc=0,glitc=0,pita=0"
+        "--alignment_objectives",
+        "ditc",
+        "imc",
+        "glitc",
+        "pita",
+        "psl",
+        "--loss_weights",
+        "ditc=0,imc=0,glitc=0,pita=0",
     ]
     extra = {"tia", "tim", "xmm_text", "xmm_image", "psl"}
     # At least the built-in ones: objectives that other tests register show up too, as a user's would.
@@ -98,20 +130,23 @@ def test_classification_table_compares_accuracy_against_both_references():
 def accuracy_rows(per_variant: dict[str, list[float]]) -> list[dict]:
     runs = [
         {"variant": v, "seed": seed, "accuracy": a, "macro_f1": a, "train_runtime": 1.0}
-        for v, values in per_variant.items() for seed, a in enumerate(values, 1)
+        for v, values in per_variant.items()
+        for seed, a in enumerate(values, 1)
     ]
     return compare.summarize(runs, list(per_variant), compare.TASKS["rvlcdip"][1])
 
 
 def test_verdicts_need_every_seed_and_more_than_the_baseline_spread():
     # The baseline's sample std over its seeds is 0.1.
-    rows = accuracy_rows({
-        "layoutlmv3": [0.5, 0.6, 0.7],
-        "big": [0.7, 0.8, 0.9],       # +0.2 in every seed: beyond the spread
-        "small": [0.55, 0.65, 0.75],  # +0.05 in every seed: ahead, but within the spread
-        "mixed": [1.0, 0.55, 1.0],    # +0.25 on average, but behind in one seed
-        "worse": [0.3, 0.4, 0.5],     # -0.2 in every seed
-    })
+    rows = accuracy_rows(
+        {
+            "layoutlmv3": [0.5, 0.6, 0.7],
+            "big": [0.7, 0.8, 0.9],  # +0.2 in every seed: beyond the spread
+            "small": [0.55, 0.65, 0.75],  # +0.05 in every seed: ahead, but within the spread
+            "mixed": [1.0, 0.55, 1.0],  # +0.25 on average, but behind in one seed
+            "worse": [0.3, 0.4, 0.5],  # -0.2 in every seed
+        }
+    )
     found = {result["variant"]: result for result in compare.verdicts(rows, "accuracy")}
     assert list(found) == ["big", "small", "mixed", "worse"]
     assert found["big"]["differences"] == pytest.approx([0.2, 0.2, 0.2]) and found["big"]["verdict"] == "**helps**"
@@ -130,12 +165,16 @@ def test_rewrite_writes_the_tables_again_from_the_json_and_runs_nothing(tmp_path
     rows = accuracy_rows({"layoutlmv3": [0.5, 0.6], "aetnet": [0.8, 0.9]})
     runs = [
         {"variant": row["variant"], "seed": seed, "log_history": [{"step": 1, "loss": 1.0, "loss_task": 1.0}]}
-        for row in rows for seed in row["seeds"]
+        for row in rows
+        for seed in row["seeds"]
     ]
     (tmp_path / "study.json").write_text(json.dumps({"meta": {"task": "rvlcdip"}, "rows": rows, "runs": runs}))
     compare.main(["--rewrite", "--out", str(tmp_path), "--summary", "study"])
     table = (tmp_path / "study.md").read_text()
-    assert "| layoutlmv3 | 1,2 | 0.5500 +- 0.0707 |" in table and "| aetnet | +0.3000 / +0.3000 | +0.3000 | **helps** |" in table
+    assert (
+        "| layoutlmv3 | 1,2 | 0.5500 +- 0.0707 |" in table
+        and "| aetnet | +0.3000 / +0.3000 | +0.3000 | **helps** |" in table
+    )
     assert (tmp_path / "study.png").stat().st_size > 1_000 and not (tmp_path / "runs").exists()
 
 

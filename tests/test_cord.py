@@ -1,21 +1,31 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of the CORD reader on a CORD-v2-format fixture built here (labels, quads turned into boxes, segment-level
 boxes, counted problems) and of `examples/run_cord.py` for 2 steps on it."""
 
 from __future__ import annotations
 
 import json
-import sys
 import logging
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_example
 from PIL import Image
 
-from conftest import load_example
-
 from aetnet.data.cord import CORD_ENTITY_TYPES, CORD_LABELS, cord_features, load_cord, quad_to_box
-
-
 
 
 def quad(x0, y0, x1, y1, skew=0):
@@ -74,9 +84,7 @@ def cord_dir(tmp_path):
 
 def test_label_set():
     assert len(CORD_ENTITY_TYPES) == 30 and len(CORD_LABELS) == 61 and CORD_LABELS[0] == "O"
-    assert (
-        CORD_LABELS[1] == "B-MENU.NM" and CORD_LABELS[31] == "I-MENU.NM" and CORD_LABELS[-1] == "I-TOTAL.MENUQTY_CNT"
-    )
+    assert CORD_LABELS[1] == "B-MENU.NM" and CORD_LABELS[31] == "I-MENU.NM" and CORD_LABELS[-1] == "I-TOTAL.MENUQTY_CNT"
     assert cord_features()["ner_tags"].feature.names == CORD_LABELS
 
 
@@ -165,7 +173,7 @@ def test_run_cord_two_steps(cord_dir, tmp_path, monkeypatch, restore_logging):
     assert [len(p["predicted_labels"]) for p in predictions] == [4, 7]  # one label per word, windows merged
     assert all(label in CORD_LABELS for p in predictions for label in p["predicted_labels"])
     # 61 labels: LayoutLMv3's MLP token head, not a single linear layer.
-    from aetnet.modeling_aetnet import AETNetForTokenClassification
+    from aetnet import AETNetForTokenClassification
 
     model = AETNetForTokenClassification.from_pretrained(output_dir)
     assert type(model.classifier).__name__ == "LayoutLMv3ClassificationHead"

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of AETNetDataCollator: stacking, padding, dropped keys and a fresh momentum view at every call."""
 
 import random
@@ -8,9 +21,9 @@ import torch
 from PIL import Image
 from transformers import LayoutLMv3ImageProcessorPil
 
+from aetnet import AETNetProcessor
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
 
 
 VOCAB = ["invoice", "total", "amount", "due", "date", "name", "company"]

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of the FUNSD reader: a hand-made form in a temporary folder, bad layouts, and the real FUNSD release."""
 
 import json
@@ -9,7 +22,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from aetnet.data.funsd import FUNSD_LABELS, funsd_features, load_funsd, load_funsd_like
+from aetnet.data import FUNSD_LABELS, funsd_features, load_funsd, load_funsd_like
 
 
 FUNSD_DIR = Path(os.environ.get("AETNET_FUNSD_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "funsd"))

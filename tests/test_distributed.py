@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Two CPU processes (gloo) against one process with the same global batch, at the model level:
 
@@ -22,12 +35,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import free_port
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import free_port
-
-from aetnet.configuration_aetnet import AETNetConfig
-from aetnet.modeling_aetnet import AETNetForTokenClassification
+from aetnet import AETNetConfig, AETNetForTokenClassification
 
 
 SEQ_LEN, VOCAB, IMAGE, LOCAL_BATCH, WORLD, STEPS = 12, 99, 16, 2, 2, 3

@@ -1,23 +1,35 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of DocVQA support: ANLS and exact match, the answer-span finder on hand-made word lists, token positions and
 post-processing, the reader, and `examples/run_docvqa.py` for 2 steps on two rendered pages."""
 
 from __future__ import annotations
 
 import json
-import sys
 import logging
 import os
+import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytesseract
 import pytest
+from conftest import load_example
 from PIL import Image, ImageDraw, ImageFont
 
-import aetnet.ocr_cache as ocr_cache_module
-from conftest import load_example
-
+import aetnet.data.ocr_cache as ocr_cache_module
 from aetnet.data.docvqa import (
     AnswerSpan,
     add_answer_spans,
@@ -27,8 +39,9 @@ from aetnet.data.docvqa import (
     normalize_text,
     postprocess_qa_predictions,
 )
-from aetnet.metrics.anls import anls, anls_score, compute_docvqa_metrics, exact_match, levenshtein_distance
-from aetnet.ocr_cache import OCRCache
+from aetnet.data.ocr_cache import OCRCache
+from aetnet.metrics import anls, compute_docvqa_metrics, exact_match
+from aetnet.metrics.anls import anls_score, levenshtein_distance
 
 
 REPO = Path(__file__).resolve().parents[1]

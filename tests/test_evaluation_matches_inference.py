@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Evaluation (the example scripts) and inference (`DocumentPredictor`, `aetnet predict`) decode alike: the same
 answer span of a multi-window DocVQA page, the same per-word labels of a multi-window form, on cases where the rules
 they used before (start + end logits vs. a product of softmaxes over page words; averaged logits vs. averaged
@@ -11,19 +24,19 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import load_example
 from PIL import Image
 from transformers import LayoutLMv3ImageProcessorPil
 
+from aetnet import AETNetProcessor, DocumentPredictor
+from aetnet.data import generate_synthetic_forms
 from aetnet.data.reader_utils import token_classification_features
-from aetnet.data.synthetic import generate_synthetic_forms
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.inference import DocumentPredictor, Page
-from aetnet.inference_checkpoints import MODEL_INPUT_NAMES
-from aetnet.processing_aetnet import AETNetProcessor
+from aetnet.pages import Page
 from aetnet.qa_decoding import best_answer_spans
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
+from aetnet.tasks import MODEL_INPUT_NAMES
 from aetnet.windowing import first_subword_mask, pad_rows, pad_word_index
-from conftest import load_example
 
 
 LABELS = ["L0", "L1", "L2"]
@@ -140,8 +153,11 @@ def test_document_qa_evaluation_and_inference_choose_the_same_span(processor, tm
         }
     )
     data_args = SimpleNamespace(
-        max_seq_length=window["max_length"], doc_stride=window["stride"], pad_to_max_length=False,
-        n_best_size=20, max_answer_length=30,
+        max_seq_length=window["max_length"],
+        doc_stride=window["stride"],
+        pad_to_max_length=False,
+        n_best_size=20,
+        max_answer_length=30,
     )
     windows, pixel_windows = run_docvqa.prepare_windows(examples, processor, data_args, None, "windows")
     rows = [pixel_windows[i] for i in range(len(pixel_windows))]
@@ -153,8 +169,12 @@ def test_document_qa_evaluation_and_inference_choose_the_same_span(processor, tm
     word_index = windows["word_index"]
     assert any(DecoyQA.decoy in row and DecoyQA.answer not in row for row in word_index)
     contexts = [np.flatnonzero(np.asarray(row) >= 0) for row in word_index]
-    candidates = [(w, row, c, i, j) for w, (row, c) in enumerate(zip(word_index, contexts)) for i in range(len(c))
-                  for j in range(i, len(c))]
+    candidates = [
+        (w, row, c, i, j)
+        for w, (row, c) in enumerate(zip(word_index, contexts))
+        for i in range(len(c))
+        for j in range(i, len(c))
+    ]
     # Old evaluation: start + end logits; old inference: p(start) * p(end), softmaxes over the page words only.
     logit_sum = max((start[w, c[i]] + end[w, c[j]], row[c[i]]) for w, row, c, i, j in candidates)
     product = max((softmax(start[w, c])[i] * softmax(end[w, c])[j], row[c[i]]) for w, row, c, i, j in candidates)

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 AETNet on transformers' native attention (`attn_implementation`): it reaches LayoutLMv3, both aligners and both
 momentum copies, at the top level or per sub-config; sdpa (the default) equals eager in outputs, alignment losses and
@@ -12,12 +25,10 @@ import sys
 
 import pytest
 import torch
+from conftest import DEVICES
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import DEVICES
-
-from aetnet.configuration_aetnet import AETNetConfig
-from aetnet.modeling_aetnet import AETNetForTokenClassification
+from aetnet import AETNetConfig, AETNetForTokenClassification
 
 
 VOCAB, IMAGE, NUM_LABELS = 99, 16, 3
@@ -100,8 +111,13 @@ def test_sdpa_is_the_default_in_every_encoder():
         ("eager", dict.fromkeys(ENCODERS, "eager")),
         (
             {"layout_config": "eager", "vision_config": "sdpa", "text_config": "eager"},
-            {"layoutlmv3": "eager", "vision_model": "sdpa", "text_model": "eager", "vision_model_m": "sdpa",
-             "text_model_m": "eager"},
+            {
+                "layoutlmv3": "eager",
+                "vision_model": "sdpa",
+                "text_model": "eager",
+                "vision_model_m": "sdpa",
+                "text_model_m": "eager",
+            },
         ),
     ],
 )

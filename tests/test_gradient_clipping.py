@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Gradient clipping by part (`grad_clipping`): which parameters are whose, and what the trainer's step sees."""
 
 from __future__ import annotations
@@ -6,13 +19,12 @@ import math
 
 import pytest
 import torch
-from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification
-
-from aetnet.gradient_clipping import clip_gradient_parts, gradient_parts
-from aetnet.trainer_aetnet import AETNetTrainingArguments
-
 from test_trainer_aetnet import make_model
 from test_trainer_aetnet_steps import args_for_accumulation, run_one_step
+from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification
+
+from aetnet import AETNetTrainingArguments
+from aetnet.training import clip_gradient_parts, gradient_parts
 
 
 def test_the_parts_split_the_trainable_parameters_between_task_and_alignment():
@@ -30,8 +42,9 @@ def test_the_parts_split_the_trainable_parameters_between_task_and_alignment():
     assert all(n.startswith(fusion) for n in task)
     # The momentum copies have no gradients and are in neither part.
     assert not any("_m." in n for n in task | alignment)
-    plain = LayoutLMv3ForTokenClassification(LayoutLMv3Config(hidden_size=32, num_hidden_layers=1,
-                                                              num_attention_heads=2, intermediate_size=32))
+    plain = LayoutLMv3ForTokenClassification(
+        LayoutLMv3Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    )
     assert gradient_parts(plain) == {}
 
 

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """The Python inference API: pages from files, entity grouping, window merging on long pages, three heads, pictures."""
 
 import logging
@@ -10,27 +23,21 @@ import torch
 from PIL import Image
 from transformers import LayoutLMv3ImageProcessorPil
 
-from aetnet.configuration_aetnet import AETNetConfig
-from aetnet.data.funsd import FUNSD_LABELS
-from aetnet.data.synthetic import generate_synthetic_forms
-from aetnet.inference import (
-    DocumentPredictor,
-    Page,
-    PageLoadError,
-    as_page,
-    collect_page_sources,
-    group_entities,
-    is_bio,
-    predict,
-)
-from aetnet.modeling_aetnet import (
+from aetnet import (
+    AETNetConfig,
     AETNetForQuestionAnswering,
     AETNetForSequenceClassification,
     AETNetForTokenClassification,
+    AETNetProcessor,
+    DocumentPredictor,
+    predict,
 )
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
-from aetnet.visualization import KNOWN_COLORS, draw_prediction, label_colors, redact_page
+from aetnet.data import FUNSD_LABELS, generate_synthetic_forms
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
+from aetnet.entities import group_entities, is_bio
+from aetnet.pages import Page, PageLoadError, as_page, collect_page_sources
+from aetnet.visualization import draw_prediction, label_colors, redact_page
+from aetnet.visualization.drawing import KNOWN_COLORS
 
 
 DOC_LABELS = ["email", "paper", "resume"]
@@ -134,7 +141,7 @@ def test_collect_page_sources_names_pages_and_reports_bad_paths(tmp_path, caplog
     (tmp_path / "notes.txt").write_text("not a page")
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 garbage")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
-    with caplog.at_level(logging.WARNING, logger="aetnet.inference"):
+    with caplog.at_level(logging.WARNING, logger="aetnet.page_predictor"):
         sources, errors = collect_page_sources([tmp_path, tmp_path / "missing.png"])
     assert [s.name for s in sources] == ["fax_page1", "fax_page2", "fax_page3", "letter_page1", "letter_page2", "scan"]
     assert [s.index for s in sources] == [0, 1, 2, 0, 1, None]
@@ -327,7 +334,7 @@ def test_redacted_page_keeps_the_word_boxes_and_nothing_of_the_scan():
     page = redact_page(scan, prediction)
     assert page.size == scan.size and page.mode == "RGB"
     pixels = np.asarray(page)
-    assert (pixels[50:70, 150:150 + 1] == 200).all()  # inside the word box, scaled to the half-size scan
+    assert (pixels[50:70, 150 : 150 + 1] == 200).all()  # inside the word box, scaled to the half-size scan
     assert (pixels[:40] == 255).all() and (pixels[80:] == 255).all()  # everything else is blank
     assert set(np.unique(pixels)) == {200, 255}
 
@@ -343,8 +350,9 @@ def test_label_colors_are_stable_and_distinct():
 
 
 def test_pipeline_task_gives_the_predictor_output(checkpoints, forms):
-    import aetnet.pipeline_aetnet  # noqa: F401 (registers the task)
     from transformers import pipeline
+
+    import aetnet.pipeline_aetnet  # noqa: F401 (registers the task)
 
     labeller = pipeline("document-token-classification", model=checkpoints["token"], device="cpu")
     pages = labeller([form_input(forms[1]), form_input(forms[2])], max_length=48, stride=8)

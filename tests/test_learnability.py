@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Learnability: every registered alignment objective, trained alone on a small fixed set of documents, must fall clearly
 below its own chance level (`AlignmentObjective.chance_level`), so that an objective that silently stops learning (a
@@ -17,13 +30,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config, tiny_documents
 
 from aetnet import AETNetModel
 from aetnet.alignment import get_objective, prior_entropy, registered_objectives
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.objective_tia import box_pixel_mask
 
-from conftest import tiny_config, tiny_documents
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_learnability import LAST, ratio_to_chance, train_objective_alone  # noqa: E402

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Alignment objectives on hand-checkable tensors: each against a direct (slow) formulation, plus the masking rules."""
 
 import pytest
@@ -153,7 +166,10 @@ def _pool_direct(token_feat, bbox, mask, grid, policy):
                 r * grid + c
                 for r in range(grid)
                 for c in range(grid)
-                if x0 < (c + 1) * 1000 / grid and x1 > c * 1000 / grid and y0 < (r + 1) * 1000 / grid and y1 > r * 1000 / grid
+                if x0 < (c + 1) * 1000 / grid
+                and x1 > c * 1000 / grid
+                and y0 < (r + 1) * 1000 / grid
+                and y1 > r * 1000 / grid
             ]
             if policy == "center":
                 cx, cy = (x0 + x1) / 2, (y0 + y1) / 2

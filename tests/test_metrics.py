@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of the offline seqeval metric, its flattening and the token-classification `compute_metrics` helper."""
 
 import json
@@ -9,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aetnet.data.funsd import FUNSD_LABELS
+from aetnet.data import FUNSD_LABELS
 from aetnet.metrics import SEQEVAL_METRIC_PATH, compute_token_classification_metrics, load_seqeval, seqeval_summary
 
 
@@ -102,9 +115,7 @@ def test_compute_token_classification_metrics_from_logits():
     logits = np.eye(len(FUNSD_LABELS))[predicted_ids] + 0.01
     expected = {"precision": 2 / 3, "recall": 1 / 2, "f1": 4 / 7, "accuracy": 7 / 9}
     assert compute_token_classification_metrics(logits, labels, FUNSD_LABELS) == pytest.approx(expected)
-    assert compute_token_classification_metrics(predicted_ids.tolist(), labels, FUNSD_LABELS) == pytest.approx(
-        expected
-    )
+    assert compute_token_classification_metrics(predicted_ids.tolist(), labels, FUNSD_LABELS) == pytest.approx(expected)
     detailed = compute_token_classification_metrics(
         predicted_ids, labels, FUNSD_LABELS, return_entity_level_metrics=True
     )

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Mixed precision: under fp16 and bf16 autocast, on the CPU and on a GPU where one is present, every loss (task and the four alignment terms) and every gradient
 stays finite in the worst case for a contrastive loss: the temperature at its floor (0.001, logits up to 1000) and
@@ -10,8 +23,8 @@ import pytest
 import torch
 from conftest import DEVICES
 
-from aetnet.configuration_aetnet import AETNetConfig
-from aetnet.modeling_aetnet import TEMPERATURE_RANGE, AETNetForTokenClassification
+from aetnet import AETNetConfig, AETNetForTokenClassification
+from aetnet.modeling_aetnet_base import TEMPERATURE_RANGE
 
 
 SEQ_LEN, VOCAB, IMAGE, BATCH = 12, 99, 16, 4

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """AETNet models on tiny configs: the model's and the heads' outputs, parity with LayoutLMv3, conversion to it."""
 
 from __future__ import annotations
@@ -93,7 +106,9 @@ class AETNetModelTester:
     def labels_for(self, head, batch_size):
         generator = torch.Generator().manual_seed(1)
         if head is AETNetForTokenClassification:
-            return dict(labels=torch.randint(0, self.num_labels, (batch_size, self.text_seq_length), generator=generator))
+            return dict(
+                labels=torch.randint(0, self.num_labels, (batch_size, self.text_seq_length), generator=generator)
+            )
         if head is AETNetForSequenceClassification:
             return dict(labels=torch.randint(0, self.num_labels, (batch_size,), generator=generator))
         return dict(start_positions=torch.tensor([1] * batch_size), end_positions=torch.tensor([3] * batch_size))
@@ -173,8 +188,12 @@ def test_parity_with_layoutlmv3_at_initialisation(tester, head, injection):
 
 @pytest.mark.parametrize(
     "head, num_labels",
-    [(AETNetForTokenClassification, 3), (AETNetForTokenClassification, 12), (AETNetForSequenceClassification, 3),
-     (AETNetForQuestionAnswering, 2)],
+    [
+        (AETNetForTokenClassification, 3),
+        (AETNetForTokenClassification, 12),
+        (AETNetForSequenceClassification, 3),
+        (AETNetForQuestionAnswering, 2),
+    ],
     ids=["token-linear-head", "token-mlp-head", "sequence", "question-answering"],
 )
 def test_to_layoutlmv3_is_the_baseline_from_the_same_start(tester, head, num_labels):

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 transformers' own `ModelTesterMixin` and `ConfigTester` (from the source distribution of the installed version, see
 `transformers_tests.py`) against the four AETNet classes, with a tester modelled on `LayoutLMv3ModelTester`.
@@ -18,6 +31,7 @@ import unittest
 import torch
 from transformers import LayoutLMv3Config, RobertaConfig, ViTConfig
 from transformers.testing_utils import torch_device
+from transformers_tests import ensure_common_tests
 
 from aetnet import (
     AETNetConfig,
@@ -26,8 +40,6 @@ from aetnet import (
     AETNetForTokenClassification,
     AETNetModel,
 )
-
-from transformers_tests import ensure_common_tests
 
 
 ensure_common_tests()

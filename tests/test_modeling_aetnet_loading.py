@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """AETNet models on tiny configs: save/load, Auto classes, remote code without the package, loading from encoders."""
 
 from __future__ import annotations
@@ -10,6 +23,7 @@ import textwrap
 
 import pytest
 import torch
+from test_modeling_aetnet import HEADS, AETNetModelTester, _head_config, _logits
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -29,8 +43,6 @@ from aetnet import (
     AETNetForTokenClassification,
     AETNetModel,
 )
-
-from test_modeling_aetnet import HEADS, AETNetModelTester, _head_config, _logits
 
 
 AUTO_HEADS = {
@@ -140,8 +152,13 @@ def _save_components(tester, root):
 def test_from_encoders_pretrained(tester, tmp_path):
     paths = _save_components(tester, tmp_path)
     model = AETNetForTokenClassification.from_encoders_pretrained(
-        str(paths["layout"]), str(paths["vision"]), str(paths["text"]),
-        num_labels=tester.num_labels, fusion_injection="none", queue_size=tester.queue_size, embed_dim=16,
+        str(paths["layout"]),
+        str(paths["vision"]),
+        str(paths["text"]),
+        num_labels=tester.num_labels,
+        fusion_injection="none",
+        queue_size=tester.queue_size,
+        embed_dim=16,
     ).eval()
     layout = LayoutLMv3ForTokenClassification.from_pretrained(paths["layout"]).eval()
     vision = ViTModel.from_pretrained(paths["vision"], add_pooling_layer=False)
@@ -158,4 +175,6 @@ def test_layoutlmv3_no_grad_bias_tables_are_frozen_after_loading(tester, tmp_pat
     AETNetForTokenClassification(tester.get_config()).save_pretrained(tmp_path)
     loaded = AETNetForTokenClassification.from_pretrained(tmp_path)
     encoder = loaded.aetnet.layoutlmv3.encoder
-    assert not any(t.weight.requires_grad for t in (encoder.rel_pos_bias, encoder.rel_pos_x_bias, encoder.rel_pos_y_bias))
+    assert not any(
+        t.weight.requires_grad for t in (encoder.rel_pos_bias, encoder.rel_pos_x_bias, encoder.rel_pos_y_bias)
+    )

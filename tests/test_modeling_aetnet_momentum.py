@@ -1,13 +1,25 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """AETNet models on tiny configs: alignment losses and gradients, momentum and queue rules, which tokens align."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from test_modeling_aetnet import AETNetModelTester
 
 from aetnet import AETNetForTokenClassification, AETNetModel
-
-from test_modeling_aetnet import AETNetModelTester
 
 
 @pytest.fixture
@@ -42,7 +54,9 @@ def test_momentum_update_is_an_exact_ema(tester):
     with torch.no_grad():
         for param in model.vision_model.parameters():
             param.add_(torch.randn_like(param))
-    before = [(p.clone(), p_m.clone()) for o, m in model.momentum_pairs() for p, p_m in zip(o.parameters(), m.parameters())]
+    before = [
+        (p.clone(), p_m.clone()) for o, m in model.momentum_pairs() for p, p_m in zip(o.parameters(), m.parameters())
+    ]
     model.momentum_update()
     after = [p_m for _, m in model.momentum_pairs() for p_m in m.parameters()]
     for (online, old), new in zip(before, after):
@@ -64,7 +78,9 @@ def test_queue_accepts_any_batch_size_and_wraps(tester, batch_size):
         outputs = model(**inputs)
         assert all(torch.isfinite(v) for v in outputs.alignment_losses.values())
         written = [(ptr + i) % tester.queue_size for i in range(batch_size)]
-        torch.testing.assert_close(model.image_queue[:, written].t(), _momentum_image_features(model, inputs["pixel_values"]))
+        torch.testing.assert_close(
+            model.image_queue[:, written].t(), _momentum_image_features(model, inputs["pixel_values"])
+        )
         assert model.queue_ptr.item() == (ptr + batch_size) % tester.queue_size
         assert model.queue_filled.item() == min((step + 1) * batch_size, tester.queue_size)
 

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 The momentum soft targets of SIMLA's PSL and XMM-text. PSL (`(1 - alpha) * BCE(hard) + alpha * BCE(sigmoid(momentum
 head))`): the keyword head's momentum copy `head_m` starts equal to the head, is frozen, follows it by the model's EMA
@@ -9,9 +22,8 @@ LayoutLMv3 and LM head predict the same masked ids on the same page, mixed into 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-
 from conftest import tiny_config, tiny_documents
+from safetensors.torch import load_file, save_file
 
 from aetnet import AETNetForTokenClassification, AETNetModel
 from aetnet.data_collator import AETNetDataCollator

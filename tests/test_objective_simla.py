@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 SIMLA's objectives as plug-ins (issue 13): `xmm_text` (masked language modelling on the fusion model), `xmm_image`
 (blockwise masked patch regression) and `psl` (pseudo-keyword prediction from the image).
@@ -17,7 +30,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-
 from conftest import free_port, tiny_config, tiny_documents
 
 from aetnet import (
@@ -25,12 +37,13 @@ from aetnet import (
     AETNetForSequenceClassification,
     AETNetForTokenClassification,
     AETNetModel,
+    AETNetTrainer,
+    AETNetTrainingArguments,
 )
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.objective_psl import attention_keywords, keyword_targets, similarity_keywords
 from aetnet.objective_xmm_image import draw_block_mask
 from aetnet.objective_xmm_text import corrupt_tokens, default_mask_token_id, draw_token_mask
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
 
 
 SIMLA = ("xmm_text", "xmm_image", "psl")
@@ -209,8 +222,16 @@ def test_every_head_trains_a_step_with_the_objectives(cls, labels):
 def test_gradient_accumulation_draws_a_mask_per_micro_batch(tmp_path):
     model = make_model(AETNetForTokenClassification)
     args = AETNetTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, max_steps=1, per_device_train_batch_size=2,
-        gradient_accumulation_steps=2, learning_rate=1e-3, logging_steps=1, save_strategy="no", disable_tqdm=True,
+        output_dir=str(tmp_path),
+        report_to="none",
+        use_cpu=True,
+        max_steps=1,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
     )
     trainer = AETNetTrainer(model=model, args=args, train_dataset=tiny_documents(4), data_collator=AETNetDataCollator())
     trainer.train()

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 LayoutLMv2's objectives as plug-ins: TIA (cover text segments of the fusion page, a token head tells which) and TIM
 (roll pages within the batch, a head on a separate fusion forward tells matched from mismatched).
@@ -23,9 +36,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
-
 from conftest import free_port, tiny_config, tiny_documents
+from torch.nn.parallel import DistributedDataParallel
 
 from aetnet import (
     AETNetConfig,
@@ -33,11 +45,12 @@ from aetnet import (
     AETNetForSequenceClassification,
     AETNetForTokenClassification,
     AETNetModel,
+    AETNetTrainer,
+    AETNetTrainingArguments,
 )
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.objective_tia import box_pixel_mask
 from aetnet.objective_tim import true_pairs
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
 
 
 BOTH = ["tia", "tim"]
@@ -243,8 +256,16 @@ def test_gradient_accumulation_through_the_trainer(tmp_path):
     torch.manual_seed(0)
     model = AETNetForTokenClassification(tiny_config(alignment_objectives=BOTH))
     args = AETNetTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, max_steps=1, per_device_train_batch_size=2,
-        gradient_accumulation_steps=2, learning_rate=1e-3, logging_steps=1, save_strategy="no", disable_tqdm=True,
+        output_dir=str(tmp_path),
+        report_to="none",
+        use_cpu=True,
+        max_steps=1,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
         seed=0,
     )
     trainer = AETNetTrainer(model=model, args=args, train_dataset=tiny_documents(4), data_collator=AETNetDataCollator())
@@ -295,7 +316,9 @@ def test_tia_learns_to_tell_covered_segments():
     bbox = torch.zeros(4, 10, 4, dtype=torch.long)
     bbox[:, 1:9] = torch.tensor([[0, 0, 500, 1000], [500, 0, 1000, 1000]]).repeat_interleave(4, dim=0)
     batch = dict(
-        input_ids=input_ids, bbox=bbox, attention_mask=torch.ones_like(input_ids),
+        input_ids=input_ids,
+        bbox=bbox,
+        attention_mask=torch.ones_like(input_ids),
         pixel_values=torch.randn(4, 3, 32, 32, generator=generator),
     )
     chance = entropy(0.5)  # 1 of the 2 segments of every page

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of the on-disk OCR cache (keys, hits and misses, corrupt entries, workers, progress bar), of `ocr_dataset`
 and `with_page_pixels`, and one real Tesseract run on a small rendered page."""
 
@@ -13,8 +26,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 from transformers import LayoutLMv3ImageProcessorPil
 
-import aetnet.ocr_cache as ocr_cache_module
-from aetnet.ocr_cache import (
+import aetnet.data.ocr_cache as ocr_cache_module
+from aetnet import AETNetProcessor
+from aetnet.data.ocr_cache import (
     OCR_CACHE_ENV,
     OCRCache,
     default_ocr_cache_dir,
@@ -22,8 +36,7 @@ from aetnet.ocr_cache import (
     ocr_dataset,
     with_page_pixels,
 )
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
 
 
 def render_page(lines: list[str], size: tuple[int, int] = (420, 160)) -> Image.Image:
@@ -109,7 +122,7 @@ def test_entries_on_disk_and_corrupt_entries(tmp_path, pages, caplog):
     assert not list((tmp_path / "cache").rglob(".tmp-*"))  # written atomically, nothing left behind
 
     entry.write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="aetnet.ocr_cache"):
+    with caplog.at_level(logging.WARNING, logger="aetnet.data.ocr_cache"):
         assert cache(pages[0]) == (words, boxes)
     assert engine.calls == 2 and "Unreadable OCR cache entry" in caplog.text
     assert json.loads(entry.read_text())["words"] == words  # repaired
@@ -145,7 +158,7 @@ def test_ocr_dataset_and_lazy_page_pixels(tmp_path, pages, monkeypatch, caplog):
 
     blank = datasets.Dataset.from_dict({"image": [str(pages[2])]})
     silent = OCRCache(tmp_path / "cache", ocr_function=lambda page, lang, config: ([], []), engine="none")
-    with caplog.at_level(logging.WARNING, logger="aetnet.ocr_cache"):
+    with caplog.at_level(logging.WARNING, logger="aetnet.data.ocr_cache"):
         empty = ocr_dataset(blank, silent, show_progress=False)
     assert empty["words"] == [[]] and empty["bboxes"] == [[]] and "found no word" in caplog.text
 

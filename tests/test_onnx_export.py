@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """ONNX export of tiny AETNet checkpoints (full model and `to_layoutlmv3()` baseline), ONNX Runtime parity at two batch
 sizes and two lengths, and `aetnet predict` running the exported file with the same pre- and post-processing."""
 
@@ -8,19 +21,26 @@ import pytest
 import torch
 from transformers import LayoutLMv3ImageProcessorPil
 
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 import onnxruntime  # noqa: E402
 
-from aetnet.cli import main  # noqa: E402
-from aetnet.configuration_aetnet import AETNetConfig  # noqa: E402
-from aetnet.data.funsd import FUNSD_LABELS  # noqa: E402
-from aetnet.data.synthetic import generate_synthetic_forms  # noqa: E402
-from aetnet.inference import DocumentPredictor  # noqa: E402
-from aetnet.modeling_aetnet import AETNetForQuestionAnswering, AETNetForTokenClassification  # noqa: E402
-from aetnet.onnx_export import ONNXDocumentModel, export_onnx, onnx_metadata  # noqa: E402
-from aetnet.processing_aetnet import AETNetProcessor  # noqa: E402
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer  # noqa: E402
+from aetnet import (  # noqa: E402
+    AETNetConfig,  # noqa: E402
+    AETNetForQuestionAnswering,
+    AETNetForTokenClassification,
+    AETNetProcessor,  # noqa: E402
+    DocumentPredictor,  # noqa: E402
+    export_onnx,  # noqa: E402
+)
+from aetnet.commands.aetnet_cli import main  # noqa: E402
+from aetnet.data import (
+    FUNSD_LABELS,  # noqa: E402
+    generate_synthetic_forms,  # noqa: E402
+)
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer  # noqa: E402
+from aetnet.inference import ONNXDocumentModel, onnx_metadata
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 LoRA (PEFT) on AETNet with `AETNetTrainer`, the recipe of the README: adapters in every encoder's attention (the
 momentum copies get the same adapters, so that the EMA pairs online and momentum parameters one to one), the heads
@@ -6,13 +19,11 @@ PEFT wrapper (per-term logs, an AETNet card), and the saved adapter reloads to t
 """
 
 import torch
+from conftest import tiny_config, tiny_documents
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from conftest import tiny_config, tiny_documents
-
-from aetnet import AETNetForTokenClassification
+from aetnet import AETNetForTokenClassification, AETNetTrainer, AETNetTrainingArguments
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
 
 
 # LayoutLMv3 and RoBERTa name their attention projections query/value, transformers 5's ViT q_proj/v_proj.
@@ -35,8 +46,16 @@ def test_lora_trains_the_objectives_logs_them_and_reloads(tmp_path):
     model.aetnet.freeze_momentum()  # PEFT marks every adapter trainable, the momentum copies' too
     before = {name: param.detach().clone() for name, param in peft_model.named_parameters()}
     args = AETNetTrainingArguments(
-        output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True, max_steps=3, per_device_train_batch_size=4,
-        learning_rate=1e-2, logging_steps=1, save_strategy="no", disable_tqdm=True, seed=0,
+        output_dir=str(tmp_path / "run"),
+        report_to="none",
+        use_cpu=True,
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
     )
     trainer = AETNetTrainer(
         model=peft_model, args=args, train_dataset=tiny_documents(8), data_collator=AETNetDataCollator()

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """`transformers.pipeline` on tiny AETNet checkpoints: document QA and token classification, batched, with given words
 and with Tesseract, with the package and (in a subprocess) without it, through the checkpoint's remote code."""
 
@@ -12,22 +25,18 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from transformers import LayoutLMv3ImageProcessorPil, pipeline
 
-from aetnet.configuration_aetnet import AETNetConfig
-from aetnet.data.funsd import FUNSD_LABELS
-from aetnet.data.synthetic import generate_synthetic_forms
-from aetnet.inference import predict
-from aetnet.modeling_aetnet import (
+from aetnet import (
+    AETNetConfig,
     AETNetForQuestionAnswering,
     AETNetForSequenceClassification,
     AETNetForTokenClassification,
+    AETNetProcessor,
+    predict,
 )
-from aetnet.pipeline_aetnet import (
-    AETNetDocumentQuestionAnsweringPipeline,
-    DocumentTokenClassificationPipeline,
-    save_custom_pipelines,
-)
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
+from aetnet.data import FUNSD_LABELS, generate_synthetic_forms
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
+from aetnet.pipeline_aetnet import AETNetDocumentQuestionAnsweringPipeline, DocumentTokenClassificationPipeline
+from aetnet.training import save_custom_pipelines
 
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"

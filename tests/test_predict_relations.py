@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """`aetnet predict` on a relation extraction checkpoint (issue 16): the entities from `--entities` (FUNSD's shape, a
 FUNSD annotation file as is) or from a token classification `--entity-model`, the `links` of the page JSON, the
 arrows of `--draw`, and the usage errors of missing or ill-formed entities. Runs the command in-process on tiny
@@ -14,36 +27,71 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoConfig, LayoutLMv3ImageProcessorPil
 
-from aetnet.cli import main
-from aetnet.configuration_aetnet import AETNetConfig
-from aetnet.data.funsd import FUNSD_LABELS
-from aetnet.inference_checkpoints import RELATION_EXTRACTION, load_checkpoint, task_of
-from aetnet.inference_relations import RelationPredictor, parse_entities
-from aetnet.modeling_aetnet import AETNetForTokenClassification
-from aetnet.modeling_aetnet_relation import AETNetForRelationExtraction
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
-from aetnet.visualization_relations import ARROW_COLOR
+from aetnet import AETNetConfig, AETNetForRelationExtraction, AETNetForTokenClassification, AETNetProcessor
+from aetnet.commands.aetnet_cli import main
+from aetnet.data import FUNSD_LABELS
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
+from aetnet.inference import RelationPredictor, load_checkpoint, parse_entities
+from aetnet.tasks import RELATION_EXTRACTION, task_of
+from aetnet.visualization.relations import ARROW_COLOR
 
 
 FUNSD = Path(__file__).resolve().parents[2] / "shared" / "data" / "funsd" / "testing_data"
 LINK_KEYS = {"head", "tail", "question", "answer", "question_box", "answer_box", "score"}
 # One form in FUNSD's annotation shape: two question -> answer pairs, a header, and an entity without words.
 FORM = [
-    {"id": 0, "label": "header", "text": "REGISTRATION", "box": [40, 10, 260, 40],
-     "words": [{"text": "REGISTRATION", "box": [40, 10, 260, 40]}], "linking": []},
-    {"id": 1, "label": "question", "text": "Date:", "box": [40, 80, 110, 105],
-     "words": [{"text": "Date:", "box": [40, 80, 110, 105]}], "linking": [[1, 2]]},
-    {"id": 2, "label": "answer", "text": "12/03/1998", "box": [250, 80, 380, 105],
-     "words": [{"text": "12/03/1998", "box": [250, 80, 380, 105]}], "linking": [[1, 2]]},
-    {"id": 3, "label": "question", "text": "Name of applicant:", "box": [40, 180, 210, 205],
-     "words": [{"text": "Name", "box": [40, 180, 90, 205]}, {"text": "of", "box": [95, 180, 115, 205]},
-               {"text": "applicant:", "box": [120, 180, 210, 205]}], "linking": [[3, 4]]},
-    {"id": 4, "label": "answer", "text": "Mary Smith", "box": [250, 180, 370, 205],
-     "words": [{"text": "Mary", "box": [250, 180, 300, 205]}, {"text": "Smith", "box": [305, 180, 370, 205]}],
-     "linking": [[3, 4]]},
-    {"id": 5, "label": "other", "text": "", "box": [10, 270, 20, 280],
-     "words": [{"text": " ", "box": [10, 270, 20, 280]}], "linking": []},
+    {
+        "id": 0,
+        "label": "header",
+        "text": "REGISTRATION",
+        "box": [40, 10, 260, 40],
+        "words": [{"text": "REGISTRATION", "box": [40, 10, 260, 40]}],
+        "linking": [],
+    },
+    {
+        "id": 1,
+        "label": "question",
+        "text": "Date:",
+        "box": [40, 80, 110, 105],
+        "words": [{"text": "Date:", "box": [40, 80, 110, 105]}],
+        "linking": [[1, 2]],
+    },
+    {
+        "id": 2,
+        "label": "answer",
+        "text": "12/03/1998",
+        "box": [250, 80, 380, 105],
+        "words": [{"text": "12/03/1998", "box": [250, 80, 380, 105]}],
+        "linking": [[1, 2]],
+    },
+    {
+        "id": 3,
+        "label": "question",
+        "text": "Name of applicant:",
+        "box": [40, 180, 210, 205],
+        "words": [
+            {"text": "Name", "box": [40, 180, 90, 205]},
+            {"text": "of", "box": [95, 180, 115, 205]},
+            {"text": "applicant:", "box": [120, 180, 210, 205]},
+        ],
+        "linking": [[3, 4]],
+    },
+    {
+        "id": 4,
+        "label": "answer",
+        "text": "Mary Smith",
+        "box": [250, 180, 370, 205],
+        "words": [{"text": "Mary", "box": [250, 180, 300, 205]}, {"text": "Smith", "box": [305, 180, 370, 205]}],
+        "linking": [[3, 4]],
+    },
+    {
+        "id": 5,
+        "label": "other",
+        "text": "",
+        "box": [10, 270, 20, 280],
+        "words": [{"text": " ", "box": [10, 270, 20, 280]}],
+        "linking": [],
+    },
 ]
 
 
@@ -95,7 +143,12 @@ def _fit_the_form(model, processor, page, entry, max_steps=50):
     """Train the token checkpoint until it tags the form's words right, so that its entities are `FORM`'s."""
     tags = [f"{'I' if i else 'B'}-{e['label'].upper()}" for e in FORM[:5] for i, _ in enumerate(e["words"])]
     encoding = processor(
-        page, entry["words"], boxes=entry["boxes"], word_labels=tags, label2id=model.config.label2id, padding=False,
+        page,
+        entry["words"],
+        boxes=entry["boxes"],
+        word_labels=tags,
+        label2id=model.config.label2id,
+        padding=False,
         return_tensors="pt",
     )
     inputs = {key: encoding[key] for key in ("input_ids", "bbox", "attention_mask", "pixel_values")}
@@ -203,8 +256,11 @@ def test_the_predictor_in_python_matches_the_command(workspace):
         ('"a string"', [], "must hold a list of entities"),
         ('{"form.png": 3}', [], "entry 'form.png' must be a list of entities"),
         (json.dumps([{"label": "price", "words": []}]), [], "entity 0 has label 'price', which the checkpoint"),
-        (json.dumps([{"label": "question", "words": [{"text": "a", "box": [1, 2]}]}]), [],
-         "entity 0, word 0: `box` must be 4 numbers"),
+        (
+            json.dumps([{"label": "question", "words": [{"text": "a", "box": [1, 2]}]}]),
+            [],
+            "entity 0, word 0: `box` must be 4 numbers",
+        ),
         (json.dumps([{"label": "question", "words": "Date"}]), [], "entity 0: `words` must be a list"),
         (json.dumps([7]), [], "entity 0 must be an object"),
         (json.dumps({"form.png": [{"label": "x"}]}), [], "(page 'form.png'): entity 0 has label 'x'"),

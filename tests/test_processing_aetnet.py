@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of AETNetProcessor's inputs, images, real OCR, augmented view and saving, and the offline tokenizer trainer."""
 
 from __future__ import annotations
@@ -9,13 +22,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from processing_helpers import LOGGER, corpus, make_document, process, processor, tokenizer  # noqa: F401 (pytest fixtures)
 from transformers import AutoTokenizer, LayoutLMv3ImageProcessorPil
 
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
-
-from processing_helpers import LOGGER, corpus, make_document
-from processing_helpers import process, processor, tokenizer  # noqa: F401 (pytest fixtures)
+from aetnet import AETNetProcessor
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
 
 
 def word_runs(word_ids: list[int]) -> list[tuple[int, int]]:

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of window merging: first_subword_mask and merge_window_predictions, by hand and on the processor's windows."""
 
 from __future__ import annotations
@@ -5,11 +18,9 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from processing_helpers import make_document, one_hot_logits, process, processor, tokenizer  # noqa: F401 (pytest fixtures)
 
-from aetnet.processing_aetnet import first_subword_mask, merge_window_predictions
-
-from processing_helpers import make_document, one_hot_logits
-from processing_helpers import process, processor, tokenizer  # noqa: F401 (pytest fixtures)
+from aetnet.windowing import first_subword_mask, merge_window_predictions
 
 
 # --------------------------------------------------------------------------------------------- merging

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of AETNetProcessor's overflow windows, question-answering windows and their parity with LayoutLMv3Processor."""
 
 from __future__ import annotations
@@ -7,10 +20,8 @@ import logging
 import pytest
 import torch
 from PIL import Image
+from processing_helpers import LOGGER, make_document, one_hot_logits, process, processor, tokenizer  # noqa: F401 (pytest fixtures)
 from transformers import LayoutLMv3ImageProcessorPil
-
-from processing_helpers import LOGGER, make_document, one_hot_logits
-from processing_helpers import process, processor, tokenizer  # noqa: F401 (pytest fixtures)
 
 
 # --------------------------------------------------------------------------------------------- windows
@@ -102,9 +113,7 @@ def test_truncation_without_overflow_warns_with_count(process, caplog):
 
 def test_empty_words_are_kept_as_unknown_token(process, processor, caplog):
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        out = process(
-            Image.new("RGB", (20, 20)), ["total", "", "due"], boxes=[[0, 0, 1, 1]] * 3, word_labels=[1, 2, 3]
-        )
+        out = process(Image.new("RGB", (20, 20)), ["total", "", "due"], boxes=[[0, 0, 1, 1]] * 3, word_labels=[1, 2, 3])
     assert "1 empty word(s)" in caplog.text
     word_ids = out["word_index"][0]
     assert out["input_ids"][0][word_ids.index(1)] == processor.tokenizer.unk_token_id

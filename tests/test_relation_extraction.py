@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Relation extraction (issue 16): pair construction, the head on AETNet and LayoutLMv3, the FUNSD link reader,
 entity-preserving windows, decoding, drawing, save / reload / remote code and a 2-step run of the example."""
 
@@ -16,17 +29,23 @@ from conftest import tiny_config
 from PIL import Image
 
 import aetnet  # noqa: F401  (registers the classes for remote code)
-from aetnet.data.funsd_relations import ENTITY_LABELS, load_funsd_relations, relations_from_bio
-from aetnet.modeling_aetnet_relation import (
-    AETNetForRelationExtraction,
-    LayoutLMv3ForRelationExtraction,
-    RelationExtractionHead,
-)
-from aetnet.relation_decoding import decode_links, links_to_json, merge_page_scores, relation_scores
+from aetnet import AETNetForRelationExtraction, LayoutLMv3ForRelationExtraction
+from aetnet.data import ENTITY_LABELS, load_funsd_relations
+from aetnet.data.funsd_relations import relations_from_bio
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
+from aetnet.modeling_aetnet_relation import RelationExtractionHead
 from aetnet.relation_pairs import relation_candidates
-from aetnet.relation_windows import RelationDataCollator, WindowStatistics, relation_windows
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
-from aetnet.visualization_relations import ARROW_COLOR, arrow_segment, draw_relations
+from aetnet.relations import (
+    RelationDataCollator,
+    WindowStatistics,
+    decode_links,
+    links_to_json,
+    merge_page_scores,
+    relation_scores,
+    relation_windows,
+)
+from aetnet.visualization import draw_relations
+from aetnet.visualization.relations import ARROW_COLOR, arrow_segment
 
 
 FUNSD = Path(__file__).resolve().parents[2] / "shared" / "data" / "funsd"
@@ -109,8 +128,11 @@ def test_pages_without_links_or_without_answers():
     assert targets.tolist() == [0, 0] and {tuple(p[:2]) for p in pairs.tolist()} == {(0, 0), (0, 3)}
     head = RelationExtractionHead(tiny_config(), hidden_size=8, dropout=0.0).train()
     outputs = head(
-        torch.randn(2, 6, 8), torch.tensor([[[0, 1]] * 4, [[0, 1], [1, 2], [0, 0], [0, 0]]]), labels[[1, 1]],
-        torch.full((2, 1, 2), -1), bbox=torch.zeros(2, 6, 4, dtype=torch.long),
+        torch.randn(2, 6, 8),
+        torch.tensor([[[0, 1]] * 4, [[0, 1], [1, 2], [0, 0], [0, 0]]]),
+        labels[[1, 1]],
+        torch.full((2, 1, 2), -1),
+        bbox=torch.zeros(2, 6, 4, dtype=torch.long),
     )
     assert len(outputs["pairs"]) == 0 and outputs["task_loss"].item() == 0.0
     outputs["task_loss"].backward()  # a batch without candidates still gives a usable loss
@@ -229,12 +251,21 @@ def test_reader_counts_add_up_and_match_the_release(funsd):
         assert s.links == s.relations + s.links_to_entities_without_words + sum(s.other_type_links.values())
     assert (stats["train"].self_links, stats["train"].links, stats["train"].relations) == (2, 4229, 3049)
     assert (stats["test"].links, stats["test"].relations, stats["test"].other_type_links["header->question"]) == (
-        1064, 823, 220
+        1064,
+        823,
+        220,
     )
 
 
-@pytest.mark.parametrize("split, folder, index", [("train", "training_data", 0), ("train", "training_data", 7),
-                                                  ("test", "testing_data", 0), ("test", "testing_data", 3)])
+@pytest.mark.parametrize(
+    "split, folder, index",
+    [
+        ("train", "training_data", 0),
+        ("train", "training_data", 7),
+        ("test", "testing_data", 0),
+        ("test", "testing_data", 3),
+    ],
+)
 def test_reader_links_match_the_annotation_file(funsd, split, folder, index):
     pages, _ = funsd
     page = pages[split][index]
@@ -243,8 +274,10 @@ def test_reader_links_match_the_annotation_file(funsd, split, folder, index):
     by_id = {e["id"]: e for e in form}
     expected = {
         tuple(sorted((a, b), key=lambda i: by_id[i]["label"] != "question"))
-        for e in form for a, b in e["linking"]
-        if {by_id[a]["label"], by_id[b]["label"]} == {"question", "answer"} and a in {k["id"] for k in kept}
+        for e in form
+        for a, b in e["linking"]
+        if {by_id[a]["label"], by_id[b]["label"]} == {"question", "answer"}
+        and a in {k["id"] for k in kept}
         and b in {k["id"] for k in kept}
     }
     ids = [e["id"] for e in kept]
@@ -273,6 +306,7 @@ def test_windows_keep_entities_whole_and_count_lost_links(tokenizer):
     boxes = [[10, 100 * i, 50, 100 * i + 20] for i in range(len(words))]
     spans, labels = [[0, 2], [2, 3], [3, 5], [5, 6], [6, 8]], [QUESTION, ANSWER, QUESTION, ANSWER, OTHER]
     relations = [[0, 1], [2, 3], [0, 3]]
+
     def word_ids(word):
         return tokenizer([word], boxes=[[0, 0, 0, 0]], add_special_tokens=False)["input_ids"]
 
@@ -295,10 +329,24 @@ def test_windows_keep_entities_whole_and_count_lost_links(tokenizer):
 
 def test_collator_pads_the_relation_inputs(tokenizer):
     features = [
-        {"input_ids": [0, 5, 2], "bbox": [[0] * 4] * 3, "attention_mask": [1] * 3, "entity_spans": [[1, 2]],
-         "entity_labels": [QUESTION], "relations": [], "entity_index": [4]},
-        {"input_ids": [0, 5, 6, 2], "bbox": [[0] * 4] * 4, "attention_mask": [1] * 4, "entity_spans": [[1, 2], [2, 3]],
-         "entity_labels": [QUESTION, ANSWER], "relations": [[0, 1]], "entity_index": [0, 1]},
+        {
+            "input_ids": [0, 5, 2],
+            "bbox": [[0] * 4] * 3,
+            "attention_mask": [1] * 3,
+            "entity_spans": [[1, 2]],
+            "entity_labels": [QUESTION],
+            "relations": [],
+            "entity_index": [4],
+        },
+        {
+            "input_ids": [0, 5, 6, 2],
+            "bbox": [[0] * 4] * 4,
+            "attention_mask": [1] * 4,
+            "entity_spans": [[1, 2], [2, 3]],
+            "entity_labels": [QUESTION, ANSWER],
+            "relations": [[0, 1]],
+            "entity_index": [0, 1],
+        },
     ]
     batch = RelationDataCollator(tokenizer=tokenizer)(features)
     assert "entity_index" not in batch
@@ -323,8 +371,15 @@ def test_decoding_merges_windows_thresholds_and_scores():
     assert scores["f1"] == pytest.approx(0.4) and scores["true_positives"] == 1
     entities = [{"text": "Date:", "box": [0, 0, 5, 5]}, {"text": "12/03/1998", "box": [9, 0, 20, 5]}]
     assert links_to_json([(0, 1, 0.91234)], entities) == [
-        {"head": 0, "tail": 1, "question": "Date:", "answer": "12/03/1998", "question_box": [0, 0, 5, 5],
-         "answer_box": [9, 0, 20, 5], "score": 0.9123}
+        {
+            "head": 0,
+            "tail": 1,
+            "question": "Date:",
+            "answer": "12/03/1998",
+            "question_box": [0, 0, 5, 5],
+            "answer_box": [9, 0, 20, 5],
+            "score": 0.9123,
+        }
     ]
 
 
@@ -355,10 +410,28 @@ def test_arrows_join_the_linked_boxes_only():
 def test_example_runs_two_steps_on_funsd_and_reloads(tmp_path):
     output_dir = tmp_path / "out"
     command = [
-        sys.executable, str(SCRIPT), "--output_dir", str(output_dir), "--dataset_dir", str(FUNSD),
-        "--max_train_samples", "2", "--max_eval_samples", "2", "--max_steps", "2",
-        "--per_device_train_batch_size", "2", "--max_seq_length", "128", "--tokenizer_vocab_size", "500",
-        "--draw_pages", "1", "--disable_tqdm", "True",
+        sys.executable,
+        str(SCRIPT),
+        "--output_dir",
+        str(output_dir),
+        "--dataset_dir",
+        str(FUNSD),
+        "--max_train_samples",
+        "2",
+        "--max_eval_samples",
+        "2",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_seq_length",
+        "128",
+        "--tokenizer_vocab_size",
+        "500",
+        "--draw_pages",
+        "1",
+        "--disable_tqdm",
+        "True",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

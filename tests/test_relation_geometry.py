@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """The relation head's pair geometry (`relation_geometry`): entity boxes, pair features, what it lets a head learn."""
 
 from __future__ import annotations
@@ -6,12 +19,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from aetnet.modeling_aetnet_relation import AETNetForRelationExtraction, RelationExtractionHead
-from aetnet.relation_decoding import decode_links, relation_scores
-from aetnet.relation_geometry import NUM_GEOMETRY_FEATURES, entity_boxes, pair_geometry
-
 from test_relation_extraction import RelationExtractionModelTester
+
+from aetnet import AETNetForRelationExtraction
+from aetnet.modeling_aetnet_relation import RelationExtractionHead
+from aetnet.relation_geometry import NUM_GEOMETRY_FEATURES, entity_boxes, pair_geometry
+from aetnet.relations import decode_links, relation_scores
 
 
 QUESTION, ANSWER = 1, 2
@@ -87,8 +100,9 @@ def test_the_geometry_term_learns_links_that_only_the_boxes_tell(geometry, learn
     head.eval()
     test = forms(16, generator)
     with torch.no_grad():
-        out = head(torch.randn(16, 9, 16, generator=generator), test["entity_spans"], test["entity_labels"],
-                   bbox=test["bbox"])
+        out = head(
+            torch.randn(16, 9, 16, generator=generator), test["entity_spans"], test["entity_labels"], bbox=test["bbox"]
+        )
     pages = [{} for _ in range(16)]
     for (page, q, a), score in zip(out["pairs"].tolist(), out["scores"].tolist()):
         pages[page][(q, a)] = score

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Exact resume, evaluation and checkpoint loading with AETNetTrainer on a tiny model (CPU, deterministic):
 
@@ -19,10 +32,10 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from aetnet.configuration_aetnet import AETNetConfig
+from aetnet import AETNetConfig, AETNetForTokenClassification, AETNetTrainer, AETNetTrainingArguments
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.modeling_aetnet import AETNetForTokenClassification, CheckpointMismatchError
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments, AugmentationStepCallback
+from aetnet.modeling_aetnet_loading import CheckpointMismatchError
+from aetnet.training import AugmentationStepCallback
 
 
 SEQ_LEN, VOCAB, IMAGE, N, M = 12, 99, 16, 2, 3

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 The defects found in a review of the objectives, each with the test that failed before its fix: GLITC's text locals
 exclude `</s>`; a refused (non-finite) queue write leaves its slot invalid; cosine PITA on a page without boxed text
@@ -7,15 +20,13 @@ after every optimizer step (and can have its own learning rate); the label set o
 
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification, RobertaModel, TrainerCallback, ViTModel
 
-from conftest import tiny_config
-
-from aetnet import AETNetConfig, AETNetForTokenClassification, AETNetModel
+from aetnet import AETNetConfig, AETNetForTokenClassification, AETNetModel, AETNetTrainer, AETNetTrainingArguments
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.objective_pita import PatchTokenAlignmentLoss
 from aetnet.momentum import FeatureQueues
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
+from aetnet.objective_pita import PatchTokenAlignmentLoss
 
 
 VOCAB, SEQ_LEN, IMAGE = 99, 10, 16
@@ -37,10 +48,15 @@ def make_documents(count=8, seed=0) -> list[dict[str, torch.Tensor]]:
         bbox[0] = bbox[-3:] = 0
         labels = torch.randint(0, 3, (SEQ_LEN,), generator=generator)
         labels[0] = labels[-3:] = -100
-        documents.append(dict(
-            input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, labels=labels,
-            pixel_values=torch.randn(3, IMAGE, IMAGE, generator=generator),
-        ))
+        documents.append(
+            dict(
+                input_ids=input_ids,
+                bbox=bbox,
+                attention_mask=attention_mask,
+                labels=labels,
+                pixel_values=torch.randn(3, IMAGE, IMAGE, generator=generator),
+            )
+        )
     return documents
 
 
@@ -83,11 +99,20 @@ def test_cosine_pita_without_boxed_text_contributes_zero():
 def make_trainer(tmp_path, **kwargs) -> AETNetTrainer:
     torch.manual_seed(0)
     args = AETNetTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_train_batch_size=2,
-        logging_steps=1, save_strategy="no", disable_tqdm=True, seed=0, **kwargs,
+        output_dir=str(tmp_path),
+        report_to="none",
+        use_cpu=True,
+        per_device_train_batch_size=2,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        **kwargs,
     )
     return AETNetTrainer(
-        model=AETNetForTokenClassification(make_config()), args=args, train_dataset=make_documents(8),
+        model=AETNetForTokenClassification(make_config()),
+        args=args,
+        train_dataset=make_documents(8),
         data_collator=AETNetDataCollator(),
     )
 
@@ -157,12 +182,15 @@ def test_a_layout_config_brings_its_label_set():
         text_config=reference.text_config,
     )
     assert config.num_labels == 7 and config.id2label == id2label
-    assert AETNetConfig(
-        layout_config=tiny_layoutlmv3_config(id2label=id2label),
-        vision_config=reference.vision_config,
-        text_config=reference.text_config,
-        num_labels=3,
-    ).num_labels == 3  # the caller's label set wins
+    assert (
+        AETNetConfig(
+            layout_config=tiny_layoutlmv3_config(id2label=id2label),
+            vision_config=reference.vision_config,
+            text_config=reference.text_config,
+            num_labels=3,
+        ).num_labels
+        == 3
+    )  # the caller's label set wins
 
 
 def test_from_encoders_pretrained_takes_the_label_set_of_a_fine_tuned_layoutlmv3(tmp_path):
@@ -193,7 +221,10 @@ def test_from_encoders_pretrained_reports_in_one_line(tmp_path, caplog):
     try:
         with caplog.at_level("WARNING"):
             AETNetForTokenClassification.from_encoders_pretrained(
-                str(tmp_path / "layout"), str(tmp_path / "vit"), str(tmp_path / "roberta"), num_labels=3,
+                str(tmp_path / "layout"),
+                str(tmp_path / "vit"),
+                str(tmp_path / "roberta"),
+                num_labels=3,
                 queue_size=8,
             )
     finally:

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """End-to-end test of examples/run_funsd.py: a 2-step run on a few synthetic forms, then reloading what it saved."""
 
 from __future__ import annotations
@@ -11,8 +24,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 import torch
+from PIL import Image
 from transformers import (
     AutoModel,
     AutoModelForTokenClassification,
@@ -27,11 +40,10 @@ from transformers import (
 )
 
 import aetnet  # noqa: F401  (registers the Auto classes)
-from aetnet.data.funsd import FUNSD_LABELS
-from aetnet.data.synthetic import load_synthetic_funsd
-from aetnet.modeling_aetnet import AETNetForTokenClassification
-from aetnet.processing_aetnet import AETNetProcessor, default_stride
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
+from aetnet import AETNetForTokenClassification, AETNetProcessor
+from aetnet.data import FUNSD_LABELS, load_synthetic_funsd
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
+from aetnet.windowing import default_stride
 
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_funsd.py"
@@ -47,18 +59,28 @@ def offline_env() -> dict[str, str]:
 def run(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("run_funsd")
     command = [
-        sys.executable, str(SCRIPT),
-        "--output_dir", str(output_dir),
-        "--synthetic_train_size", str(NUM_TRAIN),
-        "--synthetic_test_size", str(NUM_TEST),
-        "--seed", str(SEED),
-        "--max_steps", "2",
-        "--per_device_train_batch_size", "2",
-        "--logging_steps", "1",
+        sys.executable,
+        str(SCRIPT),
+        "--output_dir",
+        str(output_dir),
+        "--synthetic_train_size",
+        str(NUM_TRAIN),
+        "--synthetic_test_size",
+        str(NUM_TEST),
+        "--seed",
+        str(SEED),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--logging_steps",
+        "1",
         # Short windows, so that the forms are split and merged back; no --doc_stride: the default must fit them
         # (a fixed 128 does not fit in 96-token windows).
-        "--max_seq_length", str(MAX_LENGTH),
-        "--disable_tqdm", "True",
+        "--max_seq_length",
+        str(MAX_LENGTH),
+        "--disable_tqdm",
+        "True",
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=offline_env(), timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -102,10 +124,9 @@ def test_push_to_hub_offline_exits_with_one_line_before_training(tmp_path):
 
 def test_hub_access_problem_names_the_missing_token_and_the_unreachable_hub(monkeypatch):
     import huggingface_hub
+    from hub_access import hub_access_problem
     from huggingface_hub import constants
     from transformers import TrainingArguments
-
-    from hub_access import hub_access_problem
 
     arguments = TrainingArguments("unused", push_to_hub=True)
     assert hub_access_problem(TrainingArguments("unused")) is None
@@ -156,8 +177,13 @@ def test_output_reloads_and_reproduces_the_predictions(run):
 
     document = load_synthetic_funsd(NUM_TRAIN, NUM_TEST, seed=SEED)["test"][0]
     encoding = processor(
-        document["image"], document["words"], boxes=document["bboxes"], boxes_normalized=True,
-        max_length=MAX_LENGTH, stride=default_stride(MAX_LENGTH), return_tensors="pt",
+        document["image"],
+        document["words"],
+        boxes=document["bboxes"],
+        boxes_normalized=True,
+        max_length=MAX_LENGTH,
+        stride=default_stride(MAX_LENGTH),
+        return_tensors="pt",
     )
     assert encoding["input_ids"].shape[0] > 1, "the form should need several windows"
     with torch.no_grad():
@@ -192,11 +218,31 @@ def test_starts_from_three_encoder_checkpoints(tmp_path, monkeypatch):
     layout, vision, text = make_encoders(tmp_path)
     output_dir = tmp_path / "out"
     argv = [
-        str(SCRIPT), "--output_dir", str(output_dir),
-        "--layout_model", layout, "--vision_model", vision, "--text_model", text,
-        "--synthetic_train_size", str(NUM_TRAIN), "--synthetic_test_size", "1", "--seed", str(SEED),
-        "--max_steps", "1", "--per_device_train_batch_size", "2", "--do_predict", "False", "--disable_tqdm", "True",
-        "--dataloader_pin_memory", "False",
+        str(SCRIPT),
+        "--output_dir",
+        str(output_dir),
+        "--layout_model",
+        layout,
+        "--vision_model",
+        vision,
+        "--text_model",
+        text,
+        "--synthetic_train_size",
+        str(NUM_TRAIN),
+        "--synthetic_test_size",
+        "1",
+        "--seed",
+        str(SEED),
+        "--max_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "2",
+        "--do_predict",
+        "False",
+        "--disable_tqdm",
+        "True",
+        "--dataloader_pin_memory",
+        "False",
     ]
     # In-process (a second interpreter start costs more than the run); the script sets the torch thread count.
     spec = importlib.util.spec_from_file_location("run_funsd", SCRIPT)

@@ -1,25 +1,37 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of document classification: the RVL-CDIP readers, the classification metrics and confusion-matrix plot, and
 `examples/run_rvlcdip.py` (AETNet and `--baseline layoutlmv3`) for 2 steps on six rendered pages."""
 
 from __future__ import annotations
 
 import json
-import sys
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytesseract
 import pytest
+from conftest import load_example
 from huggingface_hub import ModelCard
 from PIL import Image, ImageDraw, ImageFont
 
-import aetnet.ocr_cache as ocr_cache_module
-from conftest import load_example
-
+import aetnet.data.ocr_cache as ocr_cache_module
+from aetnet.data.ocr_cache import OCRCache
 from aetnet.data.rvlcdip import RVLCDIP_LABELS, load_rvlcdip
-from aetnet.metrics.classification import classification_metrics, confusion_matrix, plot_confusion_matrix
-from aetnet.ocr_cache import OCRCache
+from aetnet.metrics import classification_metrics, confusion_matrix, plot_confusion_matrix
 
 
 REPO = Path(__file__).resolve().parents[1]

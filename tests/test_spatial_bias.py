@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 `spatial_bias_init="locality"`: LayoutLMv3's 2D relative-position tables (which transformers never trains) start
 as a prior to attend near a token's box; a checkpoint's tables are kept on loading; bad values are named.
@@ -7,7 +20,6 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_config
 
 from aetnet import AETNetConfig, AETNetForTokenClassification, AETNetModel
@@ -54,9 +66,17 @@ def test_a_token_attends_to_the_patches_around_its_box():
     assert to_patches[:, 3].sum() > 0.7 * total and to_patches[2:].sum() > 0.7 * total, to_patches
     assert to_patches[3, 3] > 10 * to_patches[0, 0], to_patches
     random = AETNetModel(tiny_config(attn_implementation="eager")).eval()
-    uniform = random.layoutlmv3(
-        input_ids=torch.tensor([[0, 7, 2]]), bbox=bbox, pixel_values=torch.zeros(1, 3, 16, 16), output_attentions=True
-    ).attentions[0][0, :, 1, 3 + 1 :].mean(0).view(grid, grid)
+    uniform = (
+        random.layoutlmv3(
+            input_ids=torch.tensor([[0, 7, 2]]),
+            bbox=bbox,
+            pixel_values=torch.zeros(1, 3, 16, 16),
+            output_attentions=True,
+        )
+        .attentions[0][0, :, 1, 3 + 1 :]
+        .mean(0)
+        .view(grid, grid)
+    )
     assert uniform[:, 3].sum() < 0.4 * uniform.sum()  # without the prior: about a quarter, no preference
 
 

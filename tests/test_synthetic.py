@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of the synthetic FUNSD-like forms: schema, determinism, label consistency and that boxes match the ink."""
 
 import time
@@ -7,8 +20,7 @@ import datasets
 import numpy as np
 import pytest
 
-from aetnet.data.funsd import FUNSD_LABELS, funsd_features
-from aetnet.data.synthetic import generate_synthetic_forms, load_synthetic_funsd
+from aetnet.data import FUNSD_LABELS, funsd_features, generate_synthetic_forms, load_synthetic_funsd
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +143,7 @@ def test_words_are_drawn_inside_their_boxes(word_level_forms):
         stray_rows = (ink & ~covered).sum(axis=1)
         stray_row_indices = np.flatnonzero(stray_rows)
         for row in stray_row_indices:
-            assert (
-                stray_rows[row] > 20 or stray_rows[max(row - 1, 0)] > 20 or stray_rows[min(row + 1, height - 1)] > 20
-            )
+            assert stray_rows[row] > 20 or stray_rows[max(row - 1, 0)] > 20 or stray_rows[min(row + 1, height - 1)] > 20
 
 
 def test_load_synthetic_funsd_splits_differ():

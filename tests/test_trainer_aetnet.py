@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of AETNetTrainer on one trained run (parameters, momentum, logged terms, model card) and on two processes."""
 
 from __future__ import annotations
@@ -12,11 +25,9 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from aetnet.configuration_aetnet import AETNetConfig
+from aetnet import AETNetConfig, AETNetForTokenClassification, AETNetTrainer, AETNetTrainingArguments
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.metrics import compute_token_classification_metrics
-from aetnet.modeling_aetnet import AETNetForTokenClassification
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
 
 
 LABELS = ["O", "B-KEY", "I-KEY"]
@@ -24,7 +35,7 @@ SEQ_LEN, VOCAB, IMAGE = 12, 99, 16
 OBJECTIVES = ("ditc", "imc", "glitc", "pita")
 # Stock LayoutLMv3 computes its relative-position biases under no_grad, so AETNet freezes these tables.
 NO_GRAD_TABLES = ("rel_pos_bias", "rel_pos_x_bias", "rel_pos_y_bias")
-TRAINER_LOGGER = "aetnet.trainer_aetnet"
+TRAINER_LOGGER = "aetnet.training.trainer_aetnet"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -135,7 +146,9 @@ def test_every_trainable_parameter_changes(trained):
     assert not unchanged, sorted(unchanged)
     assert "aetnet.temp" in trainable
     # The tables that stock LayoutLMv3 uses under no_grad are frozen rather than left trainable and gradient-less.
-    frozen = {name.rsplit(".", 2)[-2] for name, param in params.items() if not param.requires_grad and "_m." not in name}
+    frozen = {
+        name.rsplit(".", 2)[-2] for name, param in params.items() if not param.requires_grad and "_m." not in name
+    }
     assert frozen == set(NO_GRAD_TABLES)
 
 
@@ -207,7 +220,7 @@ sys.path.insert(0, {tests_dir!r})
 torch.set_num_threads(1)
 from test_trainer_aetnet import make_model, make_documents, make_args, count_calls
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.trainer_aetnet import AETNetTrainer
+from aetnet import AETNetTrainer
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 model = make_model()

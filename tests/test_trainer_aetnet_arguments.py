@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of AETNetTrainer's arguments: weight decay, queue size, loss weights, distillation ramp, push_to_hub."""
 
 from __future__ import annotations
@@ -12,17 +25,22 @@ from types import SimpleNamespace
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from test_trainer_aetnet import (
+    IMAGE,
+    TRAINER_LOGGER,
+    compute_metrics,
+    make_args,
+    make_documents,
+    make_model,
+    single_thread,  # noqa: F401 (autouse fixture: one torch thread)
+)
 from transformers import AutoModelForTokenClassification, AutoProcessor, LayoutLMv3ImageProcessorPil
 
 import aetnet  # noqa: F401  (registers the Auto classes and the remote-code files)
+from aetnet import AETNetForTokenClassification, AETNetProcessor, AETNetTrainer, MomentumUpdateCallback
+from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.modeling_aetnet import AETNetForTokenClassification
-from aetnet.processing_aetnet import AETNetProcessor
-from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
-from aetnet.trainer_aetnet import AETNetTrainer, DistillationRampCallback, MomentumUpdateCallback
-
-from test_trainer_aetnet import IMAGE, TRAINER_LOGGER, compute_metrics, make_args, make_documents, make_model
-from test_trainer_aetnet import single_thread  # noqa: F401 (autouse fixture: one torch thread)
+from aetnet.training import DistillationRampCallback
 
 
 def test_temperature_and_gates_are_excluded_from_weight_decay(tmp_path):
@@ -58,7 +76,8 @@ def test_queue_follows_the_training_set_by_default(tmp_path, caplog):
 def test_queue_kept_when_asked_warns_only_beyond_the_training_set(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=TRAINER_LOGGER):
         AETNetTrainer(
-            model=make_model(queue_size=8), args=make_args(tmp_path, fit_queue_to_dataset=False),
+            model=make_model(queue_size=8),
+            args=make_args(tmp_path, fit_queue_to_dataset=False),
             train_dataset=make_documents(8),
         )
     assert "queue_size" not in caplog.text
@@ -80,7 +99,10 @@ def test_training_arguments_validate_weights_and_alpha(tmp_path):
         make_args(tmp_path, distill_alpha=1.5)
     args = make_args(tmp_path, loss_weights="ditc=0.5")
     assert args.alignment_loss_weights == {"ditc": 0.5}  # the others stay the model config's
-    assert make_args(tmp_path, loss_weights='{"ditc": 0.5, "pita": 0}').alignment_loss_weights == {"ditc": 0.5, "pita": 0}
+    assert make_args(tmp_path, loss_weights='{"ditc": 0.5, "pita": 0}').alignment_loss_weights == {
+        "ditc": 0.5,
+        "pita": 0,
+    }
     with pytest.raises(ValueError, match="does not compute"):  # an objective the model does not have
         AETNetTrainer(model=make_model(alignment_objectives=["pita"]), args=make_args(tmp_path, loss_weights="ditc=1"))
 
@@ -90,7 +112,9 @@ def test_the_weights_live_in_the_model_config(tmp_path):
     assert model.config.alignment_loss_weights == {"ditc": 1.0, "imc": 0.25, "glitc": 1.0, "pita": 1.0}
     # A weight given to the trainer is written into the config, so that the saved model, its `loss` and the
     # trainer's loss agree; the others keep the config's value.
-    trainer = AETNetTrainer(model=model, args=make_args(tmp_path, loss_weights="pita=0.5"), train_dataset=make_documents(8))
+    trainer = AETNetTrainer(
+        model=model, args=make_args(tmp_path, loss_weights="pita=0.5"), train_dataset=make_documents(8)
+    )
     assert model.config.alignment_loss_weights == {"ditc": 1.0, "imc": 0.25, "glitc": 1.0, "pita": 0.5}
     batch = AETNetDataCollator()(make_documents(4))
     model.train()
@@ -163,8 +187,15 @@ def test_push_to_hub_uploads_card_weights_processor_and_remote_code(tmp_path, mo
     repo = tmp_path / "hub" / "local" / "aetnet-tiny"
     uploaded = {path.name for path in repo.iterdir()}
     expected = {
-        "README.md", "config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
-        "modeling_aetnet.py", "configuration_aetnet.py", "losses.py", "processing_aetnet.py",
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "processor_config.json",
+        "tokenizer.json",
+        "modeling_aetnet.py",
+        "configuration_aetnet.py",
+        "losses.py",
+        "processing_aetnet.py",
     }
     assert expected <= uploaded, expected - uploaded
     card = ModelCard.load(repo / "README.md")

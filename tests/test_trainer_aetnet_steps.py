@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Tests of AETNetTrainer's optimizer steps: gradient accumulation, the plain Trainer, non-finite losses, bf16."""
 
 from __future__ import annotations
@@ -8,13 +21,18 @@ import math
 
 import pytest
 import torch
+from test_trainer_aetnet import (
+    OBJECTIVES,
+    TRAINER_LOGGER,
+    make_args,
+    make_documents,
+    make_model,
+    single_thread,  # noqa: F401 (autouse fixture: one torch thread)
+)
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from aetnet import AETNetTrainer, AETNetTrainingArguments
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.trainer_aetnet import AETNetTrainer, AETNetTrainingArguments
-
-from test_trainer_aetnet import OBJECTIVES, TRAINER_LOGGER, make_args, make_documents, make_model
-from test_trainer_aetnet import single_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 
 def args_for_accumulation(tmp_path, name: str, accumulation: int, **kwargs) -> AETNetTrainingArguments:
@@ -79,8 +97,15 @@ def test_plain_trainer_trains_the_whole_objective(tmp_path):
     trainer = Trainer(
         model=model,
         args=TrainingArguments(
-            output_dir=str(tmp_path), report_to="none", use_cpu=True, max_steps=2, per_device_train_batch_size=4,
-            learning_rate=1e-2, logging_steps=1, save_strategy="no", disable_tqdm=True,
+            output_dir=str(tmp_path),
+            report_to="none",
+            use_cpu=True,
+            max_steps=2,
+            per_device_train_batch_size=4,
+            learning_rate=1e-2,
+            logging_steps=1,
+            save_strategy="no",
+            disable_tqdm=True,
         ),
         train_dataset=documents,
         data_collator=AETNetDataCollator(),
@@ -93,7 +118,9 @@ def test_plain_trainer_trains_the_whole_objective(tmp_path):
     for name in ("classifier.weight", "aetnet.temp", "aetnet.vision_proj.weight", "aetnet.text_proj.weight"):
         assert not torch.equal(after[name], before[name]), name
     # The model runs its own EMA step in every training forward: the momentum encoders moved too.
-    assert not torch.equal(after["aetnet.vision_model_m.embeddings.cls_token"], before["aetnet.vision_model_m.embeddings.cls_token"])
+    assert not torch.equal(
+        after["aetnet.vision_model_m.embeddings.cls_token"], before["aetnet.vision_model_m.embeddings.cls_token"]
+    )
 
 
 def test_nonfinite_loss_is_skipped_and_counted(tmp_path, caplog):
@@ -123,7 +150,9 @@ def test_bf16_autocast_trains_with_every_term(tmp_path):
     dtypes = []
     model.classifier.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
     trainer = AETNetTrainer(
-        model=model, args=make_args(tmp_path, bf16=True), train_dataset=make_documents(),
+        model=model,
+        args=make_args(tmp_path, bf16=True),
+        train_dataset=make_documents(),
         data_collator=AETNetDataCollator(augment=True, seed=0),
     )
     trainer.train()

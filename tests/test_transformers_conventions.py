@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 What a transformers user does with any model, done with AETNet: a plain PyTorch loop on `outputs.loss` trains every
 objective; `return_dict=False`; `resize_token_embeddings`; `device_map="auto"` with `max_memory` (offload);
@@ -8,10 +21,9 @@ import copy
 
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import AutoModelForTokenClassification
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-from conftest import tiny_config
 
 from aetnet import (
     AETNetForQuestionAnswering,

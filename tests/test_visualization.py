@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Where `draw_prediction` puts entity tags: never over a word of the page, another tag or the legend, also on a page
 where the lines of text leave no room between them."""
 
@@ -5,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import aetnet.visualization as visualization
-from aetnet.tag_layout import layout_tags
-from aetnet.visualization import KNOWN_COLORS, draw_prediction
+import aetnet.visualization.drawing as visualization
+from aetnet.visualization import draw_prediction, layout_tags
+from aetnet.visualization.drawing import KNOWN_COLORS
 
 
 LABELS = ["QUESTION", "ANSWER", "HEADER"]

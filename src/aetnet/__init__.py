@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 aetnet: Alignment-Enriched Tuning (AETNet, Wang et al., AAAI 2023) for LayoutLMv3, native to Hugging Face transformers.
 
@@ -53,12 +66,12 @@ AETNetProcessor.register_for_auto_class()
 
 
 _LAZY = {
-    "AETNetTrainer": "trainer_aetnet",
-    "AETNetTrainingArguments": "training_args_aetnet",
-    "MomentumUpdateCallback": "trainer_callbacks",
+    "AETNetTrainer": "training",
+    "AETNetTrainingArguments": "training",
+    "MomentumUpdateCallback": "training",
     "DocumentPredictor": "inference",
     "predict": "inference",
-    "export_onnx": "onnx_export",
+    "export_onnx": "inference",
 }
 
 

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Alignment objectives as plug-ins: a registry, the `AlignmentObjective` base class and the `AlignmentFeatures` bundle
 that `AETNetModel` fills once per training step and hands to every enabled objective.
@@ -143,7 +156,6 @@ class AlignmentObjective(nn.Module):
         )
 
 
-
 def prior_entropy(counts: torch.Tensor) -> float:
     """
     The entropy (nats) of the empirical distribution with these `counts`: the cross-entropy of the best constant
@@ -152,6 +164,7 @@ def prior_entropy(counts: torch.Tensor) -> float:
     counts = counts.double().flatten()
     probabilities = counts[counts > 0] / counts.sum()
     return float(-(probabilities * probabilities.log()).sum()) if counts.sum() > 0 else 0.0
+
 
 @dataclass
 class AlignmentFeatures:

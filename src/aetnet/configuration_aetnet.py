@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """AETNet configuration: a LayoutLMv3 fusion model plus a ViT and a RoBERTa alignment encoder."""
 
 from __future__ import annotations
@@ -11,19 +24,21 @@ from transformers import AutoConfig, LayoutLMv3Config, RobertaConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 from .alignment import get_objective
+
 # Each import registers its objective, in the paper's order (the order of `registered_objectives()`).
 from .objective_ditc import DocumentImageTextContrast  # noqa: F401, I001
-from .objective_imc import IntraModalContrast  # noqa: F401
 from .objective_glitc import GlobalLocalContrast  # noqa: F401
+from .objective_imc import IntraModalContrast  # noqa: F401
 from .objective_pita import PITA_LOSSES, PITA_SPAN_POLICIES
+from .objective_psl import PseudoKeywordPrediction  # noqa: F401
+
 # The seeds' other objectives, off by default: LayoutLMv2's text-image alignment and matching, SIMLA's cross-modal
 # masked modelling and keyword prediction. `from .module import name`, not `from . import module`: transformers
 # finds the files that remote code needs only in that form.
 from .objective_tia import TextImageAlignment  # noqa: F401
 from .objective_tim import TextImageMatching  # noqa: F401
-from .objective_xmm_text import CrossModalMaskedText  # noqa: F401
 from .objective_xmm_image import CrossModalMaskedImage  # noqa: F401
-from .objective_psl import PseudoKeywordPrediction  # noqa: F401
+from .objective_xmm_text import CrossModalMaskedText  # noqa: F401
 from .spatial_bias import SPATIAL_BIAS_INITS
 
 
@@ -39,8 +54,12 @@ _PRESETS = {
     # 64 px pages in 8 px patches (an 8 x 8 grid, 64 cells) so that documents differ at initialisation, with tiny-like
     # widths so that one FUNSD run (train + evaluation) takes about 150 s on a 2-core CPU.
     "study": dict(hidden=64, layers=2, heads=4, intermediate=128, coordinate=10, shape=12, image=64, patch=8, embed=32),
-    "small": dict(hidden=192, layers=4, heads=4, intermediate=768, coordinate=32, shape=32, image=224, patch=16, embed=128),
-    "base": dict(hidden=768, layers=12, heads=12, intermediate=3072, coordinate=128, shape=128, image=224, patch=16, embed=256),
+    "small": dict(
+        hidden=192, layers=4, heads=4, intermediate=768, coordinate=32, shape=32, image=224, patch=16, embed=128
+    ),
+    "base": dict(
+        hidden=768, layers=12, heads=12, intermediate=3072, coordinate=128, shape=128, image=224, patch=16, embed=256
+    ),
 }
 
 
@@ -196,9 +215,7 @@ class AETNetConfig(PreTrainedConfig):
             parameters = inspect.signature(get_objective(name).__init__).parameters
             unknown = sorted(set(settings) - set(list(parameters)[2:]))
             if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-                raise ValueError(
-                    f"Objective {name!r} has no setting {unknown}; its settings: {list(parameters)[2:]}"
-                )
+                raise ValueError(f"Objective {name!r} has no setting {unknown}; its settings: {list(parameters)[2:]}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum}")
         if self.queue_size <= 0:
@@ -247,9 +264,7 @@ class AETNetConfig(PreTrainedConfig):
         return any(get_objective(name).needs_momentum for name in self.alignment_objectives)
 
     @classmethod
-    def from_preset(
-        cls, name: str, *, vocab_size: int = 50265, max_length: int = 512, **kwargs
-    ) -> AETNetConfig:
+    def from_preset(cls, name: str, *, vocab_size: int = 50265, max_length: int = 512, **kwargs) -> AETNetConfig:
         """
         Build a randomly initialisable config of a named size: `"tiny"` (tests, seconds on CPU), `"study"`
         (64 px pages, 8 x 8 patches: every objective can learn, a FUNSD run in minutes on 2 CPU cores), `"small"` (a
@@ -300,7 +315,4 @@ __all__ = [
     "AETNetConfig",
     "ALIGNMENT_OBJECTIVES",
     "FUSION_INJECTIONS",
-    "PITA_LOSSES",
-    "PITA_SPAN_POLICIES",
-    "SPATIAL_BIAS_INITS",
 ]

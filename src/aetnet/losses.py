@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 What the alignment objectives (`objective_*.py`) share: the distributed gather, the float32 / masking helpers and
 `weighted_objective`, the one place where the task loss and the weighted terms are combined.
@@ -57,7 +70,11 @@ def _soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 
 
 def _logits_against_queue(
-    anchor: torch.Tensor, batch_m: torch.Tensor, queue: torch.Tensor, temp: torch.Tensor, queue_valid: torch.Tensor | None
+    anchor: torch.Tensor,
+    batch_m: torch.Tensor,
+    queue: torch.Tensor,
+    temp: torch.Tensor,
+    queue_valid: torch.Tensor | None,
 ) -> torch.Tensor:
     """Similarities of `anchor` (B, E) to the momentum features of the batch (B, E) then the queue (E, Q)."""
     logits = torch.cat([anchor @ batch_m.t(), anchor @ queue], dim=1) / temp

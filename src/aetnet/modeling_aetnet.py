@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 AETNet models: LayoutLMv3 fine-tuned with a ViT and a RoBERTa alignment encoder, their momentum copies, two feature
 queues and pluggable alignment objectives (Wang et al., AAAI 2023). This file holds the task heads; the encoder is
@@ -22,9 +35,7 @@ from transformers.utils import TransformersKwargs, can_return_tuple
 
 from .configuration_aetnet import AETNetConfig
 from .losses import weighted_objective
-from .modeling_aetnet_base import TEMPERATURE_RANGE, AETNetModel, AETNetPreTrainedModel
-from .modeling_aetnet_layoutlmv3 import AETNetLayoutLMv3Model
-from .modeling_aetnet_loading import CheckpointMismatchError
+from .modeling_aetnet_base import AETNetModel, AETNetPreTrainedModel
 from .modeling_aetnet_outputs import (
     AETNetModelOutput,
     AETNetQuestionAnsweringModelOutput,
@@ -214,13 +225,4 @@ __all__ = [
     "AETNetForQuestionAnswering",
     "AETNetForSequenceClassification",
     "AETNetForTokenClassification",
-    "AETNetLayoutLMv3Model",
-    "AETNetModel",
-    "AETNetModelOutput",
-    "AETNetPreTrainedModel",
-    "AETNetQuestionAnsweringModelOutput",
-    "AETNetSequenceClassifierOutput",
-    "AETNetTokenClassifierOutput",
-    "CheckpointMismatchError",
-    "TEMPERATURE_RANGE",
 ]

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Relation extraction (key-value linking, e.g. FUNSD question -> answer) on AETNet and, as its baseline, on stock
 LayoutLMv3: one pair classifier, [`RelationExtractionHead`], over entity representations of the fused hidden states,
@@ -35,7 +48,7 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.utils import can_return_tuple
 
 from .losses import weighted_objective
-from .modeling_aetnet import AETNetModel, AETNetPreTrainedModel
+from .modeling_aetnet_base import AETNetModel, AETNetPreTrainedModel
 from .relation_geometry import RELATION_GEOMETRIES, PairGeometry, entity_boxes
 from .relation_pairs import ENTITY_PAD, relation_candidates, validate_relation_inputs
 
@@ -127,8 +140,12 @@ class RelationExtractionHead(nn.Module):
 
         def mlp():
             return nn.Sequential(
-                nn.Linear(2 * hidden_size, hidden_size), nn.ReLU(), nn.Dropout(dropout),
-                nn.Linear(hidden_size, projection), nn.ReLU(), nn.Dropout(dropout),
+                nn.Linear(2 * hidden_size, hidden_size),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden_size, projection),
+                nn.ReLU(),
+                nn.Dropout(dropout),
             )
 
         self.head_mlp, self.tail_mlp = mlp(), mlp()
@@ -164,9 +181,7 @@ class RelationExtractionHead(nn.Module):
             raise ValueError("`bbox` is required: this head scores the entities' boxes (`relation_geometry='box'`)")
         entities = self.entity_representations(text_states, entity_spans, entity_labels)
         negatives = self.max_negatives_per_head if self.training and relations is not None else None
-        pairs, pair_labels = relation_candidates(
-            entity_labels, self.relation_type_ids, relations, negatives, generator
-        )
+        pairs, pair_labels = relation_candidates(entity_labels, self.relation_type_ids, relations, negatives, generator)
         heads = self.head_mlp(entities)[pairs[:, 0], pairs[:, 1]]
         tails = self.tail_mlp(entities)[pairs[:, 0], pairs[:, 2]]
         logits = self.bilinear(heads, tails) + self.linear(torch.cat([heads, tails], dim=-1))

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """DITC, document-level image-text contrast: ALBEF's image-text contrastive loss with momentum distillation."""
 
 from __future__ import annotations
@@ -74,8 +87,15 @@ class DocumentImageTextContrast(AlignmentObjective):
         f = features
         alpha = self.distill_alpha * f.distill_ramp
         return self.loss(
-            f.image_feat, f.text_feat, f.image_feat_m, f.text_feat_m, f.image_queue, f.text_queue, f.temp,
-            alpha=alpha, queue_valid=f.queue_valid,
+            f.image_feat,
+            f.text_feat,
+            f.image_feat_m,
+            f.text_feat_m,
+            f.image_queue,
+            f.text_queue,
+            f.temp,
+            alpha=alpha,
+            queue_valid=f.queue_valid,
         )
 
     def chance_level(self, features: AlignmentFeatures) -> float:

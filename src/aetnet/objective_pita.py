@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """PITA, patch-level image-text alignment: each image patch against the mean of the OCR tokens inside it."""
 
 from __future__ import annotations
@@ -125,7 +138,9 @@ class PatchTokenAlignmentLoss(nn.Module):
             logits = torch.bmm(patch_feat, cell_feat.transpose(1, 2)) / temp.float()  # (B, patch cell, text cell)
             targets = torch.arange(logits.shape[1], device=logits.device).expand(logits.shape[0], -1)
             i2t = F.cross_entropy(
-                logits.masked_fill(~occupied[:, None, :], MASKED_LOGIT).flatten(0, 1), targets.flatten(), reduction="none"
+                logits.masked_fill(~occupied[:, None, :], MASKED_LOGIT).flatten(0, 1),
+                targets.flatten(),
+                reduction="none",
             )
             t2i = F.cross_entropy(logits.transpose(1, 2).flatten(0, 1), targets.flatten(), reduction="none")
             rows = occupied.flatten().float()

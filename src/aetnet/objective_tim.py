@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 TIM, text-image matching (LayoutLMv2, Xu et al., ACL 2021, arXiv 2012.14740): a binary head on LayoutLMv3's fused
 output tells whether the page image and the text come from the same document, which is a coarse, document-level
@@ -31,6 +44,7 @@ def true_pairs(features: Any, source: torch.Tensor) -> torch.Tensor:
     `(B,)` bool: whether page i's text with page `source[i]`'s image is still a true pair of the batch, i.e. some page
     has exactly that text (ids, boxes, mask) and exactly that image (duplicated pages, blank images, templates).
     """
+
     def same(tensor: torch.Tensor) -> torch.Tensor:  # (B, B): pages m and n hold identical values
         flat = tensor.flatten(1)
         # One row at a time: a (B, B, values) comparison of whole pages would not fit for large batches.

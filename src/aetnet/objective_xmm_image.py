@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 XMM-image, the image side of SIMLA's symmetric cross-modal masked modelling (Khan et al., ECCV 2022, arXiv
 2203.14395), as a fine-tuning objective for LayoutLMv3: masked patch modelling conditioned on the full text.
@@ -157,7 +170,7 @@ class CrossModalMaskedImage(AlignmentObjective):
         batch_size, num_patches = patch_targets.shape[:2]
         if num_patches != self.grid_size**2:
             raise ValueError(
-                f"The ViT gives {num_patches} patches but LayoutLMv3's grid has {self.grid_size ** 2}: xmm_image "
+                f"The ViT gives {num_patches} patches but LayoutLMv3's grid has {self.grid_size**2}: xmm_image "
                 "needs `vision_config` image_size / patch_size equal to `layout_config` input_size / patch_size"
             )
         mask = self.mask_patches(batch_size).to(f.pixel_values.device)

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 XMM-text, the text side of SIMLA's symmetric cross-modal masked modelling (Khan et al., "Single-Stream Multi-Level
 Alignment for Vision-Language Pretraining", ECCV 2022, arXiv 2203.14395), as a fine-tuning objective for LayoutLMv3.
@@ -195,8 +208,13 @@ class CrossModalMaskedText(AlignmentObjective):
         ordinary = torch.ones(vocab_size, dtype=torch.bool)
         ordinary[[*self.special_ids, self.mask_token_id]] = False
         masked_ids = corrupt_tokens(
-            input_ids, mask, self.mask_token_id, ordinary.nonzero().squeeze(1), generator,
-            self.mask_fraction, self.random_fraction,
+            input_ids,
+            mask,
+            self.mask_token_id,
+            ordinary.nonzero().squeeze(1),
+            generator,
+            self.mask_fraction,
+            self.random_fraction,
         )
         return masked_ids, mask.to(input_ids.device)
 

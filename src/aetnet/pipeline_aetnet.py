@@ -18,10 +18,10 @@
   answers: `score`, `answer`, `start`, `end`) fed by the AETNet processor, so that the model gets the page pixels it
   needs (the stock one passes them only to LayoutLMv2/v3 configs, under another name).
 - [`DocumentTokenClassificationPipeline`] (task `document-token-classification`) labels the words of a page and
-  groups them into entities, as [`~aetnet.inference.DocumentPredictor`] does (same dict per page).
+  groups them into entities, as [`~aetnet.page_predictor.PagePredictor`] does (same dict per page).
 
 Both take an image with given words and boxes, or run Tesseract, cut long pages into windows, and batch windows
-(`batch_size=...`). A checkpoint saved by the example scripts (or passed to [`save_custom_pipelines`]) names its
+(`batch_size=...`). A checkpoint saved by the example scripts (or passed to [`~aetnet.training.save_custom_pipelines`]) names its
 pipeline in `config.json` (`custom_pipelines`) and carries this file, so that it also works where aetnet is not
 installed:
 
@@ -43,27 +43,21 @@ This module imports only torch, transformers and its sibling modules, so that ch
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from pathlib import Path
-from types import SimpleNamespace
-
 import torch
 from transformers import AutoModelForTokenClassification
-from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 from transformers.pipelines.document_question_answering import DocumentQuestionAnsweringPipeline
 
-from .inference import DocumentPredictor, as_page
-from .inference_checkpoints import task_of, text_positions
-from .processing_aetnet import default_stride
+from .page_predictor import PagePredictor, text_positions
+from .pages import as_page
+from .tasks import TASKS
+from .windowing import default_stride
 
 
-TASK = "document-token-classification"
-QA_TASK = "document-question-answering"
+TASK = TASKS["token-classification"].pipeline
+QA_TASK = TASKS["question-answering"].pipeline
 
 
 class DocumentTokenClassificationPipeline(ChunkPipeline):
@@ -96,11 +90,9 @@ class DocumentTokenClassificationPipeline(ChunkPipeline):
         }
         return preprocess_params, {}, {}
 
-    def _predictor(self, **settings) -> DocumentPredictor:
+    def _predictor(self, **settings) -> PagePredictor:
         """A predictor over this pipeline's model and processor; cheap, as the model is only referenced."""
-        return DocumentPredictor(
-            self.model, self.processor, task="token-classification", device=self.device, **settings
-        )
+        return PagePredictor(self.model, self.processor, task="token-classification", device=self.device, **settings)
 
     def preprocess(self, inputs, **settings):
         result, ((_, windows),) = self._predictor(**settings).prepare(as_page(inputs))
@@ -216,57 +208,6 @@ class AETNetDocumentQuestionAnsweringPipeline(DocumentQuestionAnsweringPipeline)
         return outputs
 
 
-# Per task of a checkpoint: the pipeline task name, its class and the Auto class that loads the model.
-CUSTOM_PIPELINES = {
-    "token-classification": (TASK, DocumentTokenClassificationPipeline, "AutoModelForTokenClassification"),
-    "question-answering": (QA_TASK, AETNetDocumentQuestionAnsweringPipeline, "AutoModelForQuestionAnswering"),
-}
-
-
-def custom_pipelines_entry(task: str) -> dict:
-    """The `custom_pipelines` value of `config.json` for a checkpoint of `task` (`"token-classification"` or
-    `"question-answering"`); empty for other tasks."""
-    if task not in CUSTOM_PIPELINES:
-        return {}
-    name, pipeline_class, auto_class = CUSTOM_PIPELINES[task]
-    module = Path(__file__).stem
-    return {name: {"impl": f"{module}.{pipeline_class.__name__}", "pt": [auto_class], "type": "multimodal"}}
-
-
-def save_custom_pipelines(save_directory: str | os.PathLike, model=None) -> dict:
-    """
-    Make a saved checkpoint answer `transformers.pipeline(..., trust_remote_code=True)` without aetnet installed:
-    name its pipeline in `config.json` (`custom_pipelines`: `document-question-answering` for a question answering
-    head, `document-token-classification` for token classification; nothing for other heads) and copy this module
-    and the modules it imports (`inference.py`, `processing_aetnet.py`, ...) next to it.
-
-    Call it after `model.save_pretrained(save_directory)`. Pass `model` to also set `model.config.custom_pipelines`,
-    so that later saves of the same model (e.g. `Trainer.push_to_hub`) keep the entry.
-
-    Returns:
-        `dict`: the `custom_pipelines` entry written (empty when the head has no pipeline here).
-    """
-    folder = Path(save_directory)
-    config_file = folder / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    try:
-        task = task_of(SimpleNamespace(architectures=config.get("architectures")))
-    except ValueError:
-        return {}
-    entry = custom_pipelines_entry(task)
-    if not entry:
-        return {}
-    config["custom_pipelines"] = entry
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    for source in [__file__, *get_relative_import_files(__file__)]:
-        target = folder / Path(source).name
-        if Path(source).resolve() != target.resolve():
-            shutil.copyfile(source, target)
-    if model is not None:
-        model.config.custom_pipelines = entry
-    return entry
-
-
 PIPELINE_REGISTRY.register_pipeline(
     TASK,
     pipeline_class=DocumentTokenClassificationPipeline,
@@ -277,10 +218,7 @@ PIPELINE_REGISTRY.register_pipeline(
 
 __all__ = [
     "AETNetDocumentQuestionAnsweringPipeline",
-    "CUSTOM_PIPELINES",
     "DocumentTokenClassificationPipeline",
     "QA_TASK",
     "TASK",
-    "custom_pipelines_entry",
-    "save_custom_pipelines",
 ]

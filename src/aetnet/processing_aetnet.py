@@ -37,7 +37,6 @@ from .augmentation import AugmentationConfig, augment_pixel_values
 from .processing_images import run_tesseract, to_rgb_image
 from .processing_inputs import batch_inputs, label_ids, prepare_boxes, validate_lengths, validate_window
 from .windowing import (
-    default_stride,
     first_subword_mask,
     merge_window_predictions,
     pad_word_index,
@@ -318,9 +317,4 @@ class AETNetProcessor(ProcessorMixin):
 __all__ = [
     "AETNetProcessor",
     "WORD_INDEX_KEY",
-    "default_stride",
-    "first_subword_mask",
-    "merge_window_predictions",
-    "pad_word_index",
-    "word_index_rows",
 ]

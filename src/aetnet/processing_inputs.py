@@ -144,9 +144,7 @@ def validate_window(tokenizer, max_length: int, stride: int, questions) -> None:
     for index, question in enumerate(questions):
         question_words = question.split()
         question_length = len(
-            tokenizer(question_words, boxes=[[0, 0, 0, 0]] * len(question_words), add_special_tokens=False)[
-                "input_ids"
-            ]
+            tokenizer(question_words, boxes=[[0, 0, 0, 0]] * len(question_words), add_special_tokens=False)["input_ids"]
         )
         room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - question_length
         if room <= stride:

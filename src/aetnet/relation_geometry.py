@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Where two entities lie relative to each other, as a term of the relation logits (`config.relation_geometry="box"`,
 the default; `"none"` is LayoutXLM's decoder exactly).
@@ -62,8 +75,10 @@ class PairGeometry(nn.Module):
     def __init__(self, hidden_size: int = 64):
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(NUM_GEOMETRY_FEATURES, hidden_size), nn.ReLU(),
-            nn.Linear(hidden_size, hidden_size), nn.ReLU(),
+            nn.Linear(NUM_GEOMETRY_FEATURES, hidden_size),
+            nn.ReLU(),
+            nn.Linear(hidden_size, hidden_size),
+            nn.ReLU(),
             nn.Linear(hidden_size, 2),
         )
 

@@ -27,7 +27,10 @@ RELATION_PAD = -1
 
 
 def validate_relation_inputs(
-    entity_spans: torch.Tensor, entity_labels: torch.Tensor, relations: torch.Tensor | None, text_length: int,
+    entity_spans: torch.Tensor,
+    entity_labels: torch.Tensor,
+    relations: torch.Tensor | None,
+    text_length: int,
     num_entity_labels: int,
 ) -> None:
     """Check shapes and values of the relation inputs; errors name the argument and the offending value."""

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-The implementations of the `aetnet` sub-commands, one module each (`predict`, `export`, `info`); `aetnet.cli` parses
+The implementations of the `aetnet` sub-commands, one module each (`predict`, `export`, `info`); `aetnet.commands.aetnet_cli` parses
 the command line and calls them. Each takes the parsed arguments and returns the exit code, and raises
 [`UsageError`] for a problem with the command line itself.
 

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-`aetnet export`: write a checkpoint's inference graph to an ONNX file with [`~aetnet.onnx_export.export_onnx`] and
+`aetnet export`: write a checkpoint's inference graph to an ONNX file with [`~aetnet.inference.onnx_export.export_onnx`] and
 check it against PyTorch with ONNX Runtime.
 """
 
@@ -35,7 +35,7 @@ def export_command(args) -> int:
     if missing:
         raise UsageError(f"exporting to ONNX needs {', '.join(missing)}: pip install 'aetnet[onnx]'")
 
-    from aetnet.onnx_export import export_onnx
+    from aetnet.inference.onnx_export import export_onnx
 
     try:
         result = export_onnx(

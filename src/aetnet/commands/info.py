@@ -49,7 +49,7 @@ def info_command(args) -> int:
     from transformers import AutoConfig, AutoModel
 
     from aetnet.entities import is_bio
-    from aetnet.inference_checkpoints import RELATION_EXTRACTION, model_class, task_of
+    from aetnet.tasks import RELATION_EXTRACTION, model_class, task_of
 
     try:
         config = AutoConfig.from_pretrained(args.model)

@@ -36,7 +36,7 @@ from aetnet.commands.predict_relations import (
 )
 
 
-RELATION_EXTRACTION = "relation-extraction"  # `aetnet.inference_checkpoints.RELATION_EXTRACTION`, without torch
+RELATION_EXTRACTION = "relation-extraction"  # `aetnet.tasks.RELATION_EXTRACTION`, without torch
 
 
 def _load_words_json(path: str | None) -> dict | None:
@@ -58,8 +58,7 @@ def _load_predictor(args) -> tuple[object, object | None]:
     `RelationPredictor` and the `--entity-model` predictor (`None` with `--entities`)."""
     from transformers.utils import logging as transformers_logging
 
-    from aetnet.inference import DocumentPredictor
-    from aetnet.inference_checkpoints import load_checkpoint
+    from aetnet.inference import DocumentPredictor, load_checkpoint
 
     # One progress bar, over pages: not transformers' weight-loading bar.
     transformers_logging.disable_progress_bar()
@@ -122,7 +121,7 @@ def _per_page(entries: dict | None, sources, option: str, what: str) -> dict | N
                 f"{option} holds one page's {what} but {len(sources)} pages were given; map page names to entries"
             )
         return {sources[0].name: entries[None]}
-    from aetnet.inference import words_key_for
+    from aetnet.pages import words_key_for
 
     unused = len(set(entries) - {words_key_for(entries, source) for source in sources})
     if unused:
@@ -161,9 +160,9 @@ def predict_command(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from aetnet.inference import collect_page_sources
-    from aetnet.visualization import draw_prediction, redact_page
-    from aetnet.visualization_relations import draw_relations
+    from aetnet.pages import collect_page_sources
+    from aetnet.visualization.drawing import draw_prediction, redact_page
+    from aetnet.visualization.drawing.relations import draw_relations
 
     sources, errors = collect_page_sources(args.paths)
     for path, message in errors:
@@ -179,7 +178,11 @@ def predict_command(args) -> int:
     failed, written, used_names = len(errors), 0, set()
     if predictor.task == RELATION_EXTRACTION:
         outcomes = predictor.predict_sources(
-            sources, entities=entities, entity_predictor=entity_predictor, pdf_dpi=args.pdf_dpi, words=words,
+            sources,
+            entities=entities,
+            entity_predictor=entity_predictor,
+            pdf_dpi=args.pdf_dpi,
+            words=words,
             return_images=args.draw,
         )
     else:

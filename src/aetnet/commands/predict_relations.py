@@ -15,7 +15,7 @@
 The relation extraction part of `aetnet predict`: where a relation checkpoint's entities come from (`--entities
 FILE.json` in FUNSD's annotation shape, or the predicted entities of a token classification `--entity-model CKPT`),
 the checks of those options, made before any page is read so that a bad option is a usage error (exit 2) naming the
-option and the offending value, and the [`~aetnet.inference_relations.RelationPredictor`] that runs MODEL.
+option and the offending value, and the [`~aetnet.inference.relations.RelationPredictor`] that runs MODEL.
 
 Kept apart from `predict.py`, which runs every checkpoint, so that each module reads in one go.
 """
@@ -62,7 +62,7 @@ def load_entities_json(path: str | None) -> dict | None:
 def check_entities(entities: dict, entity_labels: list[str], path: str) -> None:
     """Check every page's entities against MODEL's entity types; the first problem is a usage error naming the file,
     the page entry, the entity and the value."""
-    from aetnet.inference_relations import parse_entities
+    from aetnet.inference.relations import parse_entities
 
     for key, entry in entities.items():
         try:
@@ -89,7 +89,7 @@ def relation_predictor(args, model, processor, dtype: str | None) -> tuple[objec
     """`(predictor, entity_predictor)`: the [`RelationPredictor`] of MODEL (already loaded) and, with
     `--entity-model`, the token classification predictor of the entities (else `None`), after the checks of the
     relation options."""
-    from aetnet.inference_relations import RelationPredictor
+    from aetnet.inference.relations import RelationPredictor
 
     if args.entities is None and args.entity_model is None:
         raise UsageError(
@@ -108,8 +108,14 @@ def relation_predictor(args, model, processor, dtype: str | None) -> tuple[objec
         raise UsageError(f"--link-threshold must be in [0, 1], got {threshold}")
     try:
         predictor = RelationPredictor(
-            model, processor, device=args.device, dtype=dtype, batch_size=args.batch_size,
-            max_length=args.max_length, threshold=threshold, one_head_per_tail=args.one_head_per_tail,
+            model,
+            processor,
+            device=args.device,
+            dtype=dtype,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            threshold=threshold,
+            one_head_per_tail=args.one_head_per_tail,
         )
     except _LOAD_ERRORS as error:
         raise UsageError(f"cannot run the model from {args.model} on --device {args.device}: {error}") from None
@@ -120,8 +126,7 @@ def relation_predictor(args, model, processor, dtype: str | None) -> tuple[objec
 
 def _entity_predictor(args, entity_labels: list[str], dtype: str | None):
     """The token classification `DocumentPredictor` of `--entity-model`, whose entity types MODEL must know."""
-    from aetnet.inference import DocumentPredictor
-    from aetnet.inference_checkpoints import load_checkpoint
+    from aetnet.inference import DocumentPredictor, load_checkpoint
 
     if not Path(args.entity_model).is_dir():
         raise UsageError(f"--entity-model {args.entity_model} is not a folder (a checkpoint with its processor)")
@@ -131,8 +136,14 @@ def _entity_predictor(args, entity_labels: list[str], dtype: str | None):
             where = f"--entity-model {args.entity_model}"
             raise UsageError(f"{where} does {task}; it must be a token classification model")
         predictor = DocumentPredictor(
-            model, processor, task=task, device=args.device, dtype=dtype, batch_size=args.batch_size,
-            ocr_lang=args.ocr_lang, tesseract_config=args.tesseract_config,
+            model,
+            processor,
+            task=task,
+            device=args.device,
+            dtype=dtype,
+            batch_size=args.batch_size,
+            ocr_lang=args.ocr_lang,
+            tesseract_config=args.tesseract_config,
         )
     except _LOAD_ERRORS as error:
         raise UsageError(f"cannot load --entity-model {args.entity_model}: {error}") from None

@@ -236,8 +236,7 @@ def add_answer_spans(
         if column not in dataset.column_names:
             raise ValueError(f"The dataset needs a `{column}` column, got {dataset.column_names}")
     spans = [
-        find_answer_span(words, answers, min_similarity)
-        for words, answers in zip(dataset["words"], dataset["answers"])
+        find_answer_span(words, answers, min_similarity) for words, answers in zip(dataset["words"], dataset["answers"])
     ]
     dataset = dataset.add_column("answer_start_word", [-1 if span is None else span.start for span in spans])
     dataset = dataset.add_column("answer_end_word", [-1 if span is None else span.end for span in spans])

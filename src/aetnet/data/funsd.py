@@ -99,8 +99,13 @@ def read_form(
             start = len(words) if entity_words else None
             end = len(words) + len(entity_words) if entity_words else None
             entities.append(
-                {"id": entity.get("id", entity_index), "label": label, "linking": entity.get("linking", []),
-                 "start": start, "end": end}
+                {
+                    "id": entity.get("id", entity_index),
+                    "label": label,
+                    "linking": entity.get("linking", []),
+                    "start": start,
+                    "end": end,
+                }
             )
         if not entity_words:
             counts["empty_entities"] += 1

@@ -210,11 +210,7 @@ def relations_from_bio(tags: Sequence[str]) -> tuple[list[list[int]], list[str],
             labels.append(kind)
         elif kind is not None:
             spans[-1][1] = position + 1
-    relations = [
-        [i, i + 1]
-        for i in range(len(labels) - 1)
-        if labels[i] == "QUESTION" and labels[i + 1] == "ANSWER"
-    ]
+    relations = [[i, i + 1] for i in range(len(labels) - 1) if labels[i] == "QUESTION" and labels[i + 1] == "ANSWER"]
     return spans, labels, relations
 
 

@@ -13,7 +13,7 @@
 # limitations under the License.
 """
 Pictures of predicted links: every entity box in its type's colour (the colours of
-[`~aetnet.visualization.draw_prediction`]) and an arrow from each head (question) box to its tail (answer) box, its
+[`~aetnet.visualization.drawing.draw_prediction`]) and an arrow from each head (question) box to its tail (answer) box, its
 width growing with the link's score. The arrow runs between the two boxes' edges, on the line joining their
 centres, so that it never hides the text it points at.
 """
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from .visualization import PALETTE, label_colors
+from .drawing import PALETTE, label_colors
 
 
 ARROW_COLOR = (214, 39, 40)  # red: apart from the FUNSD entity colours
@@ -60,7 +60,7 @@ def draw_relations(
 ) -> Image.Image:
     """
     Draw `entities` (dicts with `box` in pixels of `page_size` and `label`) and `links` (dicts with `head` and `tail`
-    entity indices and an optional `score`, as [`~aetnet.relation_decoding.links_to_json`] writes them) on a copy of
+    entity indices and an optional `score`, as [`~aetnet.relations.decoding.links_to_json`] writes them) on a copy of
     `image`.
 
     Args:

@@ -12,73 +12,83 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-Run a trained AETNet checkpoint on document pages, the way `aetnet predict` does.
+The page-level core of running a trained checkpoint: a page's words (given, or read by Tesseract) cut into the
+processor's overlapping windows, the windows of many pages batched through the model, and the scores merged back to
+one prediction per word by the rules evaluation uses too, then decoded into one JSON-ready dict per page
+(`page_results.py` builds it and says what it holds), whatever the head.
 
-Pages come from image files, folders and PDFs (rendered with pypdfium2), or from images in memory (`pages.py`). Words
-and boxes come from Tesseract unless they are given. Long pages are split into the processor's overlapping windows
-and merged back to one prediction per word, by the rules evaluation uses too. Every page becomes one JSON-ready dict,
-whatever the head; `inference_results.py` builds it and says what it holds. How a checkpoint is recognised and
-loaded is in `inference_checkpoints.py`; relation extraction checkpoints, which read the page's entities besides its
-words, run with [`~aetnet.inference_relations.RelationPredictor`] (`inference_relations.py`).
+[`PagePredictor`] runs pages already in memory; the pipelines (`pipeline_aetnet.py`) use it, and
+[`~aetnet.inference.DocumentPredictor`] adds checkpoint folders, ONNX files and pages from paths. Relation extraction
+checkpoints, which read the page's entities besides its words, run with
+[`~aetnet.inference.relations.RelationPredictor`].
 
 The model may be a PyTorch model or an exported ONNX file run by ONNX Runtime
-([`~aetnet.onnx_export.ONNXDocumentModel`]): both go through the same windows, merging and decoding.
-
-This module imports only torch, transformers, numpy, PIL and its sibling modules (pypdfium2 when a PDF is read), so
-that checkpoints can ship it with their pipeline as remote code.
+([`~aetnet.inference.onnx_export.ONNXDocumentModel`]): both go through the same windows, merging and decoding.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers.utils import logging
 
 from .data_collator import AETNetDataCollator
-from .entities import group_entities, is_bio
-from .inference_checkpoints import (
-    MODEL_INPUT_NAMES,
-    RELATION_EXTRACTION,
-    TASKS,
-    load_checkpoint,
-    resolve_device,
-    resolve_dtype_and_batch_size,
-    task_of,
-    text_positions,
-)
-from .inference_results import batch_window_scores, best_answer, classify_page, label_words, page_result
-from .pages import (
-    IMAGE_EXTENSIONS,
-    PDF_EXTENSIONS,
-    Page,
-    PageLoadError,
-    PageSource,
-    as_page,
-    collect_page_sources,
-    load_pages,
-    words_entry,
-    words_key_for,
-)
-from .processing_aetnet import WORD_INDEX_KEY, AETNetProcessor, default_stride
+from .entities import is_bio
+from .page_results import batch_window_scores, best_answer, classify_page, label_words, page_result
+from .pages import Page
+from .processing_aetnet import WORD_INDEX_KEY, AETNetProcessor
+from .tasks import MODEL_INPUT_NAMES, RELATION_EXTRACTION, TASKS, task_of
+from .windowing import default_stride
 
 
 logger = logging.get_logger(__name__)
 
 # What one page can raise without the others being affected: bad files, bad words or boxes, Tesseract failures.
-_PAGE_ERRORS = (ValueError, RuntimeError, OSError)
+PAGE_ERRORS = (ValueError, RuntimeError, OSError)
 _WINDOW_KEYS = ("input_ids", "bbox", "attention_mask", WORD_INDEX_KEY)
 
 
-class DocumentPredictor:
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype_and_batch_size(dtype: str | torch.dtype | None, batch_size: int) -> torch.dtype | None:
+    """The predictors' shared argument check: `dtype` as a torch dtype (names as in `DTYPES`), `batch_size` >= 1."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"`dtype` must be one of {list(DTYPES)}, got {dtype!r}")
+        dtype = DTYPES[dtype]
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+    return dtype
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None`/`"auto"` picks CUDA, then MPS, then CPU; anything else is passed to `torch.device`."""
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def text_positions(config, tokenizer) -> int:
+    """Longest window (in tokens) a model with `config` and `tokenizer` take: RoBERTa-style positions start after the
+    padding index."""
+    config = getattr(config, "layout_config", config)
+    positions = getattr(config, "max_position_embeddings", 514) - 2
+    return min(positions, tokenizer.model_max_length)
+
+
+class PagePredictor:
     """
     Run a token classification, sequence classification or question answering checkpoint on document pages.
 
     Args:
-        model (`PreTrainedModel` or [`~aetnet.onnx_export.ONNXDocumentModel`]): the model; its `config.id2label`
+        model (`PreTrainedModel` or [`~aetnet.inference.onnx_export.ONNXDocumentModel`]): the model; its `config.id2label`
             names the labels. An ONNX model runs where its session was created (`device` and `dtype` do not apply).
         processor ([`AETNetProcessor`]): the processor saved with the model.
         task (`str`, *optional*): `"token-classification"`, `"sequence-classification"` or
@@ -115,7 +125,7 @@ class DocumentPredictor:
     ):
         self.task = task_of(model.config) if task is None else task
         if self.task == RELATION_EXTRACTION:
-            raise ValueError("A relation extraction model runs with `aetnet.inference_relations.RelationPredictor`")
+            raise ValueError("A relation extraction model runs with `aetnet.inference.relations.RelationPredictor`")
         if self.task not in TASKS:
             raise ValueError(f"`task` must be one of {list(TASKS)}, got {self.task!r}")
         dtype = resolve_dtype_and_batch_size(dtype, batch_size)
@@ -141,84 +151,10 @@ class DocumentPredictor:
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.bio = is_bio(self.labels)
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_name_or_path: str | os.PathLike,
-        *,
-        task: str | None = None,
-        onnx: str | os.PathLike | None = None,
-        **kwargs,
-    ):
-        """Load the model (with the Auto class of its task) and its processor from one folder; `kwargs` go to
-        `DocumentPredictor`. With `onnx` (an `.onnx` file written by [`~aetnet.onnx_export.export_onnx`]), the forward
-        pass runs that file in ONNX Runtime and only the config and processor are read from the folder."""
-        model, processor, task = load_checkpoint(model_name_or_path, task=task, onnx=onnx, device=kwargs.get("device"))
-        return cls(model, processor, task=task, **kwargs)
-
     def _text_positions(self) -> int:
         return text_positions(self.model.config, self.processor.tokenizer)
 
     # ------------------------------------------------------------------------------------------------ public calls
-
-    def __call__(self, inputs, *, questions: str | Sequence[str] | None = None, pdf_dpi: float = 200) -> list[dict]:
-        """
-        Predict every page of `inputs` and return one dict per page (see [`~aetnet.inference_results`]).
-
-        Args:
-            inputs: a path (image, folder or PDF), a PIL image or array, a dict `{"image", "words", "boxes",
-                "boxes_normalized"}`, a [`Page`], or a list of these.
-            questions (`str` or `list[str]`, *optional*): the question(s) asked of every page (question answering).
-            pdf_dpi (`float`, *optional*, defaults to 200): resolution PDF pages are rendered at.
-
-        Raises:
-            `PageLoadError` for paths that cannot be read, `ValueError` for bad words or boxes.
-        """
-        pages = load_pages(inputs, pdf_dpi)
-        results = []
-        for start in range(0, len(pages), self.batch_size):
-            batch = pages[start : start + self.batch_size]
-            for page, result in zip(batch, self.predict_pages(batch, questions)):
-                if isinstance(result, Exception):
-                    raise ValueError(f"{page.source or page.name}: {result}") from result
-                results.append(result)
-        return results
-
-    def predict_sources(
-        self,
-        sources: Sequence[PageSource],
-        *,
-        questions: str | Sequence[str] | None = None,
-        pdf_dpi: float = 200,
-        words: dict[str, dict] | None = None,
-        return_images: bool = False,
-    ) -> Iterator[tuple[PageSource, dict | Exception, Image.Image | None]]:
-        """
-        Load and predict pages `batch_size` at a time, yielding `(source, outcome, image)` in order. A page that
-        cannot be read or processed has its exception as outcome, so that one bad page stops nothing else. `image` is
-        the decoded page with `return_images=True` (e.g. to draw on it), else `None`. `words`, if given, maps page
-        names (or file names, stems, paths) to `{"words", "boxes", "boxes_normalized"}`; a page without an entry fails.
-        """
-        for start in range(0, len(sources), self.batch_size):
-            batch = sources[start : start + self.batch_size]
-            outcomes: list[dict | Exception | None] = [None] * len(batch)
-            pages, positions = [], []
-            for position, source in enumerate(batch):
-                try:
-                    image = source.load(pdf_dpi)
-                    entry = {} if words is None else words_entry(words, source)
-                    page_number = None if source.index is None else source.index + 1
-                    pages.append(as_page({**entry, "image": image}, position, source.name, source.path, page_number))
-                    positions.append(position)
-                except _PAGE_ERRORS as error:
-                    outcomes[position] = error
-            for position, result in zip(positions, self.predict_pages(pages, questions)):
-                outcomes[position] = result
-            images = [None] * len(batch)
-            if return_images:
-                for position, page in zip(positions, pages):
-                    images[position] = page.image
-            yield from zip(batch, outcomes, images)
 
     @torch.inference_mode()
     def predict_pages(
@@ -232,7 +168,7 @@ class DocumentPredictor:
         for page in pages:
             try:
                 result, encoded = self.prepare(page, questions)
-            except _PAGE_ERRORS as error:
+            except PAGE_ERRORS as error:
                 outcomes.append(error)
                 continue
             outcomes.append(result)
@@ -347,41 +283,11 @@ class DocumentPredictor:
             result.setdefault("answers", []).append(answer)
 
 
-def predict(model, inputs, *, questions: str | Sequence[str] | None = None, **kwargs) -> list[dict]:
-    """
-    Predict `inputs` (paths, images, dicts with words and boxes) with `model`, a checkpoint folder or a
-    [`DocumentPredictor`]; `kwargs` go to `DocumentPredictor.from_pretrained`. One dict per page.
-
-    Example:
-
-    ```python
-    >>> import aetnet.inference
-    >>> pages = aetnet.inference.predict("outputs/aetnet-synthetic", ["scan.png", "letters.pdf"])
-    >>> [(e["label"], e["text"]) for e in pages[0]["entities"]][:3]
-    ```
-    """
-    if isinstance(model, DocumentPredictor):
-        if kwargs:
-            raise ValueError(
-                f"Settings {sorted(kwargs)} apply when loading: pass them to `DocumentPredictor`, not here."
-            )
-        predictor = model
-    else:
-        predictor = DocumentPredictor.from_pretrained(model, **kwargs)
-    return predictor(inputs, questions=questions)
-
-
 __all__ = [
-    "DocumentPredictor",
-    "IMAGE_EXTENSIONS",
-    "PDF_EXTENSIONS",
-    "Page",
-    "PageLoadError",
-    "PageSource",
-    "as_page",
-    "collect_page_sources",
-    "group_entities",
-    "is_bio",
-    "predict",
-    "words_key_for",
+    "DTYPES",
+    "PAGE_ERRORS",
+    "PagePredictor",
+    "resolve_device",
+    "resolve_dtype_and_batch_size",
+    "text_positions",
 ]

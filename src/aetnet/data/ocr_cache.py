@@ -45,8 +45,8 @@ import numpy as np
 from PIL import Image
 from transformers.utils import logging
 
-from .processing_images import run_tesseract as _tesseract  # the default engine; tests replace it here
-from .processing_images import to_rgb_image
+from ..processing_images import run_tesseract as _tesseract  # the default engine; tests replace it here
+from ..processing_images import to_rgb_image
 
 
 logger = logging.get_logger(__name__)

@@ -75,9 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         '"boxes_normalized": false} for a single page, or an object mapping page names, file names or paths to such '
         "entries",
     )
-    predict.add_argument(
-        "--question", action="append", default=[], help="question for a QA model (repeat for several)"
-    )
+    predict.add_argument("--question", action="append", default=[], help="question for a QA model (repeat for several)")
     relations = predict.add_argument_group(
         "relation extraction", "a relation checkpoint links the page's entities, given or predicted"
     )

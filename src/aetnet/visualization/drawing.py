@@ -13,7 +13,7 @@
 # limitations under the License.
 """
 Pictures of page predictions: one colour per entity type, a box and a small tag per entity, and a legend. Tags
-are placed where they cover no word of the page ([`~aetnet.tag_layout.layout_tags`]).
+are placed where they cover no word of the page ([`~aetnet.visualization.tag_layout.layout_tags`]).
 
 [`draw_prediction`] takes a page image and the dict that [`~aetnet.inference.DocumentPredictor`] returns for it
 (token classification, sequence classification or question answering) and returns an RGB image of the same size as

@@ -16,7 +16,7 @@ Where the tags of a page picture go: [`layout_tags`] places one small tag per bo
 page, an entity box, another tag or the page border, trying places touching the box first and then the free place
 nearest to it, along its row or in the page margins, with shorter texts and smaller fonts when needed.
 
-Kept apart from the drawing ([`~aetnet.visualization.draw_prediction`]) because it is plain geometry on rectangles:
+Kept apart from the drawing ([`~aetnet.visualization.drawing.draw_prediction`]) because it is plain geometry on rectangles:
 it measures texts with the font the picture is drawn in ([`load_font`]) and draws nothing.
 """
 

@@ -46,7 +46,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
-from .inference_checkpoints import MODEL_INPUT_NAMES, TASKS, task_of
+from ..tasks import MODEL_INPUT_NAMES, model_class, task_of
 
 
 OUTPUT_NAMES = {
@@ -149,7 +149,7 @@ def export_onnx(
     Example:
 
     ```python
-    >>> from aetnet.onnx_export import export_onnx
+    >>> from aetnet.inference.onnx_export import export_onnx
     >>> export_onnx("outputs/funsd-synthetic", "outputs/funsd-synthetic/model.onnx").max_abs_diff < 1e-4
     True
     ```
@@ -159,7 +159,7 @@ def export_onnx(
         task = task_of(config)
         if task not in OUTPUT_NAMES:
             raise ValueError(f"Cannot export a model for {task!r}; supported: {list(OUTPUT_NAMES)}")
-        model = TASKS[task].from_pretrained(str(model))
+        model = model_class(task).from_pretrained(str(model))
     else:
         # A model that was never saved has no `architectures`: its class names the head.
         task = task_of(SimpleNamespace(architectures=model.config.architectures or [type(model).__name__]))
@@ -168,9 +168,7 @@ def export_onnx(
     source_config = model.config
     if baseline:
         if not hasattr(model, "to_layoutlmv3"):
-            raise ValueError(
-                f"`baseline=True` needs an AETNet head with `to_layoutlmv3()`, got {type(model).__name__}"
-            )
+            raise ValueError(f"`baseline=True` needs an AETNet head with `to_layoutlmv3()`, got {type(model).__name__}")
         model = model.to_layoutlmv3()
     model = model.to(device="cpu", dtype=torch.float32).eval()
     output_names = OUTPUT_NAMES[task]

@@ -22,10 +22,10 @@ in the FUNSD training data), or from the entities a token classification checkpo
 `DocumentPredictor` returns, and [`RelationPredictor.add_links`] adds its `links`.
 
 Windows, scoring and decoding are those of the example's evaluation (`examples/run_funsd_re.py`), so that a link
-predicted here is one the evaluation counts: [`~aetnet.relation_windows.relation_windows`] (windows of whole
-entities), [`~aetnet.relation_windows.score_relation_windows`], [`~aetnet.relation_decoding.merge_page_scores`]
-(windows merged per page), [`~aetnet.relation_decoding.decode_links`] and
-[`~aetnet.relation_decoding.links_to_json`] (the records of the page JSON). Every word of an entity is given the box
+predicted here is one the evaluation counts: [`~aetnet.relations.windows.relation_windows`] (windows of whole
+entities), [`~aetnet.relations.windows.score_relation_windows`], [`~aetnet.relations.decoding.merge_page_scores`]
+(windows merged per page), [`~aetnet.relations.decoding.decode_links`] and
+[`~aetnet.relations.decoding.links_to_json`] (the records of the page JSON). Every word of an entity is given the box
 of its entity (the union of its words' boxes), the segment-level layout the example trains on by default.
 """
 
@@ -40,20 +40,15 @@ import torch
 from PIL import Image
 from transformers.utils import logging
 
-from .entities import word_span
-from .inference_checkpoints import (
-    RELATION_EXTRACTION,
-    load_checkpoint,
-    resolve_device,
-    resolve_dtype_and_batch_size,
-    task_of,
-    text_positions,
-)
-from .inference_results import page_result
-from .pages import PageSource, as_page, words_key_for
-from .processing_inputs import prepare_boxes
-from .relation_decoding import decode_links, links_to_json, merge_page_scores
-from .relation_windows import RelationDataCollator, WindowStatistics, relation_windows, score_relation_windows
+from ..entities import word_span
+from ..page_predictor import resolve_device, resolve_dtype_and_batch_size, text_positions
+from ..page_results import page_result
+from ..pages import PageSource, as_page, words_key_for
+from ..processing_inputs import prepare_boxes
+from ..relations.decoding import decode_links, links_to_json, merge_page_scores
+from ..relations.windows import RelationDataCollator, WindowStatistics, relation_windows, score_relation_windows
+from ..tasks import RELATION_EXTRACTION, task_of
+from .checkpoints import load_checkpoint
 
 
 logger = logging.get_logger(__name__)
@@ -144,7 +139,10 @@ def entities_page(
     """
     words = [word for entity in entities for word in entity["words"]]
     page = as_page(
-        {"image": image, "words": [w["text"] for w in words], "boxes": [w["box"] for w in words]}, 0, name, source,
+        {"image": image, "words": [w["text"] for w in words], "boxes": [w["box"] for w in words]},
+        0,
+        name,
+        source,
         page_number,
     )
     result = page_result(page, page.words, page.boxes, False, RELATION_EXTRACTION)
@@ -218,7 +216,7 @@ class RelationPredictor:
         """
         Fill the `links` of page dicts `results` (words with pixel boxes and `entities` with word indices, as
         [`entities_page`] or a token classification `DocumentPredictor` gives them) from their page `images`: the
-        records of [`~aetnet.relation_decoding.links_to_json`], `head` / `tail` indices into the page's `entities`.
+        records of [`~aetnet.relations.decoding.links_to_json`], `head` / `tail` indices into the page's `entities`.
         The windows of all pages share forward passes. Raises `ValueError` for an entity whose words are not
         consecutive word indices, or whose label the checkpoint does not know.
         """

@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 The callbacks `AETNetTrainer` adds to the `Trainer`: the momentum (EMA) update and the temperature range after every
 optimizer step, the distillation ramp, the non-finite gradient guard, and the augmenting collator's batch numbering
@@ -13,7 +26,7 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from .data_collator import AETNetDataCollator
+from ..data_collator import AETNetDataCollator
 
 
 logger = logging.get_logger(__name__)

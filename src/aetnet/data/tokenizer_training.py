@@ -83,7 +83,7 @@ def train_layoutlmv3_tokenizer(
     Example:
 
     ```python
-    >>> from aetnet.tokenizer_utils import train_layoutlmv3_tokenizer
+    >>> from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
 
     >>> tokenizer = train_layoutlmv3_tokenizer(["Invoice number 42", "Total amount due"], vocab_size=300)
     >>> tokenizer.cls_token_id, tokenizer.pad_token_id, tokenizer.sep_token_id

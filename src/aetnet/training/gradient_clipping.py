@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Gradient clipping by part: the task model (LayoutLMv3, the fusion gates, the task head) and the alignment side (the
 ViT and RoBERTa aligners, their projections, the temperature, the objectives' own heads) are each clipped on their
@@ -22,7 +35,7 @@ from accelerate.utils import DistributedType
 from torch import nn
 from transformers.utils import logging
 
-from .modeling_aetnet import AETNetModel
+from ..modeling_aetnet_base import AETNetModel
 
 
 logger = logging.get_logger(__name__)

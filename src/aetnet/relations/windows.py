@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from .data_collator import AETNetDataCollator
-from .windowing import pad_rows
+from ..data_collator import AETNetDataCollator
+from ..windowing import pad_rows
 
 
 RELATION_KEYS = {"entity_spans": -1, "entity_labels": -100, "relations": -1, "entity_index": -1}

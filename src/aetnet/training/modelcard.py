@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 The model card `AETNetTrainer` writes next to every saved model (`README.md`), rendered from the package's template
 `templates/model_card.md`: Hub metadata (tags, datasets, base models, a `model-index` with the last measured
@@ -13,7 +26,7 @@ from typing import Any
 
 from transformers.modelcard import extract_hyperparameters_from_trainer, make_markdown_table, parse_log_history
 
-from .trainer_callbacks import unwrap_model
+from .callbacks import unwrap_model
 
 
 MODEL_CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
@@ -68,7 +81,13 @@ _AUTO_CLASSES = {
     for head in ("TokenClassification", "SequenceClassification", "QuestionAnswering")
 }
 _NON_METRIC_KEYS = (
-    "runtime", "samples_per_second", "steps_per_second", "epoch", "step", "model_preparation_time", "samples"
+    "runtime",
+    "samples_per_second",
+    "steps_per_second",
+    "epoch",
+    "step",
+    "model_preparation_time",
+    "samples",
 )
 
 

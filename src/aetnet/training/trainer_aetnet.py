@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 Training AETNet with the transformers `Trainer`: a trainer that combines the task loss with the weighted alignment
 objectives, logs every term and writes a model card. Its arguments are in `training_args_aetnet.py`, its callbacks
@@ -23,13 +36,11 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.utils import logging
 
-from .data_collator import AETNetDataCollator
-from .gradient_clipping import clip_gradient_parts, separate_clipping_parts
-from .losses import weighted_objective
-from .momentum import FeatureQueues, fitted_queue_size
-from .modelcard_aetnet import write_model_card
-from .configuration_aetnet import AETNetConfig
-from .trainer_callbacks import (
+from ..configuration_aetnet import AETNetConfig
+from ..data_collator import AETNetDataCollator
+from ..losses import weighted_objective
+from ..momentum import FeatureQueues, fitted_queue_size
+from .callbacks import (
     AugmentationStepCallback,
     DistillationRampCallback,
     MomentumUpdateCallback,
@@ -37,6 +48,8 @@ from .trainer_callbacks import (
     TemperatureRangeCallback,
     unwrap_model,
 )
+from .gradient_clipping import clip_gradient_parts, separate_clipping_parts
+from .modelcard import write_model_card
 from .training_args_aetnet import AETNetTrainingArguments
 
 
@@ -347,7 +360,7 @@ class AETNetTrainer(Trainer):
             self._write_model_card(output_dir)
             # The stock `pipeline(...)` finds the AETNet pipelines through config.json (a PEFT adapter has none).
             if self._is_aetnet and os.path.isfile(os.path.join(output_dir, "config.json")):
-                from .pipeline_aetnet import save_custom_pipelines
+                from .custom_pipelines import save_custom_pipelines
 
                 save_custom_pipelines(output_dir, unwrap_model(self.model, self.accelerator))
 
@@ -387,17 +400,11 @@ class AETNetTrainer(Trainer):
     def _write_model_card(self, output_dir: str) -> None:
         write_model_card(self, output_dir, getattr(self, "_card_kwargs", {}))
 
+
 def _get(outputs: Any, name: str) -> Any:
     if isinstance(outputs, dict):
         return outputs.get(name)
     return getattr(outputs, name, None)
 
 
-
-__all__ = [
-    "AETNetTrainer",
-    "AETNetTrainingArguments",
-    "AugmentationStepCallback",
-    "DistillationRampCallback",
-    "MomentumUpdateCallback",
-]
+__all__ = ["AETNetTrainer"]

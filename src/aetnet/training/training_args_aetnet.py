@@ -1,3 +1,16 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """
 `AETNetTrainingArguments`: the transformers `TrainingArguments` plus the knobs of the AETNet objective (loss
 weights, distillation ramp, temperature learning rate, non-finite guard) and the launch defaults for several
@@ -74,7 +87,9 @@ class AETNetTrainingArguments(TrainingArguments):
     )
     distill_alpha: float | None = field(
         default=None,
-        metadata={"help": "Momentum-distillation weight of the objectives that distil (DITC); None: the model config's."},
+        metadata={
+            "help": "Momentum-distillation weight of the objectives that distil (DITC); None: the model config's."
+        },
     )
     alpha_warmup_steps: int | None = field(
         default=None,
@@ -135,8 +150,10 @@ class AETNetTrainingArguments(TrainingArguments):
         if not text:
             return {}
         try:
-            pairs = json.loads(text) if text.startswith("{") else dict(
-                item.split("=", 1) for item in text.replace(" ", "").split(",") if item
+            pairs = (
+                json.loads(text)
+                if text.startswith("{")
+                else dict(item.split("=", 1) for item in text.replace(" ", "").split(",") if item)
             )
             weights = {str(name): float(weight) for name, weight in pairs.items()}
         except (ValueError, TypeError) as error:

@@ -1,0 +1,141 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+The package's rooms: the root holds exactly what ships with a checkpoint as remote code (computed here with
+transformers' own `get_relative_import_files` from what `save_pretrained` and `save_custom_pipelines` write), every
+other module lives in a sub-package, the import graph has no cycle, and training never imports the inference,
+command-line or drawing code.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+from processing_helpers import processor, tokenizer  # noqa: F401 (pytest fixtures)
+from test_modeling_aetnet import HEADS, AETNetModelTester, _head_config
+from transformers.dynamic_module_utils import get_relative_import_files
+
+import aetnet
+from aetnet import AETNetForRelationExtraction
+from aetnet.training import save_custom_pipelines
+
+
+PACKAGE = Path(aetnet.__file__).parent
+SUB_PACKAGES = {"commands", "data", "inference", "metrics", "relations", "training", "visualization"}
+# What training may not import: the code that runs, serves or draws trained models.
+TRAINING_FORBIDDEN = ("aetnet.inference", "aetnet.commands", "aetnet.visualization")
+
+
+def _shipped_modules(folder: Path) -> set[str]:
+    """The modules a checkpoint folder carries, closed under their relative imports."""
+    shipped = set()
+    for source in folder.glob("*.py"):
+        shipped |= {source.name, *(Path(path).name for path in get_relative_import_files(str(source)))}
+    return shipped
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A saved checkpoint of every head, each with its processor and its pipeline code."""
+    tester = AETNetModelTester()
+    folders = []
+    for head in HEADS:
+        folders.append(tmp_path_factory.mktemp(head.__name__))
+        model = head(_head_config(tester, head))
+        model.save_pretrained(folders[-1])
+        save_custom_pipelines(folders[-1], model)
+    folders.append(tmp_path_factory.mktemp("relation"))
+    AETNetForRelationExtraction(tester.get_config()).save_pretrained(folders[-1])
+    return folders
+
+
+def test_root_is_exactly_what_ships(checkpoints, processor, tmp_path):  # noqa: F811
+    processor.save_pretrained(tmp_path)
+    shipped = set().union(*(_shipped_modules(folder) for folder in [*checkpoints, tmp_path]))
+    root = {path.name for path in PACKAGE.glob("*.py")} - {"__init__.py"}
+    assert shipped == root, {"shipped, not in the root": shipped - root, "in the root, never shipped": root - shipped}
+
+
+def test_every_other_module_has_a_sub_package():
+    folders = {path.parent.name for path in PACKAGE.rglob("*.py") if path.parent != PACKAGE}
+    assert folders == SUB_PACKAGES
+    for folder in SUB_PACKAGES:
+        assert (PACKAGE / folder / "__init__.py").exists(), folder
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """The package modules `path` imports, at module level or inside functions, relative or absolute."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        else:
+            continue
+        found |= {name for name in candidates if name.startswith("aetnet") and name != module}
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {name: {target for target in _imports(path) if target in modules} for name, path in modules.items()}
+
+
+def test_no_import_cycle():
+    graph = _graph()
+    # A package's `__init__` importing its own modules is how it shows its public face, not a cycle.
+    edges = {
+        name: {target for target in targets if not target.startswith(f"{name}.")} for name, targets in graph.items()
+    }
+    state: dict[str, str] = {}
+
+    def visit(name, trail):
+        state[name] = "open"
+        for target in sorted(edges[name]):
+            assert state.get(target) != "open", f"import cycle: {' -> '.join([*trail, name, target])}"
+            if target not in state:
+                visit(target, [*trail, name])
+        state[name] = "done"
+
+    for name in sorted(edges):
+        if name not in state:
+            visit(name, [])
+
+
+def test_training_imports_no_inference_commands_or_drawing():
+    for name, targets in _graph().items():
+        if name.startswith("aetnet.training"):
+            bad = sorted(target for target in targets if target.startswith(TRAINING_FORBIDDEN))
+            assert not bad, f"{name} imports {bad}"
+
+
+def test_root_modules_import_only_their_siblings():
+    """Remote code is copied as one flat folder: a shipped module can import only same-folder modules."""
+    for name, targets in _graph().items():
+        if name.count(".") == 1:
+            for target in targets:
+                assert target.count(".") == 1, f"{name} imports {target}, which does not ship"
