@@ -206,7 +206,7 @@ def test_save_reload_and_remote_code(tester, tmp_path):
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_aetnet_relation.AETNetForRelationExtraction"
     assert config["entity_labels"] == ENTITY_LABELS and config["relation_types"] == [["QUESTION", "ANSWER"]]
-    assert (checkpoint / "modeling_aetnet_relation.py").exists() and (checkpoint / "modeling_aetnet.py").exists()
+    assert (checkpoint / "modeling_aetnet_relation.py").exists() and (checkpoint / "modeling_aetnet_base.py").exists()
     inputs = tester.prepare_inputs(with_relations=False)
     with torch.no_grad():
         expected = model(**inputs).scores

@@ -309,7 +309,7 @@ def test_saved_model_runs_as_a_pipeline_where_aetnet_is_not_importable(run, tmp_
             "type": "multimodal",
         }
     }
-    assert (output_dir / "pipeline_aetnet.py").exists() and (output_dir / "inference.py").exists()
+    assert (output_dir / "pipeline_aetnet.py").exists() and (output_dir / "page_predictor.py").exists()
     document = load_synthetic_funsd(NUM_TRAIN, NUM_TEST, seed=SEED)["test"][0]
     document["image"].save(tmp_path / "page.png")
     page = {"words": document["words"], "boxes": document["bboxes"], "boxes_normalized": True}

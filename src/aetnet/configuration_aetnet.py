@@ -25,20 +25,24 @@ from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 from .alignment import get_objective
 
+
+# isort: off
 # Each import registers its objective, in the paper's order (the order of `registered_objectives()`).
-from .objective_ditc import DocumentImageTextContrast  # noqa: F401, I001
-from .objective_glitc import GlobalLocalContrast  # noqa: F401
+from .objective_ditc import DocumentImageTextContrast  # noqa: F401
 from .objective_imc import IntraModalContrast  # noqa: F401
+from .objective_glitc import GlobalLocalContrast  # noqa: F401
 from .objective_pita import PITA_LOSSES, PITA_SPAN_POLICIES
-from .objective_psl import PseudoKeywordPrediction  # noqa: F401
 
 # The seeds' other objectives, off by default: LayoutLMv2's text-image alignment and matching, SIMLA's cross-modal
 # masked modelling and keyword prediction. `from .module import name`, not `from . import module`: transformers
 # finds the files that remote code needs only in that form.
 from .objective_tia import TextImageAlignment  # noqa: F401
 from .objective_tim import TextImageMatching  # noqa: F401
-from .objective_xmm_image import CrossModalMaskedImage  # noqa: F401
 from .objective_xmm_text import CrossModalMaskedText  # noqa: F401
+from .objective_xmm_image import CrossModalMaskedImage  # noqa: F401
+from .objective_psl import PseudoKeywordPrediction  # noqa: F401
+
+# isort: on
 from .spatial_bias import SPATIAL_BIAS_INITS
 
 

@@ -162,7 +162,7 @@ def predict_command(args) -> int:
 
     from aetnet.pages import collect_page_sources
     from aetnet.visualization.drawing import draw_prediction, redact_page
-    from aetnet.visualization.drawing.relations import draw_relations
+    from aetnet.visualization.relations import draw_relations
 
     sources, errors = collect_page_sources(args.paths)
     for path, message in errors:
