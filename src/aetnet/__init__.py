@@ -19,50 +19,42 @@ Importing the package registers the config, the models and the processor with th
 loads with `trust_remote_code=True` where aetnet is not installed.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForDocumentQuestionAnswering,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    AutoProcessor,
-)
+import transformers
+from transformers import AutoConfig, AutoModel, AutoProcessor
 
+from . import modeling_aetnet, modeling_aetnet_relation
 from .configuration_aetnet import AETNetConfig
-from .modeling_aetnet import (
-    AETNetForQuestionAnswering,
-    AETNetForSequenceClassification,
-    AETNetForTokenClassification,
-    AETNetModel,
-    AETNetPreTrainedModel,
-)
+from .modeling_aetnet import AETNetForQuestionAnswering, AETNetForSequenceClassification, AETNetForTokenClassification
+from .modeling_aetnet_base import AETNetModel, AETNetPreTrainedModel
 from .modeling_aetnet_relation import AETNetForRelationExtraction, LayoutLMv3ForRelationExtraction
 from .processing_aetnet import AETNetProcessor
+from .tasks import TASKS
 
 
 __version__ = "0.1.0"
 
-_AUTO_MODELS = (
-    (AutoModel, AETNetModel),
-    (AutoModelForTokenClassification, AETNetForTokenClassification),
-    (AutoModelForSequenceClassification, AETNetForSequenceClassification),
-    (AutoModelForQuestionAnswering, AETNetForQuestionAnswering),
-    (AutoModelForDocumentQuestionAnswering, AETNetForQuestionAnswering),
-)
 
-AutoConfig.register(AETNetConfig.model_type, AETNetConfig, exist_ok=True)
-AETNetConfig.register_for_auto_class()
-for _auto_class, _model_class in _AUTO_MODELS:
-    _auto_class.register(AETNetConfig, _model_class, exist_ok=True)
-    if _auto_class is not AutoModelForDocumentQuestionAnswering:
-        _model_class.register_for_auto_class(_auto_class.__name__)
-# No transformers Auto class fits relation extraction: the package loads it with
-# `AETNetForRelationExtraction.from_pretrained`; its saved `auto_map` names it under `AutoModel`, so that
-# `AutoModel.from_pretrained(..., trust_remote_code=True)` builds it where aetnet is not installed.
-AETNetForRelationExtraction.register_for_auto_class("AutoModel")
-AutoProcessor.register(AETNetConfig, AETNetProcessor, exist_ok=True)
-AETNetProcessor.register_for_auto_class()
+def _register_auto_classes() -> None:
+    """Register the config, the base model and every head of the task table with their Auto classes; the first Auto
+    class of a head goes into its saved `auto_map`. A head without an Auto class (relation extraction) is named under
+    `AutoModel` in its `auto_map`, so that `AutoModel.from_pretrained(..., trust_remote_code=True)` builds it where
+    aetnet is not installed; with aetnet installed its class is its own loader."""
+    AutoConfig.register(AETNetConfig.model_type, AETNetConfig, exist_ok=True)
+    AETNetConfig.register_for_auto_class()
+    AutoModel.register(AETNetConfig, AETNetModel, exist_ok=True)
+    AETNetModel.register_for_auto_class("AutoModel")
+    for spec in TASKS.values():
+        module = modeling_aetnet if spec.auto_class else modeling_aetnet_relation
+        head = getattr(module, spec.head_class_name())
+        for auto_class in (spec.auto_class, *spec.extra_auto_classes):
+            if auto_class is not None:
+                getattr(transformers, auto_class).register(AETNetConfig, head, exist_ok=True)
+        head.register_for_auto_class(spec.auto_class or "AutoModel")
+    AutoProcessor.register(AETNetConfig, AETNetProcessor, exist_ok=True)
+    AETNetProcessor.register_for_auto_class()
+
+
+_register_auto_classes()
 
 
 _LAZY = {
