@@ -17,9 +17,8 @@ the default; `"none"` is LayoutXLM's decoder exactly).
 
 Why: LayoutLMv3 embeds a box through lookup tables of its coordinates, so "this answer is on the question's line,
 right of it" is a comparison of table rows that a model has to learn before it can link anything. Pretrained weights
-have learnt it; a model trained on a few hundred forms has not (from random weights, FUNSD linking stays at F1 0,
-the head predicting no link for every pair), while a rule on the boxes alone links most answers (BENCHMARKS.md,
-`benchmarks/bench_re_geometry.py`). The head therefore also reads the pair's geometry directly: the offsets between
+have learnt it; a model trained from random weights on a few hundred forms has not, while a rule on the boxes alone
+links most answers (`benchmarks/bench_re_geometry.py` measures both). The head therefore also reads the pair's geometry directly: the offsets between
 the two boxes and how much they overlap on each axis, through a small MLP that adds to the no-link / link logits.
 
 An entity's box is the union of its tokens' boxes (`bbox`, 0-1000 units), so the inputs are those the model already
