@@ -22,6 +22,7 @@ import textwrap
 
 import pytest
 import torch
+import transformers
 from PIL import Image, ImageDraw, ImageFont
 from transformers import LayoutLMv3ImageProcessorPil, pipeline
 
@@ -279,3 +280,20 @@ def test_both_pipelines_run_from_remote_code_where_aetnet_is_not_importable(work
     for page, reference in zip(out["token"], expected):
         assert [w["label"] for w in page["words"]] == [w["label"] for w in reference["words"]]
     assert [w["text"] for w in out["token_ocr"][1]["words"]][:3] == ["Signed", "Mary", "Smith"]
+
+
+def test_registering_the_pipeline_again_is_quiet(capfd):
+    """Loading a checkpoint's remote pipeline code imports this module again: the task is registered once."""
+    import importlib
+
+    import aetnet.pipeline_aetnet as pipeline_module
+
+    verbosity = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_warning()
+    try:
+        capfd.readouterr()
+        importlib.reload(pipeline_module)
+        assert "already registered" not in capfd.readouterr().err
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
+    assert pipeline_module.TASK in transformers.pipelines.PIPELINE_REGISTRY.get_supported_tasks()

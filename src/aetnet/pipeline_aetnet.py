@@ -208,12 +208,15 @@ class AETNetDocumentQuestionAnsweringPipeline(DocumentQuestionAnsweringPipeline)
         return outputs
 
 
-PIPELINE_REGISTRY.register_pipeline(
-    TASK,
-    pipeline_class=DocumentTokenClassificationPipeline,
-    pt_model=AutoModelForTokenClassification,
-    type="multimodal",
-)
+# Once per process: this module is imported again, under another name, each time a checkpoint's remote pipeline code
+# is loaded, and registering twice makes transformers warn that the task is being overwritten.
+if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
+    PIPELINE_REGISTRY.register_pipeline(
+        TASK,
+        pipeline_class=DocumentTokenClassificationPipeline,
+        pt_model=AutoModelForTokenClassification,
+        type="multimodal",
+    )
 
 
 __all__ = [
