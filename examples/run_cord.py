@@ -84,7 +84,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DataTrainingArguments:
-    """The CORD folder (the windows receipts are cut into are [`WindowArguments`])."""
+    """The CORD folder; the windows receipts are cut into are `CordWindowArguments`."""
 
     dataset_dir: str | None = field(
         default=None, metadata={"help": "The CORD v2 folder with train/, dev/ and test/ (each json/ and image/)."}
