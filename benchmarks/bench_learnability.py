@@ -49,8 +49,7 @@ from transformers import LayoutLMv3ImageProcessorPil
 
 from aetnet import AETNetConfig, AETNetModel, AETNetProcessor
 from aetnet.alignment import registered_objectives
-from aetnet.data import load_funsd
-from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
+from aetnet.data import load_funsd, train_layoutlmv3_tokenizer
 from aetnet.spatial_bias import SPATIAL_BIAS_INITS
 
 

@@ -28,8 +28,7 @@ import json
 import shutil
 from pathlib import Path
 
-from aetnet.data.ocr_cache import OCRCache, ocr_dataset
-from aetnet.data.rvlcdip import load_rvlcdip
+from aetnet.data import OCRCache, load_rvlcdip, ocr_dataset
 
 
 SPLIT_FILES = {"train": "train.jsonl", "validation": "dev.jsonl", "test": "test.jsonl"}

@@ -34,7 +34,7 @@ Everything else is the FUNSD recipe of `run_funsd.py`, shared with it through `u
 `utils_aetnet_data.py` beside it (model starts, windows, merging the windows back to words, entity-level seqeval):
 the model is trained on `train/`, evaluated on `dev/` after training (and during it with `--eval_strategy`), and
 `--do_predict` writes per-word predictions for `test/` with its scores. The official AET CORD run weighs the
-losses `0.8 * task + 1.2 * contrastive / 6 + 0.4 * PITA` (method.md 2.5); `--loss_weights` sets the
+losses `0.8 * task + 1.2 * contrastive / 6 + 0.4 * PITA`; `--loss_weights` sets the
 alignment weights relative to the task loss (e.g. `--loss_weights ditc=0.25,imc=0.25,glitc=0.25,pita=0.5`).
 
     python examples/run_cord.py --dataset_dir data/CORD --output_dir outputs/aetnet-cord --model_size small
@@ -65,12 +65,13 @@ from utils_aetnet_data import (
     limit_splits,
     merge_to_words,
     prepare_token_windows,
+    script_window_arguments,
     seqeval_scores,
     write_word_predictions,
 )
 
 from aetnet import AETNetForTokenClassification, AETNetTrainer
-from aetnet.data.cord import load_cord
+from aetnet.data import load_cord
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.metrics import load_seqeval
 
@@ -83,21 +84,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DataTrainingArguments:
-    """The CORD folder and how receipts become model windows."""
+    """The CORD folder; the windows receipts are cut into are `CordWindowArguments`."""
 
     dataset_dir: str | None = field(
         default=None, metadata={"help": "The CORD v2 folder with train/, dev/ and test/ (each json/ and image/)."}
     )
     word_level: bool = field(
         default=False, metadata={"help": "Give each word its own box instead of its line's (segment-level) box."}
-    )
-    max_seq_length: int = field(default=512, metadata={"help": "Window length in tokens."})
-    doc_stride: int | None = field(
-        default=None,
-        metadata={"help": "Tokens shared by consecutive windows of a receipt (default: max_seq_length // 4, <= 128)."},
-    )
-    pad_to_max_length: bool = field(
-        default=False, metadata={"help": "Pad every window to max_seq_length (default: pad each batch dynamically)."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training receipts."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N dev receipts."})
@@ -106,6 +99,14 @@ class DataTrainingArguments:
     return_entity_level_metrics: bool = field(
         default=False, metadata={"help": "Also report precision / recall / F1 per entity type."}
     )
+
+
+# The shared window options, the stride's help saying whose windows it joins.
+CordWindowArguments = script_window_arguments(
+    help_texts={
+        "doc_stride": "Tokens shared by consecutive windows of a receipt (default: max_seq_length // 4, <= 128)."
+    }
+)
 
 
 @dataclass
@@ -122,8 +123,8 @@ class CordTrainingArguments(ExampleTrainingArguments):
 
 
 def main():
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, CordTrainingArguments))
-    model_args, data_args, training_args = parse_arguments(parser)
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, CordWindowArguments, CordTrainingArguments))
+    model_args, data_args, window_args, training_args = parse_arguments(parser)
     if not data_args.dataset_dir:
         raise ValueError("--dataset_dir (the CORD v2 folder with train/, dev/ and test/) is required.")
     setup_logging_and_seed(logger, training_args)
@@ -136,7 +137,7 @@ def main():
 
     # ---- Processor and model (the FUNSD script's three starts) ----
     processor, model, base_models = build_processor_and_model(
-        model_args, AETNetForTokenClassification, raw["train"]["words"], data_args.max_seq_length, label_list
+        model_args, AETNetForTokenClassification, raw["train"]["words"], window_args.max_seq_length, label_list
     )
     warn_if_from_scratch_learning_rate(logger, training_args, base_models)
     label_ids = {i: model.config.label2id[label] for i, label in enumerate(label_list)}
@@ -146,7 +147,7 @@ def main():
     with training_args.main_process_first(desc="dataset map pre-processing"):
         windows = {
             split: prepare_token_windows(
-                raw[split], processor, data_args, label_ids, data_args.preprocessing_num_workers, f"{split} windows"
+                raw[split], processor, window_args, label_ids, data_args.preprocessing_num_workers, f"{split} windows"
             )
             for split in raw
         }

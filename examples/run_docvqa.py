@@ -63,14 +63,25 @@ from utils_aetnet import (
     training_collator,
     warn_if_from_scratch_learning_rate,
 )
-from utils_aetnet_data import OCRArguments, limit_splits, map_to_windows, ocr_splits, window_kwargs
+from utils_aetnet_data import (
+    OCRArguments,
+    limit_splits,
+    map_to_windows,
+    ocr_splits,
+    script_window_arguments,
+    window_kwargs,
+)
 
 from aetnet import AETNetForQuestionAnswering, AETNetTrainer
-from aetnet.data.docvqa import add_answer_spans, answer_token_positions, load_docvqa, postprocess_qa_predictions
-from aetnet.data.ocr_cache import with_page_pixels
+from aetnet.data import (
+    add_answer_spans,
+    answer_token_positions,
+    load_docvqa,
+    postprocess_qa_predictions,
+    with_page_pixels,
+)
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.metrics import compute_docvqa_metrics
-from aetnet.metrics.anls import anls_score
+from aetnet.metrics import anls, compute_docvqa_metrics
 from aetnet.processing_aetnet import WORD_INDEX_KEY
 
 
@@ -82,7 +93,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DataTrainingArguments(OCRArguments):
-    """The DocVQA files, their OCR (`OCRArguments`), answer matching and windows."""
+    """The DocVQA files, their OCR (`OCRArguments`) and answer matching; the windows are `DocVQAWindowArguments`."""
 
     train_file: str | None = field(default=None, metadata={"help": "DocVQA annotation file for training (JSON)."})
     validation_file: str | None = field(default=None, metadata={"help": "DocVQA annotation file for evaluation."})
@@ -94,20 +105,21 @@ class DataTrainingArguments(OCRArguments):
         default=0.8,
         metadata={"help": "Lowest normalised Levenshtein similarity of a fuzzy answer match (1 = exact only)."},
     )
-    max_seq_length: int = field(default=512, metadata={"help": "Window length in tokens (question included)."})
-    doc_stride: int | None = field(
-        default=None,
-        metadata={"help": "Tokens shared by consecutive windows of a page (default: max_seq_length // 4, <= 128)."},
-    )
     max_answer_length: int = field(default=30, metadata={"help": "Longest predicted answer, in tokens."})
     n_best_size: int = field(default=20, metadata={"help": "Start and end candidates tried per window."})
-    pad_to_max_length: bool = field(
-        default=False, metadata={"help": "Pad every window to max_seq_length (default: pad each batch dynamically)."}
-    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training questions."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation questions."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test questions."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for dataset.map."})
+
+
+# The shared window options; the help says that a window holds the question too, and whose windows the stride joins.
+DocVQAWindowArguments = script_window_arguments(
+    help_texts={
+        "max_seq_length": "Window length in tokens (question included).",
+        "doc_stride": "Tokens shared by consecutive windows of a page (default: max_seq_length // 4, <= 128).",
+    }
+)
 
 
 @dataclass
@@ -126,7 +138,7 @@ class DocVQATrainingArguments(ExampleTrainingArguments):
     )
 
 
-def prepare_windows(dataset, processor, data_args, num_proc, description):
+def prepare_windows(dataset, processor, window_args, num_proc, description):
     """Questions -> windows of (question, page words), with the answer's token positions where the answer is known,
     each window's `word_index` and `example_index`; `with_page_pixels` adds the page pixels when a batch is drawn."""
     # The boxes are already on the 0-1000 scale, so the processor needs nothing from the page but its pixels, which
@@ -139,7 +151,7 @@ def prepare_windows(dataset, processor, data_args, num_proc, description):
             text=batch["question"],
             text_pair=batch["words"],
             boxes=batch["bboxes"],
-            **window_kwargs(data_args),
+            **window_kwargs(window_args),
         )
         mapping = encoding["overflow_to_sample_mapping"]
         positions = [
@@ -178,8 +190,8 @@ def predict_answers(trainer, windows, pixel_windows, examples, data_args, metric
 
 
 def main():
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, DocVQATrainingArguments))
-    model_args, data_args, training_args = parse_arguments(parser)
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, DocVQAWindowArguments, DocVQATrainingArguments))
+    model_args, data_args, window_args, training_args = parse_arguments(parser)
     setup_logging_and_seed(logger, training_args)
 
     # ---- Data: questions, their pages' OCR (cached), and where the answers are in the words ----
@@ -221,14 +233,14 @@ def main():
         model_args,
         AETNetForQuestionAnswering,
         train_texts,
-        data_args.max_seq_length,
+        window_args.max_seq_length,
         num_train_examples=len(raw["train"]) if "train" in raw else 0,
     )
     warn_if_from_scratch_learning_rate(logger, training_args, base_models)
     with training_args.main_process_first(desc="dataset map pre-processing"):
         windows = {
             split: prepare_windows(
-                raw[split], processor, data_args, data_args.preprocessing_num_workers, f"{split} windows"
+                raw[split], processor, window_args, data_args.preprocessing_num_workers, f"{split} windows"
             )
             for split in raw
         }
@@ -270,7 +282,7 @@ def main():
                     "question": example["question"],
                     "answer": answer["answer"],
                     "gold_answers": example["answers"],
-                    "anls": anls_score(answer["answer"], example["answers"]),
+                    "anls": anls([answer["answer"]], [example["answers"]]),
                 }
                 for example, answer in zip(examples, answers)
             ]

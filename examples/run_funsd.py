@@ -66,6 +66,7 @@ from utils_aetnet import (
     warn_if_from_scratch_learning_rate,
 )
 from utils_aetnet_data import (
+    WindowArguments,
     first_logits,
     merge_to_words,
     prepare_token_windows,
@@ -87,7 +88,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DataTrainingArguments:
-    """The data and how documents become model windows."""
+    """The data (the windows they are cut into are [`WindowArguments`])."""
 
     dataset_dir: str = field(
         default="",
@@ -97,14 +98,6 @@ class DataTrainingArguments:
     synthetic_test_size: int = field(default=24, metadata={"help": "Synthetic test forms."})
     word_level: bool = field(
         default=False, metadata={"help": "Give each word its own box instead of its entity's (segment-level) box."}
-    )
-    max_seq_length: int = field(default=512, metadata={"help": "Window length in tokens."})
-    doc_stride: int | None = field(
-        default=None,
-        metadata={"help": "Tokens shared by consecutive windows (default: max_seq_length // 4, <= 128)."},
-    )
-    pad_to_max_length: bool = field(
-        default=False, metadata={"help": "Pad every window to max_seq_length (default: pad each batch dynamically)."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training documents."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N test documents."})
@@ -131,8 +124,8 @@ class FunsdTrainingArguments(ExampleTrainingArguments):
 
 
 def main():
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, FunsdTrainingArguments))
-    model_args, data_args, training_args = parse_arguments(parser)
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, WindowArguments, FunsdTrainingArguments))
+    model_args, data_args, window_args, training_args = parse_arguments(parser)
     setup_logging_and_seed(logger, training_args)
 
     # ---- Data ----
@@ -155,7 +148,7 @@ def main():
 
     # ---- Processor and model ----
     processor, model, base_models = build_processor_and_model(
-        model_args, AETNetForTokenClassification, raw["train"]["words"], data_args.max_seq_length, label_list
+        model_args, AETNetForTokenClassification, raw["train"]["words"], window_args.max_seq_length, label_list
     )
     warn_if_from_scratch_learning_rate(logger, training_args, base_models)
     # Dataset tag ids -> the model's label ids (a checkpoint may order the labels differently).
@@ -163,10 +156,10 @@ def main():
 
     with training_args.main_process_first(desc="dataset map pre-processing"):
         train_windows = prepare_token_windows(
-            raw["train"], processor, data_args, label_ids, data_args.preprocessing_num_workers, "Train windows"
+            raw["train"], processor, window_args, label_ids, data_args.preprocessing_num_workers, "Train windows"
         )
         test_windows = prepare_token_windows(
-            raw["test"], processor, data_args, label_ids, data_args.preprocessing_num_workers, "Test windows"
+            raw["test"], processor, window_args, label_ids, data_args.preprocessing_num_workers, "Test windows"
         )
     logger.info(f"{len(raw['train'])} training documents -> {len(train_windows)} windows")
 

@@ -57,6 +57,7 @@ from utils_aetnet import (
     training_collator,
     warn_if_from_scratch_learning_rate,
 )
+from utils_aetnet_data import script_window_arguments
 
 from aetnet import AETNetForRelationExtraction, AETNetTrainer
 from aetnet.data import add_bio_relations, load_funsd_relations, load_synthetic_funsd, union_bbox
@@ -80,13 +81,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DataTrainingArguments:
-    """The data, the windows and the decoding of links."""
+    """The data and the decoding of links; the windows are `RelationWindowArguments`."""
 
     dataset_dir: str = field(default="", metadata={"help": "A FUNSD folder (training_data/, testing_data/) or ''."})
     synthetic_train_size: int = field(default=96, metadata={"help": "Synthetic training forms."})
     synthetic_test_size: int = field(default=24, metadata={"help": "Synthetic test forms."})
     word_level: bool = field(default=False, metadata={"help": "Each word keeps its own box (not its entity's)."})
-    max_seq_length: int = field(default=512, metadata={"help": "Window length in tokens."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training pages."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N test pages."})
     threshold: float = field(default=0.5, metadata={"help": "Link probability from which a pair is a link."})
@@ -100,6 +100,11 @@ class DataTrainingArguments:
             "choices": ["box", "none"],
         },
     )
+
+
+# Windows of whole entities, each sharing about half its entities with the next (`aetnet.relations`): their overlap
+# is no option, only their length is.
+RelationWindowArguments = script_window_arguments(options=("max_seq_length",))
 
 
 @dataclass
@@ -143,8 +148,10 @@ def page_entities(page, label_names: list[str]) -> list[dict]:
 
 
 def main():
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, RelationTrainingArguments))
-    model_args, data_args, training_args = parse_arguments(parser)
+    parser = HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, RelationWindowArguments, RelationTrainingArguments)
+    )
+    model_args, data_args, window_args, training_args = parse_arguments(parser)
     setup_logging_and_seed(logger, training_args)
     # Gold links are inputs, not labels to gather: `entity_labels` would otherwise be taken for labels by its name.
     training_args.label_names = ["relations"]
@@ -174,14 +181,14 @@ def main():
         model_args,
         AETNetForRelationExtraction,
         raw["train"]["words"],
-        data_args.max_seq_length,
+        window_args.max_seq_length,
         head_config={"relation_geometry": data_args.relation_geometry},
     )
     if list(model.config.entity_labels) != label_names:
         raise ValueError(f"The model's entity labels {model.config.entity_labels} are not the data's {label_names}.")
     warn_if_from_scratch_learning_rate(logger, training_args, base_models)
-    train_windows, _ = page_windows(raw["train"], processor, data_args.max_seq_length, "Train windows")
-    test_windows, window_stats = page_windows(raw["test"], processor, data_args.max_seq_length, "Test windows")
+    train_windows, _ = page_windows(raw["train"], processor, window_args.max_seq_length, "Train windows")
+    test_windows, window_stats = page_windows(raw["test"], processor, window_args.max_seq_length, "Test windows")
 
     trainer = AETNetTrainer(
         model=model,

@@ -70,11 +70,17 @@ from utils_aetnet import (
     training_collator,
     warn_if_from_scratch_learning_rate,
 )
-from utils_aetnet_data import OCRArguments, first_logits, limit_splits, ocr_splits, window_kwargs
+from utils_aetnet_data import (
+    OCRArguments,
+    first_logits,
+    limit_splits,
+    ocr_splits,
+    script_window_arguments,
+    window_kwargs,
+)
 
 from aetnet import AETNetForSequenceClassification, AETNetTrainer
-from aetnet.data.ocr_cache import with_page_pixels
-from aetnet.data.rvlcdip import load_rvlcdip
+from aetnet.data import load_rvlcdip, with_page_pixels
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.metrics import classification_metrics, confusion_matrix, plot_confusion_matrix
 from aetnet.processing_aetnet import WORD_INDEX_KEY
@@ -98,7 +104,8 @@ class RvlcdipModelArguments(ModelArguments):
 
 @dataclass
 class DataTrainingArguments(OCRArguments):
-    """The pages, their OCR (`OCRArguments`), and how a page becomes a model input."""
+    """The pages and their OCR (`OCRArguments`); how many of a page's tokens the model reads is
+    `RvlcdipWindowArguments`."""
 
     dataset_dir: str | None = field(
         default=None,
@@ -110,16 +117,20 @@ class DataTrainingArguments(OCRArguments):
     validation_file: str | None = field(default=None, metadata={"help": "Validation split file."})
     test_file: str | None = field(default=None, metadata={"help": "Test split file."})
     image_root: str | None = field(default=None, metadata={"help": "Folder the image paths are relative to."})
-    max_seq_length: int = field(
-        default=512, metadata={"help": "Tokens per page; the words beyond are dropped (counted in a warning)."}
-    )
-    pad_to_max_length: bool = field(
-        default=False, metadata={"help": "Pad every page to max_seq_length (default: pad each batch dynamically)."}
-    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training pages."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation pages."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test pages."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for dataset.map."})
+
+
+# A page is one window (the words beyond it are dropped), so there is no stride to share; the help says so.
+RvlcdipWindowArguments = script_window_arguments(
+    options=("max_seq_length", "pad_to_max_length"),
+    help_texts={
+        "max_seq_length": "Tokens per page; the words beyond are dropped (counted in a warning).",
+        "pad_to_max_length": "Pad every page to max_seq_length (default: pad each batch dynamically).",
+    },
+)
 
 
 @dataclass
@@ -127,14 +138,14 @@ class RvlcdipTrainingArguments(ExampleTrainingArguments):
     """
     `AETNetTrainingArguments` whose defaults train a tiny random model on a few hundred pages on a CPU. From
     pretrained encoders use the LayoutLMv3 RVL-CDIP recipe instead (`--learning_rate 2e-5`). The official AET code
-    trains RVL-CDIP on the task loss only (method.md 2.5): `--loss_weights ditc=0,imc=0,glitc=0,pita=0`
+    trains RVL-CDIP on the task loss only: `--loss_weights ditc=0,imc=0,glitc=0,pita=0`
     reproduces that.
     """
 
     do_eval: bool = field(default=True, metadata={"help": "Evaluate on the validation split."})
     do_predict: bool = field(default=True, metadata={"help": "Write predictions for the test (else validation) split."})
-    # 1e-3, not 3e-3: at 3e-3 one run in three of AETNet and of plain LayoutLMv3 collapses to one class at the study
-    # preset (BENCHMARKS.md, rvlcdip3); at 1e-3 none does.
+    # 1e-3, not 3e-3: at 3e-3 runs of AETNet and of plain LayoutLMv3 alike can collapse to one class at the study
+    # preset, at 1e-3 they do not (the rvlcdip3 runs in BENCHMARKS.md).
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW)."})
     num_train_epochs: float = field(default=30.0, metadata={"help": "Training epochs."})
     remove_unused_columns: bool = field(
@@ -155,7 +166,7 @@ def _quiet_processor_truncation():
         processor_logger.setLevel(level)
 
 
-def prepare_pages(dataset, processor, data_args, label_ids, num_proc, description):
+def prepare_pages(dataset, processor, window_args, label_ids, num_proc, description):
     """Pages -> model inputs (text side only); `with_page_pixels` adds the pixels when a batch is drawn."""
     # The boxes are already on the 0-1000 scale, so the processor reads nothing from the page but its pixels, which
     # are dropped here: a blank stand-in saves decoding every page twice.
@@ -163,7 +174,7 @@ def prepare_pages(dataset, processor, data_args, label_ids, num_proc, descriptio
 
     def process(batch):
         pages = [blank] * len(batch["words"])
-        encoding = processor(pages, batch["words"], boxes=batch["bboxes"], **window_kwargs(data_args, overflow=False))
+        encoding = processor(pages, batch["words"], boxes=batch["bboxes"], **window_kwargs(window_args, overflow=False))
         return {
             "input_ids": encoding["input_ids"],
             "attention_mask": encoding["attention_mask"],
@@ -188,15 +199,17 @@ def prepare_pages(dataset, processor, data_args, label_ids, num_proc, descriptio
     if truncated:
         logger.warning(
             f"{description}: {truncated} of {len(total)} page(s) have more words than fit in "
-            f"{data_args.max_seq_length} tokens; {int((total - kept).sum())} of {int(total.sum())} words were "
+            f"{window_args.max_seq_length} tokens; {int((total - kept).sum())} of {int(total.sum())} words were "
             "dropped (the beginning of each page is kept)."
         )
     return with_page_pixels(pages.remove_columns("num_words_kept"), processor.image_processor)
 
 
 def main():
-    parser = HfArgumentParser((RvlcdipModelArguments, DataTrainingArguments, RvlcdipTrainingArguments))
-    model_args, data_args, training_args = parse_arguments(parser)
+    parser = HfArgumentParser(
+        (RvlcdipModelArguments, DataTrainingArguments, RvlcdipWindowArguments, RvlcdipTrainingArguments)
+    )
+    model_args, data_args, window_args, training_args = parse_arguments(parser)
     setup_logging_and_seed(logger, training_args)
 
     # ---- Data: labelled pages, then their words (cached Tesseract unless the files carry OCR) ----
@@ -220,7 +233,7 @@ def main():
     # ---- Processor and model ----
     train_words = raw["train"]["words"] if "train" in raw else [["document"]]
     processor, model, base_models = build_processor_and_model(
-        model_args, AETNetForSequenceClassification, train_words, data_args.max_seq_length, label_list
+        model_args, AETNetForSequenceClassification, train_words, window_args.max_seq_length, label_list
     )
     warn_if_from_scratch_learning_rate(logger, training_args, base_models)
     # Dataset class ids -> the model's label ids (a checkpoint may order the labels differently).
@@ -230,7 +243,7 @@ def main():
     with training_args.main_process_first(desc="dataset map pre-processing"):
         pages = {
             split: prepare_pages(
-                raw[split], processor, data_args, label_ids, data_args.preprocessing_num_workers, f"{split} pages"
+                raw[split], processor, window_args, label_ids, data_args.preprocessing_num_workers, f"{split} pages"
             )
             for split in raw
         }

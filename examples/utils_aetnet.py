@@ -58,7 +58,7 @@ from aetnet import (
 )
 from aetnet.alignment import registered_objectives
 from aetnet.configuration_aetnet import ALIGNMENT_OBJECTIVES
-from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
+from aetnet.data import train_layoutlmv3_tokenizer
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.momentum import fitted_queue_size
 from aetnet.training import plot_loss_curves, save_custom_pipelines

@@ -13,24 +13,27 @@
 # limitations under the License.
 """
 The data side of the example scripts' shared plumbing (see `utils_aetnet.py`): split limits, the cached Tesseract OCR
-of page splits, documents cut into overlapping windows, token-classification windows merged back to one label per
-word (by the package's one rule, [`aetnet.windowing.merge_window_predictions`], which `aetnet predict` applies too),
-entity-level seqeval scores and the per-word prediction file.
+of page splits, the window options every script parses ([`WindowArguments`]), documents cut into overlapping windows,
+token-classification windows merged back to one label per word (by the package's one rule,
+[`aetnet.windowing.merge_window_predictions`], which `aetnet predict` applies too), entity-level seqeval scores and
+the per-word prediction file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_type_hints
 
 import datasets
 import numpy as np
 import torch
 
 from aetnet import AETNetProcessor
-from aetnet.data.ocr_cache import OCRCache, ocr_dataset
+from aetnet.data import OCRCache, ocr_dataset
 from aetnet.metrics import seqeval_summary
 from aetnet.processing_aetnet import WORD_INDEX_KEY
 from aetnet.windowing import default_stride, merge_window_predictions
@@ -69,7 +72,7 @@ def ocr_splits(
     raw: dict[str, datasets.Dataset], data_args: OCRArguments, training_args: Any, script_logger: logging.Logger
 ) -> dict[str, datasets.Dataset]:
     """Add `words` and `bboxes` (0-1000) to every split of `raw` (in place; returned for convenience) from the OCR
-    cache ([`aetnet.data.ocr_cache.OCRCache`], the package's Tesseract wrapper), the main process first, and log how many
+    cache ([`aetnet.data.OCRCache`], the package's Tesseract wrapper), the main process first, and log how many
     pages came from the cache."""
     ocr = OCRCache(data_args.ocr_cache_dir, ocr_lang=data_args.ocr_lang, tesseract_config=data_args.tesseract_config)
     with training_args.main_process_first(desc="OCR"):
@@ -115,23 +118,80 @@ def merge_to_words(
     return predictions
 
 
-def doc_stride(data_args: Any) -> int:
+@dataclass
+class WindowArguments:
+    """
+    How a document becomes model windows: windows of `--max_seq_length` tokens, consecutive windows of a document
+    sharing `--doc_stride` tokens, padded per batch unless `--pad_to_max_length`. The window options of every example
+    script are these fields, declared here once; a script that reads only some of them, or explains one in its own
+    words, parses the variant [`script_window_arguments`] builds from them.
+    """
+
+    max_seq_length: int = field(default=512, metadata={"help": "Window length in tokens."})
+    doc_stride: int | None = field(
+        default=None,
+        metadata={"help": "Tokens shared by consecutive windows (default: max_seq_length // 4, <= 128)."},
+    )
+    pad_to_max_length: bool = field(
+        default=False, metadata={"help": "Pad every window to max_seq_length (default: pad each batch dynamically)."}
+    )
+
+
+def script_window_arguments(options: Sequence[str] | None = None, help_texts: dict[str, str] | None = None) -> type:
+    """
+    The [`WindowArguments`] dataclass one script hands to `HfArgumentParser`: only the `options` it reads (default:
+    all; a page classifier has no stride to share), with the script's own help text (`help_texts`, by option) where
+    its windows are something more specific (a receipt's, a page's, holding the question). Names, types and defaults
+    are always `WindowArguments`' own, so that every script spells and defaults a window option the same way.
+
+    `WindowArguments` itself is returned when the script keeps every option and its help. Otherwise the variant is a
+    new dataclass of the same name and fields, since a dataclass field can be overridden in a subclass but not
+    removed from it.
+    """
+    fields = {f.name: f for f in dataclasses.fields(WindowArguments)}
+    options = set(fields) if options is None else set(options)
+    help_texts = help_texts or {}
+    unknown = sorted(options.union(help_texts).difference(fields))
+    if unknown:
+        raise ValueError(f"{unknown} are not WindowArguments fields ({', '.join(fields)}).")
+    if options == set(fields) and all(text == fields[name].metadata["help"] for name, text in help_texts.items()):
+        return WindowArguments
+    # The field types resolved here, since the annotations of this module are strings (postponed evaluation).
+    types = get_type_hints(WindowArguments)
+    variant = [
+        (
+            name,
+            types[name],
+            field(default=f.default, metadata={**f.metadata, "help": help_texts.get(name, f.metadata["help"])}),
+        )
+        for name, f in fields.items()
+        if name in options
+    ]
+    return dataclasses.make_dataclass(
+        WindowArguments.__name__,
+        variant,
+        namespace={"__doc__": WindowArguments.__doc__, "__module__": __name__},
+    )
+
+
+def doc_stride(window_args: Any) -> int:
     """`--doc_stride`, or when it is not given the overlap `aetnet predict` uses for `--max_seq_length`:
-    `min(128, max_seq_length // 4)` ([`~aetnet.processing_aetnet.default_stride`])."""
-    stride = getattr(data_args, "doc_stride", None)
-    return default_stride(data_args.max_seq_length) if stride is None else stride
+    `min(128, max_seq_length // 4)` ([`~aetnet.windowing.default_stride`])."""
+    stride = getattr(window_args, "doc_stride", None)
+    return default_stride(window_args.max_seq_length) if stride is None else stride
 
 
-def window_kwargs(data_args: Any, overflow: bool = True) -> dict[str, Any]:
-    """Processor arguments that cut a document (0-1000 boxes) into overlapping windows of `data_args.max_seq_length`
-    tokens, [`doc_stride`] of them shared by consecutive windows, padded per batch unless
-    `data_args.pad_to_max_length`. With `overflow=False`, one window per document: the words beyond are dropped."""
+def window_kwargs(window_args: Any, overflow: bool = True) -> dict[str, Any]:
+    """Processor arguments that cut a document (0-1000 boxes) into overlapping windows of
+    `window_args.max_seq_length` tokens, [`doc_stride`] of them shared by consecutive windows, padded per batch
+    unless `window_args.pad_to_max_length` ([`WindowArguments`]). With `overflow=False`, one window per document: the
+    words beyond are dropped."""
     return {
         "boxes_normalized": True,
-        "max_length": data_args.max_seq_length,
+        "max_length": window_args.max_seq_length,
         # The tokenizer checks the stride even without overflow.
-        "stride": doc_stride(data_args) if overflow else 0,
-        "padding": "max_length" if data_args.pad_to_max_length else False,
+        "stride": doc_stride(window_args) if overflow else 0,
+        "padding": "max_length" if window_args.pad_to_max_length else False,
         "truncation": True,
         "return_overflowing_tokens": overflow,
     }
@@ -156,14 +216,14 @@ def map_to_windows(
 def prepare_token_windows(
     dataset: datasets.Dataset,
     processor: AETNetProcessor,
-    data_args: Any,
+    window_args: Any,
     label_ids: dict[int, int],
     num_proc: int | None,
     description: str,
 ) -> datasets.Dataset:
     """
     Documents with `image`, `words`, `bboxes` (0-1000) and `ner_tags` -> overlapping token-classification windows
-    (`dataset.map` + the processor, `data_args.max_seq_length` / `doc_stride` / `pad_to_max_length`), keeping each
+    (`dataset.map` + the processor, `window_args`: [`WindowArguments`]), keeping each
     window's `word_index` and `document_index` for `merge_to_words`. `label_ids` maps dataset tags to model label ids.
     """
 
@@ -173,7 +233,7 @@ def prepare_token_windows(
             batch["words"],
             boxes=batch["bboxes"],
             word_labels=[[label_ids[tag] for tag in tags] for tags in batch["ner_tags"]],
-            **window_kwargs(data_args),
+            **window_kwargs(window_args),
         )
         encoding["document_index"] = [indices[i] for i in encoding.pop("overflow_to_sample_mapping")]
         return encoding
@@ -218,6 +278,7 @@ def write_word_predictions(
 
 __all__ = [
     "OCRArguments",
+    "WindowArguments",
     "doc_stride",
     "first_logits",
     "limit_splits",
@@ -225,6 +286,7 @@ __all__ = [
     "merge_to_words",
     "ocr_splits",
     "prepare_token_windows",
+    "script_window_arguments",
     "seqeval_scores",
     "window_kwargs",
     "write_word_predictions",

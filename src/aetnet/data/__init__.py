@@ -35,19 +35,32 @@ __all__ = [
     "union_bbox",
 ]
 
-# Document classification, DocVQA and CORD readers.
+# Document classification, DocVQA and CORD readers, the cached OCR of their pages and the tokenizer trained on words.
 from .cord import CORD_LABELS, load_cord  # noqa: E402
-from .docvqa import add_answer_spans, find_answer_span, load_docvqa, postprocess_qa_predictions  # noqa: E402
+from .docvqa import (  # noqa: E402
+    add_answer_spans,
+    answer_token_positions,
+    find_answer_span,
+    load_docvqa,
+    postprocess_qa_predictions,
+)
+from .ocr_cache import OCRCache, ocr_dataset, with_page_pixels  # noqa: E402
 from .rvlcdip import RVLCDIP_LABELS, load_rvlcdip  # noqa: E402
+from .tokenizer_training import train_layoutlmv3_tokenizer  # noqa: E402
 
 
 __all__ += [
     "CORD_LABELS",
+    "OCRCache",
     "RVLCDIP_LABELS",
     "add_answer_spans",
+    "answer_token_positions",
     "find_answer_span",
     "load_cord",
     "load_docvqa",
     "load_rvlcdip",
+    "ocr_dataset",
     "postprocess_qa_predictions",
+    "train_layoutlmv3_tokenizer",
+    "with_page_pixels",
 ]
