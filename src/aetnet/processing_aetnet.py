@@ -105,9 +105,8 @@ class AETNetProcessor(ProcessorMixin):
 
         Args:
             images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them): one page image per document,
-                in any PIL mode (L, RGB, RGBA, P, I;16, ...) or as an array (HW, HWC or CHW; uint8, 16-bit, or float
-                in [0, 1], or in [0, 255] when the maximum exceeds 1). Converted to 8-bit RGB, transparent areas
-                composited onto white ([`~aetnet.processing_images.to_rgb_image`]). Its size normalises pixel boxes.
+                in any PIL mode or as an HW, HWC or CHW array of any common dtype, converted to 8-bit RGB as
+                [`~aetnet.processing_images.to_rgb_image`] says. Its original size normalises pixel boxes.
             text (`list[str]`, `list[list[str]]` or `str`, *optional*): the words of each document, or, together
                 with `text_pair` or with OCR, the question(s) for question answering.
             text_pair (`list[str]` or `list[list[str]]`, *optional*): the words when `text` holds questions.

@@ -36,7 +36,11 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
 def to_rgb_image(image, index: int) -> Image.Image:
-    """Convert a PIL image of any mode, a numpy array or a torch tensor into an 8-bit RGB PIL image."""
+    """
+    Convert a PIL image of any mode (L, RGB, RGBA, P, I;16, ...), a numpy array or a torch tensor (HW, HWC or CHW;
+    uint8, 16-bit, or float in [0, 1], or in [0, 255] when the maximum exceeds 1) into an 8-bit RGB PIL image,
+    transparent areas composited onto white. `index` names the image in error messages.
+    """
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     if isinstance(image, Image.Image):
