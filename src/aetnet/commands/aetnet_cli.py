@@ -40,7 +40,7 @@ from aetnet.commands import EXIT_USAGE, UsageError, export, info, predict
 
 
 # The sub-commands in the order `aetnet --help` lists them; each module registers its own sub-parser and options.
-SUBCOMMANDS = (predict, export, info)
+_SUBCOMMANDS = (predict, export, info)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     which also sets the function that runs it (`args.func`)."""
     parser = argparse.ArgumentParser(prog="aetnet", description="Use trained AETNet document models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in SUBCOMMANDS:
+    for command in _SUBCOMMANDS:
         command.register_subcommand(commands)
     return parser
 
