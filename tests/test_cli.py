@@ -13,6 +13,7 @@
 # limitations under the License.
 """The `aetnet` command line, run in subprocesses on a tiny checkpoint: JSON schema, pictures, PDFs, bad inputs."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -32,7 +33,10 @@ from aetnet import (
     AETNetForTokenClassification,
     AETNetProcessor,
 )
-from aetnet.commands.aetnet_cli import main
+from aetnet.commands import export as export_module
+from aetnet.commands import info as info_module
+from aetnet.commands import predict as predict_module
+from aetnet.commands.aetnet_cli import build_parser, main
 from aetnet.commands.predict import to_json
 from aetnet.data import FUNSD_LABELS, generate_synthetic_forms
 from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
@@ -291,6 +295,24 @@ def test_argparse_errors_exit_2(workspace):
     with pytest.raises(SystemExit) as excinfo:
         main(["predict", str(workspace / "token"), str(workspace / "form.png"), "--fp16", "--bf16"])
     assert excinfo.value.code == 2
+
+
+def test_each_subcommand_registers_its_own_parser():
+    """The cli module only assembles: each sub-command's module adds its sub-parser, its options and the function
+    that runs it, and `aetnet --help` lists the sub-commands in that order."""
+    cases = [
+        ("predict", predict_module, ["MODEL", "a.png", "b.pdf", "--draw", "--entities", "e.json", "--bf16"]),
+        ("export", export_module, ["MODEL", "--onnx", "model.onnx", "--opset", "18"]),
+        ("info", info_module, ["MODEL", "--json"]),
+    ]
+    for name, module, argv in cases:
+        parser = argparse.ArgumentParser(prog="aetnet")
+        module.register_subcommand(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args([name, *argv])
+        assert args.func is getattr(module, f"{name}_command") and args.model == "MODEL"
+    assert args.json is True
+    help_text = build_parser().format_help()
+    assert help_text.index("predict") < help_text.index("export") < help_text.index("info")
 
 
 def test_to_json_puts_boxes_on_one_line():

@@ -27,6 +27,7 @@ from transformers import AutoTokenizer, LayoutLMv3ImageProcessorPil
 
 from aetnet import AETNetProcessor
 from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
+from aetnet.tasks import MODEL_INPUT_NAMES
 
 
 def word_runs(word_ids: list[int]) -> list[tuple[int, int]]:
@@ -72,6 +73,10 @@ def test_keys_shapes_and_first_subtoken_labels(process, processor):
     assert word_ids[0] == -1 and out["input_ids"][0, 0] == processor.tokenizer.cls_token_id
     for name in ("input_ids", "bbox", "attention_mask", "pixel_values"):
         assert name in processor.model_input_names
+
+
+def test_model_input_names_come_from_the_task_table(processor):
+    assert processor.model_input_names == list(MODEL_INPUT_NAMES)
 
 
 def test_pixel_boxes_are_normalised_from_original_page_size(process):

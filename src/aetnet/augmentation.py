@@ -17,10 +17,10 @@ Tensor-level page augmentation for the momentum ViT view (`pixel_values_aug`).
 AETNet's image-side contrastive terms (DITC, IMC) compare the online ViT on one view of the page with the momentum
 ViT on another, augmented view. The official code augments *both* views heavily (random-resized crop down to 20% of
 the page, flips, shears, RandAugment) while the word boxes stay untouched, so LayoutLMv3's layout embeddings and the
-PITA patch cells no longer describe the pixels they are paired with (method.md 2.7, bug 20). aetnet therefore keeps
-`pixel_values` deterministic and augments only the momentum view, and only mildly: a crop that keeps at least 80% of
-the page, rotation of a few degrees, photometric jitter, blur and grayscale. There is no flip, because mirrored text
-is not a document.
+PITA patch cells no longer describe the pixels they are paired with. aetnet therefore keeps `pixel_values`
+deterministic and augments only the momentum view, and only mildly: a crop that keeps at least 80% of the page,
+rotation of a few degrees, photometric jitter, blur and grayscale. There is no flip, because mirrored text is not a
+document.
 
 Everything is written with plain torch ops (no torchvision, which is not a dependency), works on a batch of
 *already normalised* tensors on any device, draws independent parameters per sample and is reproducible given a
@@ -191,41 +191,54 @@ def augment_pixel_values(
     device = pixel_values.device
     # All random numbers are drawn on the CPU, in a fixed order, so results do not depend on the device.
     grid = _random_affine_grid(batch_size, height, width, config, generator)
-    jitter = torch.rand(batch_size, generator=generator) < config.color_jitter_probability
-    brightness = _uniform(batch_size, 1 - config.brightness, 1 + config.brightness, generator)
-    contrast = _uniform(batch_size, 1 - config.contrast, 1 + config.contrast, generator)
-    saturation = _uniform(batch_size, 1 - config.saturation, 1 + config.saturation, generator)
-    grayscale = torch.rand(batch_size, generator=generator) < config.grayscale_probability
-    blur = torch.rand(batch_size, generator=generator) < config.blur_probability
-    sigma = _uniform(batch_size, *config.blur_sigma, generator)
-
+    draws = _photometric_draws(batch_size, config, generator)
     pixels = pixel_values.float()
     pixels = F.grid_sample(pixels, grid.to(device), mode="bilinear", padding_mode="border", align_corners=False)
-
     mean = torch.tensor(config.image_mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(config.image_std, device=device).view(1, 3, 1, 1)
-    pixels = pixels * std + mean  # back to [0, 1] pixel space
+    pixels = _photometric(pixels * std + mean, draws, config)  # in [0, 1] pixel space
+    pixels = (pixels.clamp(0, 1) - mean) / std
+    return pixels.to(pixel_values.dtype)
+
+
+def _photometric_draws(batch_size: int, config: AugmentationConfig, generator: torch.Generator | None) -> dict:
+    """The per-sample draws of the photometric operations, in their fixed order: whether to jitter, the brightness,
+    contrast and saturation factors, whether to turn gray, whether to blur, and the blur sigma."""
+    return {
+        "jitter": torch.rand(batch_size, generator=generator) < config.color_jitter_probability,
+        "brightness": _uniform(batch_size, 1 - config.brightness, 1 + config.brightness, generator),
+        "contrast": _uniform(batch_size, 1 - config.contrast, 1 + config.contrast, generator),
+        "saturation": _uniform(batch_size, 1 - config.saturation, 1 + config.saturation, generator),
+        "grayscale": torch.rand(batch_size, generator=generator) < config.grayscale_probability,
+        "blur": torch.rand(batch_size, generator=generator) < config.blur_probability,
+        "sigma": _uniform(batch_size, *config.blur_sigma, generator),
+    }
+
+
+def _photometric(pixels: torch.Tensor, draws: dict, config: AugmentationConfig) -> torch.Tensor:
+    """Brightness, contrast and saturation jitter, grayscale and blur of [0, 1] pixels, each where `draws` says."""
+    device = pixels.device
+    jitter = draws["jitter"]
 
     def per_sample(values: torch.Tensor, enabled: torch.Tensor) -> torch.Tensor:
         return torch.where(enabled, values, torch.ones_like(values)).to(device).view(-1, 1, 1, 1)
 
     luma_weights = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
-    pixels = (pixels * per_sample(brightness, jitter)).clamp(0, 1)
+    pixels = (pixels * per_sample(draws["brightness"], jitter)).clamp(0, 1)
     gray_mean = (pixels * luma_weights).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
-    pixels = ((pixels - gray_mean) * per_sample(contrast, jitter) + gray_mean).clamp(0, 1)
+    pixels = ((pixels - gray_mean) * per_sample(draws["contrast"], jitter) + gray_mean).clamp(0, 1)
     gray = (pixels * luma_weights).sum(dim=1, keepdim=True)
-    pixels = ((pixels - gray) * per_sample(saturation, jitter) + gray).clamp(0, 1)
-    if grayscale.any():
+    pixels = ((pixels - gray) * per_sample(draws["saturation"], jitter) + gray).clamp(0, 1)
+    if draws["grayscale"].any():
         gray = (pixels * luma_weights).sum(dim=1, keepdim=True).expand_as(pixels)
-        pixels = torch.where(grayscale.to(device).view(-1, 1, 1, 1), gray, pixels)
+        pixels = torch.where(draws["grayscale"].to(device).view(-1, 1, 1, 1), gray, pixels)
+    blur = draws["blur"]
     if blur.any():
         # Blur only the selected samples: the convolution is the most expensive step.
         selected = blur.nonzero()[:, 0].to(device)
-        blurred = _gaussian_blur(pixels[selected], sigma[blur], config.blur_sigma[1])
+        blurred = _gaussian_blur(pixels[selected], draws["sigma"][blur], config.blur_sigma[1])
         pixels = pixels.index_copy(0, selected, blurred)
-
-    pixels = (pixels.clamp(0, 1) - mean) / std
-    return pixels.to(pixel_values.dtype)
+    return pixels
 
 
 __all__ = ["AugmentationConfig", "augment_pixel_values"]

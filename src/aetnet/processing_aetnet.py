@@ -13,13 +13,14 @@
 # limitations under the License.
 """
 Processor class for AETNet: the stock LayoutLMv3 image processor and tokenizer, plus what LayoutLMv3 users keep
-re-implementing (method.md section 7): box validation and clipping, sliding windows that lose no word, a per-token
-word index to merge window predictions back to one score per word, and the augmented momentum view.
+re-implementing: box validation and clipping, sliding windows that lose no word, a per-token word index to merge
+window predictions back to one score per word, and the augmented momentum view.
 
-The call itself lives here; the checks of its words, boxes, labels and stride are in `processing_inputs.py`, the
-page-image conversion and Tesseract in `processing_images.py`, the windows in `windowing.py` (re-exported here). The
-processor ships as Hub remote code and transformers copies only the same-folder modules it imports relatively, so all
-of them import only torch, transformers, numpy and PIL besides each other.
+The call lives here, as a list of named steps (pages, words and boxes, checks, boxes on the 0-1000 scale, window
+settings, tokenising, coverage, first-sub-token labels, pixels); the checks of its words, boxes, labels and stride
+are in `processing_inputs.py`, the page-image conversion and Tesseract in `processing_images.py`, the windows in
+`windowing.py`. The processor ships as Hub remote code and transformers copies only the same-folder modules it
+imports relatively, so all of them import only torch, transformers, numpy and PIL besides each other.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from transformers.tokenization_utils_base import BatchEncoding, TruncationStrate
 from transformers.utils import logging
 
 from .augmentation import AugmentationConfig, augment_pixel_values
-from .processing_images import run_tesseract, to_rgb_image
+from .processing_images import run_tesseract, to_rgb_image, to_rgb_pages
 from .processing_inputs import batch_inputs, label_ids, prepare_boxes, validate_lengths, validate_window
+from .tasks import MODEL_INPUT_NAMES
 from .windowing import (
     first_subword_mask,
     merge_window_predictions,
@@ -62,7 +64,8 @@ class AETNetProcessor(ProcessorMixin):
       ([`~AETNetProcessor.merge_window_predictions`]), also after `dataset.map`;
     - returns a [`BatchEncoding`] that keeps the tokenizer's encodings, so that `encoding.word_ids(i)`,
       `encoding.sequence_ids(i)` and `encoding.token_to_word(i, j)` work as with [`LayoutLMv3Processor`];
-    - puts labels only on the first sub-token of each word, also when a window starts in the middle of a word;
+    - puts labels only on the first sub-token of each word, also when a window starts in the middle of a word (a
+      word longer than a whole window is kept, split over consecutive windows, its label in the first that holds it);
     - optionally returns `pixel_values_aug`, an augmented copy of the page for the momentum ViT only.
 
     Args:
@@ -101,13 +104,11 @@ class AETNetProcessor(ProcessorMixin):
         Prepare one page or a batch of pages for an AETNet model.
 
         Args:
-            images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
-                One page image per document, in any PIL mode (L, RGB, RGBA, P, I;16, ...) or as an array (HW, HWC or
-                CHW; uint8, 16-bit, or float in [0, 1], or in [0, 255] when the maximum exceeds 1). Converted to
-                8-bit RGB, transparent areas composited onto white. The original size normalises pixel boxes.
-            text (`list[str]`, `list[list[str]]`, `str` or `list[str]`, *optional*):
-                The words of each document (token classification), or, together with `text_pair` or with OCR, the
-                question(s) for question answering.
+            images (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them): one page image per document,
+                in any PIL mode or as an HW, HWC or CHW array of any common dtype, converted to 8-bit RGB as
+                [`~aetnet.processing_images.to_rgb_image`] says. Its original size normalises pixel boxes.
+            text (`list[str]`, `list[list[str]]` or `str`, *optional*): the words of each document, or, together
+                with `text_pair` or with OCR, the question(s) for question answering.
             text_pair (`list[str]` or `list[list[str]]`, *optional*): the words when `text` holds questions.
             boxes (`list[list[float]]` or `list[list[list[float]]]`, *optional*): one `(x0, y0, x1, y1)` per word,
                 in pixels of the original image unless `boxes_normalized=True`.
@@ -115,8 +116,7 @@ class AETNetProcessor(ProcessorMixin):
                 id (>= 0, or -100 to ignore the word), or a label name when `label2id` is given.
             label2id (`dict[str, int]`, *optional*): maps label names in `word_labels` to ids (e.g.
                 `model.config.label2id`); unknown names, and ids that are none of its values, raise `ValueError`.
-            boxes_normalized (`bool`, *optional*, defaults to `False`): whether `boxes` are already on the 0-1000
-                scale.
+            boxes_normalized (`bool`, *optional*, defaults to `False`): `boxes` are on the 0-1000 scale already.
             apply_ocr (`bool`, *optional*): run Tesseract to get words and boxes. Defaults to
                 `image_processor.apply_ocr`. Cannot be combined with `boxes` or `word_labels`.
             ocr_lang, tesseract_config (`str`, *optional*): Tesseract language (e.g. `"eng"`) and extra flags (e.g.
@@ -140,92 +140,25 @@ class AETNetProcessor(ProcessorMixin):
             boxes normalised). It keeps the tokenizer's encodings: `encoding.word_ids(i)` and
             `encoding.sequence_ids(i)` of window `i` are the stock ones (`None` for special tokens; for question
             answering the question's tokens have word ids too, in sequence 0).
-
-        A word longer than a whole window is kept, split over consecutive windows; its label sits on its first
-        sub-token only, in the first window that holds it.
         """
-        if images is None:
-            raise ValueError("`images` is required: AETNet reads the page image with LayoutLMv3 and the aligner ViT.")
+        pages = to_rgb_pages(images)
         apply_ocr = self.image_processor.apply_ocr if apply_ocr is None else apply_ocr
-        if isinstance(images, (list, tuple)) or (isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4):
-            image_list = list(images)
-        else:
-            image_list = [images]
-        pages = [to_rgb_image(image, index) for index, image in enumerate(image_list)]
-        if max_length is None:
-            max_length = self.tokenizer.model_max_length
-
-        if apply_ocr:
-            words, boxes, labels, questions = self._ocr_inputs(
-                pages, text, text_pair, boxes, word_labels, ocr_lang, tesseract_config
-            )
-            boxes_normalized = True
-        else:
-            words, boxes, labels, questions = batch_inputs(text, text_pair, boxes, word_labels)
-        validate_lengths(words, boxes, labels, questions, num_pages=len(pages))
-        if labels is not None:
-            labels = label_ids(labels, label2id)
-        words = self._replace_empty_words(words)
-        prepared_boxes, clipped = [], 0
-        for doc_index, (doc_boxes, page) in enumerate(zip(boxes, pages)):
-            doc_boxes, doc_clipped = prepare_boxes(doc_boxes, doc_index, page.size, boxes_normalized)
-            prepared_boxes.append(doc_boxes)
-            clipped += doc_clipped
-        if clipped:
-            logger.warning(
-                f"{clipped} box coordinate(s) fell outside the page (0-1000 after normalisation) and were clipped."
-            )
-
-        is_qa = questions is not None
-        if truncation is True:
-            truncation = "only_second" if is_qa else "longest_first"
-        truncating = truncation not in (False, None, "do_not_truncate", TruncationStrategy.DO_NOT_TRUNCATE)
-        if truncating and return_overflowing_tokens:
-            validate_window(self.tokenizer, max_length, stride, questions)
-
-        encoding = self.tokenizer(
-            text=questions if is_qa else words,
-            text_pair=words if is_qa else None,
-            boxes=prepared_boxes,
-            word_labels=labels,
-            padding=padding,
-            truncation=truncation,
-            max_length=max_length,
-            stride=stride,
-            return_overflowing_tokens=return_overflowing_tokens,
-            **kwargs,
+        words, boxes, labels, questions = (
+            self._ocr_inputs(pages, text, text_pair, boxes, word_labels, ocr_lang, tesseract_config)
+            if apply_ocr
+            else batch_inputs(text, text_pair, boxes, word_labels)
         )
-        num_windows = len(encoding["input_ids"])
-        mapping = encoding.pop("overflow_to_sample_mapping", list(range(num_windows)))
-        word_ids = word_index_rows(encoding, content_sequence=1 if is_qa else 0)
+        words, labels = self._checked_words_and_labels(words, boxes, labels, questions, len(pages), label2id)
+        boxes = self._page_boxes(boxes, pages, normalized=True if apply_ocr else boxes_normalized)
+        window = self._window_options(max_length, stride, padding, truncation, return_overflowing_tokens, questions)
+        encoding = self._tokenize(words, boxes, labels, questions, **window, **kwargs)
+        word_ids, mapping = self._word_index(encoding, questions)
         self._check_coverage(word_ids, mapping, [len(doc) for doc in words])
-        if "labels" in encoding and self.tokenizer.only_label_first_subword:
-            padded = pad_word_index(word_ids)
-            keep = first_subword_mask(padded, torch.tensor(mapping)).tolist()
-            encoding["labels"] = [
-                [label if keep_token else self.tokenizer.pad_token_label for label, keep_token in zip(row, keep_row)]
-                for row, keep_row in zip(encoding["labels"], keep)
-            ]
-
-        page_pixels = self.image_processor(pages, apply_ocr=False, return_tensors=None)["pixel_values"]
-        data = dict(encoding)
-        data[WORD_INDEX_KEY] = word_ids
-        data["overflow_to_sample_mapping"] = list(mapping)
-        images = {"pixel_values": [page_pixels[doc] for doc in mapping]}
-        if return_augmented_view:
-            augmented = augment_pixel_values(
-                torch.from_numpy(np.stack(images["pixel_values"])) if num_windows else torch.empty(0, 3, 1, 1),
-                augmentation_generator,
-                config=self.augmentation_config(),
-            )
-            images["pixel_values_aug"] = list(augmented.numpy())
-        # The text fields convert as the tokenizer's do; the pages as the image processor's (stacked float arrays).
-        features = BatchEncoding(data=data, encoding=encoding.encodings, tensor_type=return_tensors)
-        features.update(BatchFeature(data=images, tensor_type=return_tensors))
-        if apply_ocr:
-            # Added after tensor conversion: words are strings and documents have different lengths.
-            features["words"], features["boxes"] = words, prepared_boxes
-        return features
+        self._label_first_subwords(encoding, word_ids, mapping)
+        pixels = self._window_pixels(pages, mapping, return_augmented_view, augmentation_generator)
+        return self._features(
+            encoding, word_ids, mapping, pixels, return_tensors, (words, boxes) if apply_ocr else None
+        )
 
     def _ocr_inputs(self, pages, text, text_pair, boxes, word_labels, ocr_lang, tesseract_config):
         """Words and normalised boxes from Tesseract; `text`, if given, is the question of each page."""
@@ -245,6 +178,106 @@ class AETNetProcessor(ProcessorMixin):
         ocr = [self.apply_tesseract(page, ocr_lang=ocr_lang, tesseract_config=tesseract_config) for page in pages]
         questions = None if text is None else ([text] if isinstance(text, str) else list(text))
         return [words for words, _ in ocr], [boxes for _, boxes in ocr], None, questions
+
+    def _checked_words_and_labels(self, words, boxes, labels, questions, num_pages: int, label2id):
+        """One page, box and label per word, label names mapped to ids, and no empty word (see the checks of
+        `processing_inputs.py`); returns the words and the label ids (`None` without labels)."""
+        validate_lengths(words, boxes, labels, questions, num_pages=num_pages)
+        if labels is not None:
+            labels = label_ids(labels, label2id)
+        return self._replace_empty_words(words), labels
+
+    @staticmethod
+    def _page_boxes(boxes, pages: list, normalized: bool) -> list[list[list[int]]]:
+        """Every document's boxes validated and on the 0-1000 scale of its page, with one warning that counts the
+        coordinates clipped to the page."""
+        prepared_boxes, clipped = [], 0
+        for doc_index, (doc_boxes, page) in enumerate(zip(boxes, pages)):
+            doc_boxes, doc_clipped = prepare_boxes(doc_boxes, doc_index, page.size, normalized)
+            prepared_boxes.append(doc_boxes)
+            clipped += doc_clipped
+        if clipped:
+            logger.warning(
+                f"{clipped} box coordinate(s) fell outside the page (0-1000 after normalisation) and were clipped."
+            )
+        return prepared_boxes
+
+    def _window_options(self, max_length, stride, padding, truncation, return_overflowing_tokens, questions) -> dict:
+        """The tokenizer's window settings: the model's length by default, `truncation=True` as `"only_second"` for
+        question answering (the question is repeated whole in every window), and a stride checked to fit the window
+        before the tokenizers library panics on it."""
+        if max_length is None:
+            max_length = self.tokenizer.model_max_length
+        if truncation is True:
+            truncation = "longest_first" if questions is None else "only_second"
+        truncating = truncation not in (False, None, "do_not_truncate", TruncationStrategy.DO_NOT_TRUNCATE)
+        if truncating and return_overflowing_tokens:
+            validate_window(self.tokenizer, max_length, stride, questions)
+        return {
+            "max_length": max_length,
+            "stride": stride,
+            "padding": padding,
+            "truncation": truncation,
+            "return_overflowing_tokens": return_overflowing_tokens,
+        }
+
+    def _tokenize(self, words, boxes, labels, questions, **kwargs) -> BatchEncoding:
+        """The tokenizer on the words (after the question, for question answering), their boxes and labels."""
+        is_qa = questions is not None
+        return self.tokenizer(
+            text=questions if is_qa else words,
+            text_pair=words if is_qa else None,
+            boxes=boxes,
+            word_labels=labels,
+            **kwargs,
+        )
+
+    @staticmethod
+    def _word_index(encoding: BatchEncoding, questions) -> tuple[list[list[int]], list[int]]:
+        """The document word of each token (`word_index`, see [`word_index_rows`]) and the document of each window,
+        taken out of the encoding to be returned after `word_index`."""
+        mapping = encoding.pop("overflow_to_sample_mapping", list(range(len(encoding["input_ids"]))))
+        return word_index_rows(encoding, content_sequence=0 if questions is None else 1), mapping
+
+    def _label_first_subwords(self, encoding: BatchEncoding, word_ids: list[list[int]], mapping: list[int]) -> None:
+        """Keep each word's label on its first sub-token only, also in a window that starts inside the word (the stock
+        tokenizer labels such a window's leading continuation sub-tokens)."""
+        if "labels" not in encoding or not self.tokenizer.only_label_first_subword:
+            return
+        keep = first_subword_mask(pad_word_index(word_ids), torch.tensor(mapping)).tolist()
+        encoding["labels"] = [
+            [label if keep_token else self.tokenizer.pad_token_label for label, keep_token in zip(row, keep_row)]
+            for row, keep_row in zip(encoding["labels"], keep)
+        ]
+
+    def _window_pixels(self, pages, mapping, return_augmented_view: bool, generator) -> dict[str, list]:
+        """The page of every window as the image processor makes it, and with `return_augmented_view` its augmented
+        copy for the momentum ViT."""
+        page_pixels = self.image_processor(pages, apply_ocr=False, return_tensors=None)["pixel_values"]
+        images = {"pixel_values": [page_pixels[doc] for doc in mapping]}
+        if return_augmented_view:
+            augmented = augment_pixel_values(
+                torch.from_numpy(np.stack(images["pixel_values"])) if len(mapping) else torch.empty(0, 3, 1, 1),
+                generator,
+                config=self.augmentation_config(),
+            )
+            images["pixel_values_aug"] = list(augmented.numpy())
+        return images
+
+    @staticmethod
+    def _features(encoding, word_ids, mapping, pixels, return_tensors, ocr) -> BatchEncoding:
+        """The call's output: the tokenizer's fields and encodings, `word_index`, the windows' document and pages, and
+        with OCR (`ocr` = words and boxes) the words and boxes found."""
+        data = dict(encoding)
+        data[WORD_INDEX_KEY] = word_ids
+        data["overflow_to_sample_mapping"] = list(mapping)
+        # The text fields convert as the tokenizer's do; the pages as the image processor's (stacked float arrays).
+        features = BatchEncoding(data=data, encoding=encoding.encodings, tensor_type=return_tensors)
+        features.update(BatchFeature(data=pixels, tensor_type=return_tensors))
+        if ocr is not None:
+            # Added after tensor conversion: words are strings and documents have different lengths.
+            features["words"], features["boxes"] = ocr
+        return features
 
     def augmentation_config(self, **overrides) -> AugmentationConfig:
         """The default [`AugmentationConfig`] with the normalisation of this processor's image processor, so that
@@ -310,8 +343,9 @@ class AETNetProcessor(ProcessorMixin):
         return merge_window_predictions(logits, word_ids, overflow_to_sample_mapping, num_words)
 
     @property
-    def model_input_names(self):
-        return ["input_ids", "bbox", "attention_mask", "pixel_values"]
+    def model_input_names(self) -> list[str]:
+        """The inputs an AETNet task head reads (`aetnet.tasks.MODEL_INPUT_NAMES`), in the order of the ONNX graph."""
+        return list(MODEL_INPUT_NAMES)
 
 
 __all__ = [

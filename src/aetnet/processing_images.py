@@ -15,7 +15,8 @@
 Page images as the processor reads them, and Tesseract on such a page.
 
 [`to_rgb_image`] turns a PIL image of any mode, a numpy array or a torch tensor into the one 8-bit RGB page that the
-image processor, the pixel-box normalisation and Tesseract all see; [`run_tesseract`] is the package's one Tesseract
+image processor, the pixel-box normalisation and Tesseract all see ([`to_rgb_pages`] does it for the one page or the
+batch of pages a processor call takes); [`run_tesseract`] is the package's one Tesseract
 wrapper. They live apart from [`~aetnet.processing_aetnet.AETNetProcessor`] because the OCR cache uses them without a
 processor.
 
@@ -35,7 +36,11 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
 def to_rgb_image(image, index: int) -> Image.Image:
-    """Convert a PIL image of any mode, a numpy array or a torch tensor into an 8-bit RGB PIL image."""
+    """
+    Convert a PIL image of any mode (L, RGB, RGBA, P, I;16, ...), a numpy array or a torch tensor (HW, HWC or CHW;
+    uint8, 16-bit, or float in [0, 1], or in [0, 255] when the maximum exceeds 1) into an 8-bit RGB PIL image,
+    transparent areas composited onto white. `index` names the image in error messages.
+    """
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     if isinstance(image, Image.Image):
@@ -88,6 +93,20 @@ def to_rgb_image(image, index: int) -> Image.Image:
     return to_rgb_image(Image.fromarray(array), index)
 
 
+def to_rgb_pages(images) -> list[Image.Image]:
+    """
+    The pages of a processor call as 8-bit RGB PIL images: `images` is one page (a PIL image, an HW, HWC or CHW
+    array or tensor) or a batch of them (a list or tuple, or a 4-D array or tensor); see [`to_rgb_image`].
+    """
+    if images is None:
+        raise ValueError("`images` is required: AETNet reads the page image with LayoutLMv3 and the aligner ViT.")
+    if isinstance(images, (list, tuple)) or (isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4):
+        image_list = list(images)
+    else:
+        image_list = [images]
+    return [to_rgb_image(image, index) for index, image in enumerate(image_list)]
+
+
 def run_tesseract(page: Image.Image, ocr_lang: str, tesseract_config: str) -> tuple[list[str], list[list[int]]]:
     """
     The one Tesseract wrapper of the package (the processor's `apply_ocr=True` path,
@@ -101,4 +120,4 @@ def run_tesseract(page: Image.Image, ocr_lang: str, tesseract_config: str) -> tu
     return list(words), [[int(value) for value in box] for box in boxes]
 
 
-__all__ = ["run_tesseract", "to_rgb_image"]
+__all__ = ["run_tesseract", "to_rgb_image", "to_rgb_pages"]

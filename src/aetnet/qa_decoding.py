@@ -100,27 +100,38 @@ def best_answer_spans(
         example = int(example)
         if not 0 <= example < num_examples:
             raise ValueError(f"`window_to_example[{window}]` is {example}, outside the {num_examples} questions.")
-        ids = np.asarray(ids).reshape(-1)
-        starts = np.asarray(starts, dtype=np.float64).reshape(-1)
-        ends = np.asarray(ends, dtype=np.float64).reshape(-1)
-        length = min(len(ids), len(starts), len(ends))
-        context = np.flatnonzero(ids[:length] >= 0)
-        if not context.size:
-            continue
-        normaliser = np.union1d(context, [0])
-        log_starts, log_ends = _log_softmax_over(starts, normaliser), _log_softmax_over(ends, normaliser)
-        # Stable sorts: equal logits keep reading order, so that both call sites break ties alike.
-        start_candidates = context[np.argsort(-starts[context], kind="stable")[:n_best_size]]
-        end_candidates = context[np.argsort(-ends[context], kind="stable")[:n_best_size]]
-        for start in start_candidates:
-            for end in end_candidates:
-                if end < start or end - start + 1 > max_answer_length:
-                    continue
-                score = log_starts[start] + log_ends[end]
-                if score > best[example][0]:
-                    span = {"start_word": int(ids[start]), "end_word": int(ids[end]), "score": float(np.exp(score))}
-                    best[example] = (score, span)
+        score, span = _best_window_span(starts, ends, ids, n_best_size, max_answer_length)
+        # Strictly greater: on a tie the earlier window keeps the answer.
+        if score > best[example][0]:
+            best[example] = (score, span)
     return [span for _, span in best]
+
+
+def _best_window_span(starts, ends, ids, n_best_size: int, max_answer_length: int) -> tuple[float, dict | None]:
+    """The best span of one window and its log score (the rule of [`best_answer_spans`]); `(-inf, None)` when the
+    window has no page word or no valid span."""
+    ids = np.asarray(ids).reshape(-1)
+    starts = np.asarray(starts, dtype=np.float64).reshape(-1)
+    ends = np.asarray(ends, dtype=np.float64).reshape(-1)
+    length = min(len(ids), len(starts), len(ends))
+    context = np.flatnonzero(ids[:length] >= 0)
+    best_score, best_span = -np.inf, None
+    if not context.size:
+        return best_score, best_span
+    normaliser = np.union1d(context, [0])
+    log_starts, log_ends = _log_softmax_over(starts, normaliser), _log_softmax_over(ends, normaliser)
+    # Stable sorts: equal logits keep reading order, so that both call sites break ties alike.
+    start_candidates = context[np.argsort(-starts[context], kind="stable")[:n_best_size]]
+    end_candidates = context[np.argsort(-ends[context], kind="stable")[:n_best_size]]
+    for start in start_candidates:
+        for end in end_candidates:
+            if end < start or end - start + 1 > max_answer_length:
+                continue
+            score = log_starts[start] + log_ends[end]
+            if score > best_score:
+                best_score = score
+                best_span = {"start_word": int(ids[start]), "end_word": int(ids[end]), "score": float(np.exp(score))}
+    return best_score, best_span
 
 
 __all__ = ["NO_ANSWER", "best_answer_spans"]

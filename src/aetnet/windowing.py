@@ -161,6 +161,25 @@ def merge_window_predictions(
         (documents `0 .. max(mapping)`). A word that has no first sub-token in any window (e.g. dropped by truncation
         without overflow) gets a row of NaN rather than a made-up score.
     """
+    logits, word_ids, mapping = _window_tensors(logits, word_ids, overflow_to_sample_mapping)
+    mask = first_subword_mask(word_ids, mapping)
+    token_document = mapping[:, None].expand_as(word_ids)
+    counts_per_document = _words_per_document(num_words, word_ids, mapping, mask, token_document)
+    counts = torch.tensor(counts_per_document, dtype=torch.long, device=logits.device)
+    # One flat row per (document, word): scatter-add every first sub-token's probabilities into its row.
+    offsets = torch.cumsum(counts, dim=0) - counts
+    rows = (offsets[token_document] + word_ids)[mask]
+    total = int(counts.sum())
+    sums = torch.zeros(total, logits.shape[-1], dtype=torch.float32, device=logits.device)
+    sums.index_add_(0, rows, logits[mask].float().softmax(-1))
+    hits = torch.bincount(rows, minlength=total).to(sums.dtype)
+    merged = sums / hits[:, None]  # 0 / 0 = NaN for words never seen
+    return list(torch.split(merged, counts_per_document))
+
+
+def _window_tensors(logits, word_ids, overflow_to_sample_mapping) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The inputs of [`merge_window_predictions`] as tensors on the logits' device (ragged rows padded), checked:
+    matching shapes, and the windows of each document consecutive."""
     if not isinstance(logits, (torch.Tensor, np.ndarray)):
         logits = pad_rows(logits, value=0.0)
     logits = torch.as_tensor(logits)
@@ -177,7 +196,6 @@ def merge_window_predictions(
         raise ValueError(
             f"`overflow_to_sample_mapping` must have shape ({word_ids.shape[0]},), got {tuple(mapping.shape)}"
         )
-    num_documents = int(mapping.max()) + 1 if mapping.numel() else 0
     run_starts = torch.ones_like(mapping, dtype=torch.bool)
     run_starts[1:] = mapping[1:] != mapping[:-1]
     if int(run_starts.sum()) != len(torch.unique(mapping)):
@@ -185,10 +203,15 @@ def merge_window_predictions(
             "The windows of each document must be consecutive in `overflow_to_sample_mapping`, got "
             f"{mapping.tolist()[:20]}; when concatenating several processor calls, make the document ids global."
         )
-    mask = first_subword_mask(word_ids, mapping)
-    token_document = mapping[:, None].expand_as(word_ids)
+    return logits, word_ids, mapping
+
+
+def _words_per_document(num_words, word_ids, mapping, mask, token_document) -> list[int]:
+    """The number of words of every document (`num_words`, or one more than the largest word index seen), checked to
+    hold every first sub-token's word."""
+    num_documents = int(mapping.max()) + 1 if mapping.numel() else 0
     if num_words is None:
-        seen_max = torch.full((num_documents,), -1, dtype=torch.long, device=logits.device)
+        seen_max = torch.full((num_documents,), -1, dtype=torch.long, device=word_ids.device)
         seen_max = seen_max.scatter_reduce(0, token_document.reshape(-1), word_ids.reshape(-1), reduce="amax")
         counts_per_document = (seen_max + 1).tolist()
     elif isinstance(num_words, int):
@@ -197,7 +220,7 @@ def merge_window_predictions(
         counts_per_document = list(num_words)
         if len(counts_per_document) != num_documents:
             raise ValueError(f"`num_words` has {len(counts_per_document)} entries for {num_documents} documents")
-    counts = torch.tensor(counts_per_document, dtype=torch.long, device=logits.device)
+    counts = torch.tensor(counts_per_document, dtype=torch.long, device=word_ids.device)
     too_large = mask & (word_ids >= counts[token_document])
     if too_large.any():
         window, position = too_large.nonzero()[0].tolist()
@@ -206,15 +229,7 @@ def merge_window_predictions(
             f"`word_ids[{window}][{position}]` = {int(word_ids[window, position])} is out of range for document "
             f"{document} with `num_words` = {counts_per_document[document]}"
         )
-    # One flat row per (document, word): scatter-add every first sub-token's probabilities into its row.
-    offsets = torch.cumsum(counts, dim=0) - counts
-    rows = (offsets[token_document] + word_ids)[mask]
-    total = int(counts.sum())
-    sums = torch.zeros(total, logits.shape[-1], dtype=torch.float32, device=logits.device)
-    sums.index_add_(0, rows, logits[mask].float().softmax(-1))
-    hits = torch.bincount(rows, minlength=total).to(sums.dtype)
-    merged = sums / hits[:, None]  # 0 / 0 = NaN for words never seen
-    return list(torch.split(merged, counts_per_document))
+    return counts_per_document
 
 
 __all__ = [

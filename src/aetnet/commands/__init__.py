@@ -12,9 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-The implementations of the `aetnet` sub-commands, one module each (`predict`, `export`, `info`); `aetnet.commands.aetnet_cli` parses
-the command line and calls them. Each takes the parsed arguments and returns the exit code, and raises
-[`UsageError`] for a problem with the command line itself.
+The `aetnet` sub-commands, one module each (`predict`, `export`, `info`). Each module registers its own sub-parser
+and options (`register_subcommand(subparsers)`, which also sets the function that runs it) and implements the
+command; `aetnet.commands.aetnet_cli` only assembles the parser and calls the chosen command. A command takes the
+parsed arguments and returns the exit code, and raises [`UsageError`] for a problem with the command line itself.
 
 torch and transformers are imported inside the commands, so that `aetnet --help` answers at once, and nothing here
 imports the training stack.

@@ -12,8 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-`aetnet export`: write a checkpoint's inference graph to an ONNX file with [`~aetnet.inference.onnx_export.export_onnx`] and
-check it against PyTorch with ONNX Runtime.
+`aetnet export`: write a checkpoint's inference graph to an ONNX file with
+[`~aetnet.inference.onnx_export.export_onnx`] and check it against PyTorch with ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -22,6 +22,28 @@ import importlib.util
 from pathlib import Path
 
 from aetnet.commands import EXIT_OK, UsageError
+
+
+def register_subcommand(subparsers) -> None:
+    """Add `aetnet export` and its options to the `aetnet` sub-parsers."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a checkpoint's inference graph to ONNX",
+        description="Write MODEL's eval-mode forward pass (inputs input_ids, bbox, attention_mask, pixel_values; "
+        "dynamic batch and length; outputs logits, or start_logits and end_logits) to an ONNX file, and check it "
+        "against PyTorch with ONNX Runtime. Needs pip install 'aetnet[onnx]'.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="checkpoint folder")
+    parser.add_argument("--onnx", metavar="OUT", required=True, help="the .onnx file to write")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="export the stock LayoutLMv3 model of to_layoutlmv3() (the same LayoutLMv3 and head weights, without "
+        "the aligners) instead of the full AETNet model",
+    )
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    parser.set_defaults(func=export_command)
 
 
 def export_command(args) -> int:
@@ -49,4 +71,4 @@ def export_command(args) -> int:
     return EXIT_OK
 
 
-__all__ = ["export_command"]
+__all__ = ["export_command", "register_subcommand"]

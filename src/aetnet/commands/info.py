@@ -24,6 +24,14 @@ from collections import Counter
 from aetnet.commands import EXIT_OK, UsageError
 
 
+def register_subcommand(subparsers) -> None:
+    """Add `aetnet info` and its options to the `aetnet` sub-parsers."""
+    parser = subparsers.add_parser("info", help="summarise a checkpoint: config, labels, parameters per component")
+    parser.add_argument("model", metavar="MODEL", help="checkpoint folder")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(func=info_command)
+
+
 def _component_counts(model) -> tuple[dict[str, int], set[str]]:
     """Parameters per top-level component of the base model (heads apart) and the components used only in training."""
     prefix = model.base_model_prefix
@@ -122,4 +130,4 @@ def _config_summary(config) -> dict[str, str]:
     }
 
 
-__all__ = ["info_command"]
+__all__ = ["info_command", "register_subcommand"]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from aetnet.commands import EXIT_FAILED_PAGES, EXIT_OK, UsageError, read_json_option
 from aetnet.commands.predict_relations import (
+    add_relation_options,
     check_entities,
     load_entities_json,
     reject_relation_options,
@@ -37,6 +38,78 @@ from aetnet.commands.predict_relations import (
 
 
 RELATION_EXTRACTION = "relation-extraction"  # `aetnet.tasks.RELATION_EXTRACTION`, without torch
+
+
+def register_subcommand(subparsers) -> None:
+    """Add `aetnet predict` and its options to the `aetnet` sub-parsers: what to run on and where the results go, the
+    relation extraction options, then how the model runs."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="label the words of pages (or classify pages, or answer questions) and write one JSON per page",
+        description="Run MODEL on images, folders of images and PDFs; write <stem>[_page<N>].json per page.",
+    )
+    _add_input_output_options(parser)
+    add_relation_options(parser)
+    _add_runtime_options(parser)
+    parser.set_defaults(func=predict_command)
+
+
+def _add_input_output_options(parser) -> None:
+    """MODEL, the pages, where the files go, the pictures, the words instead of OCR, and the questions."""
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="checkpoint folder saved with its processor, or an .onnx file in such a folder (see `aetnet export`)",
+    )
+    parser.add_argument("paths", metavar="PATH", nargs="+", help="image file, folder of images/PDFs, or PDF")
+    parser.add_argument(
+        "-o",
+        "--output-dir",
+        default="aetnet-predictions",
+        help="where the JSON (and PNG) files go (default: %(default)s)",
+    )
+    parser.add_argument("--draw", action="store_true", help="also write <name>.png with the predictions drawn")
+    parser.add_argument(
+        "--redact",
+        action="store_true",
+        help="with --draw: draw on a blank page that shows only the word boxes (grey), none of the scan or its text",
+    )
+    parser.add_argument(
+        "--words-json",
+        metavar="FILE",
+        help='words and boxes instead of OCR: {"words": [...], "boxes": [[x0, y0, x1, y1], ...], '
+        '"boxes_normalized": false} for a single page, or an object mapping page names, file names or paths to such '
+        "entries",
+    )
+    parser.add_argument("--question", action="append", default=[], help="question for a QA model (repeat for several)")
+
+
+def _add_runtime_options(parser) -> None:
+    """How the model runs: device, batch, precision, OCR, windows, PDF resolution, progress bar, ONNX Runtime."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="pages loaded together and windows per forward pass (default: %(default)s)",
+    )
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="run the model in float16")
+    precision.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
+    parser.add_argument("--ocr-lang", default=None, help="Tesseract language(s), e.g. eng or eng+deu")
+    parser.add_argument("--tesseract-config", default=None, help='extra Tesseract flags, e.g. "--psm 6"')
+    parser.add_argument("--max-length", type=int, default=None, help="window length in tokens (default: model's)")
+    parser.add_argument("--stride", type=int, default=None, help="tokens shared by consecutive windows")
+    parser.add_argument(
+        "--pdf-dpi", type=float, default=200, help="resolution PDF pages are rendered at (default: %(default)s)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--onnx",
+        metavar="FILE",
+        default=None,
+        help="run this ONNX file (from `aetnet export`) with ONNX Runtime instead of the PyTorch weights of MODEL",
+    )
 
 
 def _load_words_json(path: str | None) -> dict | None:
@@ -220,4 +293,4 @@ def predict_command(args) -> int:
     return EXIT_FAILED_PAGES if failed else EXIT_OK
 
 
-__all__ = ["predict_command", "to_json"]
+__all__ = ["predict_command", "register_subcommand", "to_json"]

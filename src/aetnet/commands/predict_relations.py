@@ -12,10 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-The relation extraction part of `aetnet predict`: where a relation checkpoint's entities come from (`--entities
-FILE.json` in FUNSD's annotation shape, or the predicted entities of a token classification `--entity-model CKPT`),
-the checks of those options, made before any page is read so that a bad option is a usage error (exit 2) naming the
-option and the offending value, and the [`~aetnet.inference.relations.RelationPredictor`] that runs MODEL.
+The relation extraction part of `aetnet predict`: its options ([`add_relation_options`]), where a relation
+checkpoint's entities come from (`--entities FILE.json` in FUNSD's annotation shape, or the predicted entities of a
+token classification `--entity-model CKPT`), the checks of those options, made before any page is read so that a bad
+option is a usage error (exit 2) naming the option and the offending value, and the
+[`~aetnet.inference.relations.RelationPredictor`] that runs MODEL.
 
 Kept apart from `predict.py`, which runs every checkpoint, so that each module reads in one go.
 """
@@ -28,6 +29,29 @@ from aetnet.commands import UsageError, read_json_option
 
 
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError, AssertionError)  # torch: AssertionError for CUDA on a CPU build
+
+
+def add_relation_options(parser) -> None:
+    """Add the options of a relation extraction checkpoint to the `aetnet predict` parser, as a group of their own."""
+    relations = parser.add_argument_group(
+        "relation extraction", "a relation checkpoint links the page's entities, given or predicted"
+    )
+    relations.add_argument(
+        "--entities",
+        metavar="FILE",
+        help='the page\'s entities, in FUNSD\'s annotation shape: [{"label": "question", "words": [{"text": ..., '
+        '"box": [x0, y0, x1, y1]}, ...]}, ...] in pixels (a FUNSD annotations/*.json file works as is), or an object '
+        "mapping page names, file names or paths to such lists; the page's words are then the entities' words",
+    )
+    relations.add_argument(
+        "--entity-model",
+        metavar="CKPT",
+        help="a token classification checkpoint whose predicted entities (from OCR or --words-json) are linked",
+    )
+    relations.add_argument(
+        "--link-threshold", type=float, default=None, help="link probability from which a pair is a link (0.5)"
+    )
+    relations.add_argument("--one-head-per-tail", action="store_true", help="keep only the best question per answer")
 
 
 def _is_entity_list(value) -> bool:
@@ -164,6 +188,7 @@ def relation_summary(result: dict) -> str:
 
 
 __all__ = [
+    "add_relation_options",
     "check_entities",
     "load_entities_json",
     "reject_relation_options",

@@ -212,87 +212,117 @@ class _FormCanvas:
 
 
 def _render_form(rng: random.Random, image_size: tuple[int, int], fonts: dict) -> _FormCanvas:
+    """One form: the heading, a footer reserved at the bottom, then up to four sections of questions and answers.
+    A seed's forms must stay byte-identical (the embedded default data set, and what was measured on it, depend on
+    them): this function and the ones it calls keep their exact sequence of `rng` calls."""
     canvas = _FormCanvas(rng, image_size, fonts)
     width, height = image_size
     margin = rng.randint(30, 70)
     body = rng.randint(12, 17)
-    y = rng.randint(25, 60)
+    y = _render_heading(canvas, rng, margin, body, y=rng.randint(25, 60))
+    footer = None
+    if rng.random() < 0.5:
+        footer = canvas.layout(rng.choice(_FOOTERS), body - 1, margin, height - margin, width - margin)
+    bottom = (footer[0][3][1] - 10) if footer else height - 20
+    questions = rng.sample(_QUESTIONS, k=rng.randint(12, 30))
+    for section in range(rng.randint(1, 4)):
+        if not questions or y > bottom - 3 * body:
+            break
+        y = _render_section(canvas, rng, section, questions, margin, body, y, bottom)
+    if footer:
+        canvas.add(None, footer, body - 1)
+    return canvas
 
-    def centered_or_left(text: str, size: int) -> int:
-        text_width = canvas.font(size).getlength(text)
-        return round((width - text_width) / 2) if rng.random() < 0.5 and text_width < width - 2 * margin else margin
 
+def _centered_or_left(canvas: _FormCanvas, rng: random.Random, text: str, size: int, margin: int) -> int:
+    """The x of a heading line: centred half of the time when it fits between the margins, else at the left margin."""
+    width, text_width = canvas.width, canvas.font(size).getlength(text)
+    return round((width - text_width) / 2) if rng.random() < 0.5 and text_width < width - 2 * margin else margin
+
+
+def _render_heading(canvas: _FormCanvas, rng: random.Random, margin: int, body: int, y: int) -> int:
+    """A letterhead (sometimes), the title (HEADER; sometimes underlined), an instruction (sometimes); the y below."""
+    width = canvas.width
     if rng.random() < 0.5:
         letterhead = f"{rng.choice(_LAST_NAMES)} {rng.choice(_LETTERHEAD_SUFFIXES)}"
-        placed = canvas.layout(letterhead, body, centered_or_left(letterhead, body), y, width - margin)
+        x = _centered_or_left(canvas, rng, letterhead, body, margin)
+        placed = canvas.layout(letterhead, body, x, y, width - margin)
         y = canvas.add(None, placed, body) + 12
     title, title_size = rng.choice(_TITLES), body + rng.randint(6, 12)
-    placed = canvas.layout(title, title_size, centered_or_left(title, title_size), y, width - margin)
+    x = _centered_or_left(canvas, rng, title, title_size, margin)
+    placed = canvas.layout(title, title_size, x, y, width - margin)
     y = canvas.add("HEADER", placed, title_size)
     if rng.random() < 0.5:
         canvas.underline(margin, width - margin, y + 6)
     y += rng.randint(16, 30)
     if rng.random() < 0.4:
         y = canvas.add(None, canvas.layout(rng.choice(_INSTRUCTIONS), body, margin, y, width - margin), body) + 14
+    return y
 
-    footer = (
-        canvas.layout(rng.choice(_FOOTERS), body - 1, margin, height - margin, width - margin)
-        if rng.random() < 0.5
-        else None
-    )
-    bottom = (footer[0][3][1] - 10) if footer else height - 20
-    questions = rng.sample(_QUESTIONS, k=rng.randint(12, 30))
-    for section in range(rng.randint(1, 4)):
-        if not questions or y > bottom - 3 * body:
+
+def _render_section(
+    canvas: _FormCanvas, rng: random.Random, section: int, questions: list, margin: int, body: int, y: int, bottom: int
+) -> int:
+    """A section title (HEADER; optional for the first section), the next questions of `questions` (taken off it) as
+    rows in one or two columns until one does not fit above `bottom`, and sometimes a note; returns the y below."""
+    width = canvas.width
+    if section > 0 or rng.random() < 0.3:
+        section_size = body + rng.randint(1, 4)
+        placed = canvas.layout(rng.choice(_SECTION_TITLES), section_size, margin, y, width - margin)
+        y = canvas.add("HEADER", placed, section_size) + rng.randint(8, 16)
+    columns = 2 if rng.random() < 0.4 else 1
+    column_width = (width - 2 * margin - 30 * (columns - 1)) // columns
+    row_gap = rng.randint(8, 22)
+    aligned = rng.random() < 0.5
+    column_tops = [y] * columns
+    rows = questions[: rng.randint(4, 12)]
+    del questions[: len(rows)]
+    for row, entry in enumerate(rows):
+        column = row % columns
+        cell = (margin + column * (column_width + 30), column_tops[column], column_width)
+        row_bottom = _render_row(canvas, rng, entry, cell, aligned, body, bottom)
+        if row_bottom is None:
             break
-        if section > 0 or rng.random() < 0.3:
-            section_size = body + rng.randint(1, 4)
-            placed = canvas.layout(rng.choice(_SECTION_TITLES), section_size, margin, y, width - margin)
-            y = canvas.add("HEADER", placed, section_size) + rng.randint(8, 16)
-        columns = 2 if rng.random() < 0.4 else 1
-        column_width = (width - 2 * margin - 30 * (columns - 1)) // columns
-        row_gap = rng.randint(8, 22)
-        aligned = rng.random() < 0.5
-        column_tops = [y] * columns
-        rows = questions[: rng.randint(4, 12)]
-        del questions[: len(rows)]
-        for row, (question, kind) in enumerate(rows):
-            column = row % columns
-            x, row_y = margin + column * (column_width + 30), column_tops[column]
-            x_max = x + column_width
-            question_text = question if rng.random() < 0.1 else f"{question}:"
-            question_placed = canvas.layout(question_text, body, x, row_y, x + column_width // 2)
-            question_right = max(box[2] for *_, box in question_placed)
-            answer_x = (
-                x + column_width // 3
-                if aligned and question_right < x + column_width // 3 - 10
-                else question_right + rng.randint(8, 20)
-            )
-            if x_max - answer_x < 80:
-                answer_x, answer_y = x + 20, max(box[3] for *_, box in question_placed) + 6
-            else:
-                answer_y = row_y
-            answer_placed = (
-                [] if rng.random() < 0.08 else canvas.layout(_ANSWERS[kind](rng), body, answer_x, answer_y, x_max)
-            )
-            row_bottom = max(box[3] for *_, box in question_placed + answer_placed)
-            if row_bottom > bottom or not canvas.fits(question_placed + answer_placed):
-                break
-            canvas.add("QUESTION", question_placed, body)
-            if answer_placed:
-                canvas.add("ANSWER", answer_placed, body)
-            if not answer_placed or rng.random() < 0.3:
-                line_y = max(box[3] for *_, box in answer_placed) + 2 if answer_placed else answer_y + body
-                canvas.underline(answer_x, x_max, line_y)
-            column_tops[column] = row_bottom + row_gap
-        y = max(column_tops) + rng.randint(10, 25)
-        if rng.random() < 0.25:
-            note = canvas.layout(rng.choice(_INSTRUCTIONS), body, margin, y, width - margin)
-            if max(box[3] for *_, box in note) < bottom:
-                y = canvas.add(None, note, body) + rng.randint(12, 25)
-    if footer:
-        canvas.add(None, footer, body - 1)
-    return canvas
+        column_tops[column] = row_bottom + row_gap
+    y = max(column_tops) + rng.randint(10, 25)
+    if rng.random() < 0.25:
+        note = canvas.layout(rng.choice(_INSTRUCTIONS), body, margin, y, width - margin)
+        if max(box[3] for *_, box in note) < bottom:
+            y = canvas.add(None, note, body) + rng.randint(12, 25)
+    return y
+
+
+def _render_row(
+    canvas: _FormCanvas, rng: random.Random, entry: tuple, cell: tuple, aligned: bool, body: int, bottom: int
+) -> int | None:
+    """The question (QUESTION) of `entry` (question, kind of answer) and its answer (ANSWER; sometimes left blank, and
+    then underlined, as some filled ones are) in `cell` (x, y, width); returns the row's bottom, or `None`, with
+    nothing drawn, when the row does not fit."""
+    (question, kind), (x, row_y, column_width) = entry, cell
+    x_max = x + column_width
+    question_text = question if rng.random() < 0.1 else f"{question}:"
+    question_placed = canvas.layout(question_text, body, x, row_y, x + column_width // 2)
+    question_right = max(box[2] for *_, box in question_placed)
+    answer_x = (
+        x + column_width // 3
+        if aligned and question_right < x + column_width // 3 - 10
+        else question_right + rng.randint(8, 20)
+    )
+    if x_max - answer_x < 80:
+        answer_x, answer_y = x + 20, max(box[3] for *_, box in question_placed) + 6
+    else:
+        answer_y = row_y
+    answer_placed = [] if rng.random() < 0.08 else canvas.layout(_ANSWERS[kind](rng), body, answer_x, answer_y, x_max)
+    row_bottom = max(box[3] for *_, box in question_placed + answer_placed)
+    if row_bottom > bottom or not canvas.fits(question_placed + answer_placed):
+        return None
+    canvas.add("QUESTION", question_placed, body)
+    if answer_placed:
+        canvas.add("ANSWER", answer_placed, body)
+    if not answer_placed or rng.random() < 0.3:
+        line_y = max(box[3] for *_, box in answer_placed) + 2 if answer_placed else answer_y + body
+        canvas.underline(answer_x, x_max, line_y)
+    return row_bottom
 
 
 def generate_synthetic_forms(
@@ -359,16 +389,10 @@ def load_synthetic_funsd(
     """A FUNSD-shaped `DatasetDict` of synthetic forms, `train` rendered with `seed` and `test` with
     `seed + 1_000_003` so that the two splits hold different forms. Arguments are those of `generate_synthetic_forms`.
     """
-    return datasets.DatasetDict(
-        {
-            "train": generate_synthetic_forms(
-                num_train, seed=seed, image_size=image_size, word_level=word_level, id_prefix="train"
-            ),
-            "test": generate_synthetic_forms(
-                num_test, seed=seed + 1_000_003, image_size=image_size, word_level=word_level, id_prefix="test"
-            ),
-        }
-    )
+    forms = {"image_size": image_size, "word_level": word_level}
+    train = generate_synthetic_forms(num_train, seed=seed, id_prefix="train", **forms)
+    test = generate_synthetic_forms(num_test, seed=seed + 1_000_003, id_prefix="test", **forms)
+    return datasets.DatasetDict({"train": train, "test": test})
 
 
 __all__ = ["generate_synthetic_forms", "load_synthetic_funsd"]

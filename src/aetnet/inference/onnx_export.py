@@ -39,7 +39,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from transformers import AutoConfig, PreTrainedModel
+from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import (
     QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
@@ -154,6 +154,32 @@ def export_onnx(
     True
     ```
     """
+    model, task, source_config = _model_to_export(model, baseline)
+    output_names = OUTPUT_NAMES[task]
+    wrapper = _InferenceForward(model, output_names).eval()
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program = _export_program(wrapper, source_config, output_names, opset_version)
+    metadata = {
+        "task": task,
+        "baseline": "layoutlmv3" if baseline else "",
+        "model_type": getattr(model.config, "model_type", ""),
+        "architecture": type(model).__name__,
+        "outputs": ",".join(output_names),
+    }
+    for key, value in metadata.items():
+        program.model.metadata_props[_METADATA_PREFIX + key] = value
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    program.save(str(path), external_data=weight_bytes > _EXTERNAL_DATA_BYTES)
+    max_abs_diff = _check(wrapper, path, source_config, atol) if check else None
+    return ONNXExport(path=path, task=task, baseline=baseline, max_abs_diff=max_abs_diff)
+
+
+def _model_to_export(
+    model: str | os.PathLike | PreTrainedModel, baseline: bool
+) -> tuple[PreTrainedModel, str, PreTrainedConfig]:
+    """The eval-mode float32 CPU model to export (loaded from a checkpoint folder, or its `to_layoutlmv3()` baseline),
+    its task, and the config it was given with (which sizes the example inputs)."""
     if isinstance(model, (str, os.PathLike)):
         config = AutoConfig.from_pretrained(str(model))
         task = task_of(config)
@@ -170,12 +196,14 @@ def export_onnx(
         if not hasattr(model, "to_layoutlmv3"):
             raise ValueError(f"`baseline=True` needs an AETNet head with `to_layoutlmv3()`, got {type(model).__name__}")
         model = model.to_layoutlmv3()
-    model = model.to(device="cpu", dtype=torch.float32).eval()
-    output_names = OUTPUT_NAMES[task]
-    wrapper = _InferenceForward(model, output_names).eval()
+    return model.to(device="cpu", dtype=torch.float32).eval(), task, source_config
 
-    positions = _max_positions(source_config)
-    example = _example_inputs(source_config, batch_size=2, length=min(16, positions))
+
+def _export_program(wrapper: torch.nn.Module, config, output_names: tuple[str, ...], opset_version: int | None):
+    """The ONNX program of `wrapper` from `torch.onnx.export(..., dynamo=True)`, traced on example inputs, with a
+    dynamic batch and a dynamic sequence up to the model's positions."""
+    positions = _max_positions(config)
+    example = _example_inputs(config, batch_size=2, length=min(16, positions))
     batch = torch.export.Dim("batch", min=1, max=4096)
     sequence = torch.export.Dim("sequence", min=1, max=positions)
     dynamic_shapes = {
@@ -184,10 +212,8 @@ def export_onnx(
         "attention_mask": {0: batch, 1: sequence},
         "pixel_values": {0: batch},
     }
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), _quiet_exporter():
-        program = torch.onnx.export(
+        return torch.onnx.export(
             wrapper,
             example,
             input_names=list(MODEL_INPUT_NAMES),
@@ -197,22 +223,6 @@ def export_onnx(
             dynamo=True,
             verbose=False,
         )
-    metadata = {
-        "task": task,
-        "baseline": "layoutlmv3" if baseline else "",
-        "model_type": getattr(model.config, "model_type", ""),
-        "architecture": type(model).__name__,
-        "outputs": ",".join(output_names),
-    }
-    for key, value in metadata.items():
-        program.model.metadata_props[_METADATA_PREFIX + key] = value
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    program.save(str(path), external_data=weight_bytes > _EXTERNAL_DATA_BYTES)
-
-    max_abs_diff = None
-    if check:
-        max_abs_diff = _check(wrapper, path, source_config, atol)
-    return ONNXExport(path=path, task=task, baseline=baseline, max_abs_diff=max_abs_diff)
 
 
 @contextlib.contextmanager

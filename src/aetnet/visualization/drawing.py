@@ -109,12 +109,27 @@ def draw_prediction(
     """
     page = image.convert("RGB")
     width, height = page.size
-    scale_x = width / prediction.get("width", width)
-    scale_y = height / prediction.get("height", height)
+    scale = (width / prediction.get("width", width), height / prediction.get("height", height))
     font_size = font_size or max(10, round(height / 75))
     font = load_font(font_size)
-    line = max(2, round(min(width, height) / 400))
+    tags, colors, legend = _tags_and_legend(prediction, colors)
+    overlay = Image.new("RGBA", page.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    drawn = _draw_boxes(draw, tags, colors, scale, line=max(2, round(min(width, height) / 400)))
+    if prediction.get("task", "token-classification") == "sequence-classification":
+        drawn.append(_draw_banner(draw, prediction, height))
+    words = [_scaled(w["box"], scale) for w in prediction.get("words", []) if w.get("box") is not None]
+    legend_box = _legend_layout(draw, legend, font, page.size, drawn + words)
+    obstacles = words + drawn + ([legend_box["box"]] if legend_box else [])
+    tag_size = max(7, round(font_size * 0.6))
+    _draw_tags(draw, tags, drawn[: len(tags)], colors, words, obstacles, page.size, tag_size, show_confidence)
+    _draw_legend(draw, legend, colors, font, legend_box)
+    return Image.alpha_composite(page.convert("RGBA"), overlay).convert("RGB")
 
+
+def _tags_and_legend(prediction: dict, colors: dict | None) -> tuple[list, dict, list]:
+    """What a page's picture shows, by task: the tags `(label, box, confidence)` (entities, or answers named A1, A2,
+    ...), the colour of each label, and the legend entries `(label or None, text)`."""
     task = prediction.get("task", "token-classification")
     if task == "question-answering":
         items = [(f"A{i + 1}", a) for i, a in enumerate(prediction.get("answers", [])) if a.get("box") is not None]
@@ -133,48 +148,54 @@ def draw_prediction(
         legend = [(label, f"{label} ({count})") for label, count in sorted(counts.items())]
         if not legend:
             legend = [(None, "no entities found")]
+    return tags, colors, legend
 
-    def scaled(box):
-        return [box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y]
 
-    overlay = Image.new("RGBA", page.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(overlay)
-    drawn = [scaled(box) for _, box, _ in tags]
+def _scaled(box, scale: tuple[float, float]) -> list[float]:
+    """A box of the prediction's page size in pixels of the picture."""
+    return [box[0] * scale[0], box[1] * scale[1], box[2] * scale[0], box[3] * scale[1]]
+
+
+def _draw_boxes(draw, tags, colors, scale: tuple[float, float], line: int) -> list[list[float]]:
+    """A translucent box with an opaque outline in its label's colour per tag; returns the boxes in picture pixels."""
+    drawn = [_scaled(box, scale) for _, box, _ in tags]
     for (label, _, _), box in zip(tags, drawn):
         color = colors.get(label, PALETTE[-1])
         draw.rectangle(box, fill=(*color, 40), outline=(*color, 255), width=line)
+    return drawn
 
-    if task == "sequence-classification":
-        banner = f"{prediction.get('label')} ({prediction.get('score', 0):.2f})"
-        banner_font = load_font(max(14, round(height / 30)))
-        text_width, text_height = _text_size(draw, banner, banner_font)
-        draw.rectangle([0, 0, text_width + 16, text_height + 16], fill=(*PALETTE[0], 230))
-        draw.text((8, 6), banner, fill=(255, 255, 255, 255), font=banner_font)
-        drawn.append([0, 0, text_width + 16, text_height + 16])
-    words = [scaled(w["box"]) for w in prediction.get("words", []) if w.get("box") is not None]
-    legend_box = _legend_layout(draw, legend, font, page.size, drawn + words)
+
+def _draw_banner(draw, prediction: dict, height: int) -> list[float]:
+    """The page class and its score in the top-left corner (sequence classification); returns the banner's box."""
+    banner = f"{prediction.get('label')} ({prediction.get('score', 0):.2f})"
+    banner_font = load_font(max(14, round(height / 30)))
+    text_width, text_height = _text_size(draw, banner, banner_font)
+    draw.rectangle([0, 0, text_width + 16, text_height + 16], fill=(*PALETTE[0], 230))
+    draw.text((8, 6), banner, fill=(255, 255, 255, 255), font=banner_font)
+    return [0, 0, text_width + 16, text_height + 16]
+
+
+def _draw_tags(draw, tags, boxes, colors, words, obstacles, size, tag_size: int, show_confidence: bool) -> None:
+    """Each tag where [`layout_tags`] finds it a free place (none where it finds none), joined to its box by a thin
+    line when it sits away from the box's row and the line crosses no word."""
     texts = [
         [label] if confidence is None or not show_confidence else [f"{label} {confidence:.2f}", label]
         for label, _, confidence in tags
     ]
-    tag_size = max(7, round(font_size * 0.6))
-    obstacles = words + drawn + ([legend_box["box"]] if legend_box else [])
-    placements = layout_tags(drawn[: len(tags)], texts, page.size, obstacles=obstacles, font_sizes=(tag_size, 7))
+    placements = layout_tags(boxes, texts, size, obstacles=obstacles, font_sizes=(tag_size, 7))
     word_array = np.asarray(words, dtype=float).reshape(-1, 4)
-    for (label, _, _), box, placement in zip(tags, drawn, placements):
+    for (label, _, _), box, placement in zip(tags, boxes, placements):
         if placement is None:
             continue
         color = colors.get(label, PALETTE[-1])
-        rectangle, text, size = placement["box"], placement["text"], placement["font_size"]
+        rectangle, text, font_size = placement["box"], placement["text"], placement["font_size"]
         leader = _leader(rectangle, box)
         # A line to a tag further away, unless it would cross a word: tags at their box's row read without one.
         if placement["leader"] and not _crosses(leader, word_array, box):
             draw.line(leader, fill=(*color, 150), width=1)
         draw.rectangle(rectangle, fill=(*color, 230))
         origin = (rectangle[0] + TAG_PADDING, rectangle[1] + TAG_PADDING)
-        draw.text(origin, text, fill=(255, 255, 255, 255), font=load_font(size))
-    _draw_legend(draw, legend, colors, font, legend_box)
-    return Image.alpha_composite(page.convert("RGBA"), overlay).convert("RGB")
+        draw.text(origin, text, fill=(255, 255, 255, 255), font=load_font(font_size))
 
 
 def redact_page(image: Image.Image, prediction: dict) -> Image.Image:
@@ -185,14 +206,12 @@ def redact_page(image: Image.Image, prediction: dict) -> Image.Image:
     one pixel of the scan.
     """
     page = Image.new("RGB", image.size, (255, 255, 255))
-    scale_x = image.width / prediction.get("width", image.width)
-    scale_y = image.height / prediction.get("height", image.height)
+    scale = (image.width / prediction.get("width", image.width), image.height / prediction.get("height", image.height))
     draw = ImageDraw.Draw(page)
     for word in prediction.get("words", []):
         box = word.get("box")
         if box is not None:
-            scaled = [box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y]
-            draw.rectangle(scaled, fill=(200, 200, 200))
+            draw.rectangle(_scaled(box, scale), fill=(200, 200, 200))
     return page
 
 
