@@ -15,7 +15,9 @@
 The model card `AETNetTrainer` writes next to every saved model (`README.md`), rendered from the package's template
 `templates/model_card.md`: Hub metadata (tags, datasets, base models, a `model-index` with the last measured
 evaluation results), usage with `trust_remote_code=True`, hyper-parameters, loss weights, training log, framework
-versions and the AETNet citation.
+versions and the AETNet citation. [`generate_model_card`] builds it from plain values (the model's class and config,
+tags, hyper-parameters, log history), which the trainer gathers; what a head's card says about its task comes from
+the task table (`aetnet.tasks`).
 """
 
 from __future__ import annotations
