@@ -76,7 +76,7 @@ def build_variants(
         aetnet_config = copy.deepcopy(config)
         aetnet_config._attn_implementation = implementation
         model = AETNetForTokenClassification(aetnet_config)
-        model.aetnet.momentum_update_in_forward = False
+        model.set_momentum_update("step")
         models.append((f"aetnet-{implementation}", model, True))
     variants = []
     for name, model, is_aetnet in models:

@@ -52,7 +52,7 @@ def build(config: AETNetConfig, objectives: list[str], name: str, device: torch.
     config.alignment_objectives = objectives
     torch.manual_seed(0)
     model = AETNetForTokenClassification(config).to(device).train()
-    model.aetnet.momentum_update_in_forward = False
+    model.set_momentum_update("step")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     return Variant(name, model, optimizer, model, True)
 

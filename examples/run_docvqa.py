@@ -234,7 +234,6 @@ def main():
         AETNetForQuestionAnswering,
         train_texts,
         window_args.max_seq_length,
-        num_train_examples=len(raw["train"]) if "train" in raw else 0,
     )
     warn_if_from_scratch_learning_rate(logger, training_args, base_models)
     with training_args.main_process_first(desc="dataset map pre-processing"):

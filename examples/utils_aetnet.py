@@ -35,9 +35,6 @@ import torch
 import transformers
 from hub_access import check_hub_access
 from transformers import (
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     HfArgumentParser,
     LayoutLMv3ImageProcessorPil,
     PreTrainedModel,
@@ -47,10 +44,6 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from aetnet import (
     AETNetConfig,
-    AETNetForQuestionAnswering,
-    AETNetForRelationExtraction,
-    AETNetForSequenceClassification,
-    AETNetForTokenClassification,
     AETNetPreTrainedModel,
     AETNetProcessor,
     AETNetTrainer,
@@ -60,20 +53,11 @@ from aetnet.alignment import registered_objectives
 from aetnet.configuration_aetnet import ALIGNMENT_OBJECTIVES
 from aetnet.data import train_layoutlmv3_tokenizer
 from aetnet.data_collator import AETNetDataCollator
-from aetnet.momentum import fitted_queue_size
+from aetnet.tasks import TASKS, family_of_class, spec_of_class
 from aetnet.training import plot_loss_curves, save_custom_pipelines
 
 
 logger = logging.getLogger(__name__)
-
-# A checkpoint is loaded through the Auto class of its head, so that it is whatever model its config names.
-_AUTO_CLASSES = {
-    AETNetForTokenClassification: AutoModelForTokenClassification,
-    AETNetForSequenceClassification: AutoModelForSequenceClassification,
-    AETNetForQuestionAnswering: AutoModelForQuestionAnswering,
-    # No Auto class fits relation extraction: the class is its own loader.
-    AETNetForRelationExtraction: AETNetForRelationExtraction,
-}
 
 
 @dataclass
@@ -100,7 +84,10 @@ class ModelArguments:
     )
     queue_size: int | None = field(
         default=None,
-        metadata={"help": "Feature queue length of a new model; default: half the training windows, at most 4096."},
+        metadata={
+            "help": "Feature queue length of a new model; default: the config's 4096, which the trainer shortens to "
+            "half the training windows (--fit_queue_to_dataset)."
+        },
     )
     alignment_objectives: list[str] | None = field(
         default=None,
@@ -205,7 +192,6 @@ def build_processor_and_model(
     train_words: list[list[str]],
     max_seq_length: int,
     label_list: list[str] | None = None,
-    num_train_examples: int | None = None,
     head_config: dict | None = None,
 ) -> tuple[AETNetProcessor, PreTrainedModel, list[str]]:
     """
@@ -215,81 +201,113 @@ def build_processor_and_model(
     (`AETNetFor....to_layoutlmv3`), so that the two are compared from one initialisation.
 
     `train_words` train the tokenizer of a random-weight model; `label_list` sets the labels of a classification head
-    (and must match a checkpoint's) and is `None` for question answering. The default feature queue holds half of
-    `num_train_examples` (default: `len(train_words)`), between 8 and 4096. `head_config` holds the script's own
-    config fields of a new model (e.g. `{"relation_geometry": "none"}`; `None` values are left at their defaults).
+    (and must match a checkpoint's) and is `None` for question answering. `head_config` holds the script's own config
+    fields of a new model (e.g. `{"relation_geometry": "none"}`; `None` values are left at their defaults). A new
+    model's feature queue keeps the config's length unless `--queue_size` is given: `AETNetTrainer` fits it to the
+    training set (`--fit_queue_to_dataset`).
     """
-    if model_class not in _AUTO_CLASSES:
-        raise ValueError(f"model_class must be one of {[cls.__name__ for cls in _AUTO_CLASSES]}, got {model_class}.")
-    label_kwargs = {}
-    if label_list is not None:
-        id2label = dict(enumerate(label_list))
-        label_kwargs = {
-            "num_labels": len(label_list),
-            "id2label": id2label,
-            "label2id": {label: i for i, label in id2label.items()},
-        }
+    spec = spec_of_class(model_class.__name__)
+    if spec is None or family_of_class(model_class.__name__) != "AETNet":
+        heads = [row.head_class_name() for row in TASKS.values()]
+        raise ValueError(f"model_class must be one of {heads}, got {model_class}.")
     encoders = [model_args.layout_model, model_args.vision_model, model_args.text_model]
     if model_args.model_name_or_path and any(encoders):
         raise ValueError("Give either --model_name_or_path or --layout_model/--vision_model/--text_model, not both.")
-    new_config = {
-        key: value
-        for key, value in (
-            ("alignment_objectives", model_args.alignment_objectives),
-            ("fusion_injection", model_args.fusion_injection),
-            ("spatial_bias_init", model_args.spatial_bias_init),
-            *(head_config or {}).items(),
-        )
-        if value is not None
-    }
-    num_train_examples = len(train_words) if num_train_examples is None else num_train_examples
-    queue_size = model_args.queue_size or fitted_queue_size(AETNetConfig.queue_size, num_train_examples)
-
+    new_config = _new_model_config(model_args, head_config)
     if model_args.model_name_or_path:
-        if new_config or model_args.queue_size:
+        if new_config:
             raise ValueError(
                 "--queue_size, --alignment_objectives, --fusion_injection, --spatial_bias_init and "
                 f"{sorted(head_config or {})} configure "
                 f"a new model; the checkpoint {model_args.model_name_or_path} keeps its own."
             )
-        processor = AETNetProcessor.from_pretrained(model_args.model_name_or_path)
-        model = _AUTO_CLASSES[model_class].from_pretrained(model_args.model_name_or_path)
-        if label_list is not None and sorted(model.config.label2id) != sorted(label_list):
-            raise ValueError(
-                f"The checkpoint's labels {sorted(model.config.label2id)} are not the dataset's {label_list}; "
-                "start from encoders (--layout_model ...) to train a new head."
-            )
+        # Relation extraction has no Auto class: the head class is its own loader.
+        loader = spec.loader() or model_class
+        processor, model = _from_checkpoint(model_args.model_name_or_path, loader, label_list)
         base_models = [model_args.model_name_or_path]
     elif any(encoders):
         if not all(encoders):
             raise ValueError(f"--layout_model, --vision_model and --text_model go together, got {encoders}.")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model_args.layout_model)
-        image_processor = LayoutLMv3ImageProcessorPil.from_pretrained(model_args.layout_model, apply_ocr=False)
-        processor = AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer)
-        model = model_class.from_encoders_pretrained(*encoders, **label_kwargs, queue_size=queue_size, **new_config)
+        processor = _pretrained_processor(model_args.layout_model)
+        model = model_class.from_encoders_pretrained(*encoders, **_label_kwargs(label_list), **new_config)
         base_models = encoders
     else:
-        tokenizer = train_layoutlmv3_tokenizer(
-            train_words, vocab_size=model_args.tokenizer_vocab_size, model_max_length=max_seq_length
-        )
-        config = AETNetConfig.from_preset(
-            model_args.model_size,
-            vocab_size=len(tokenizer),
-            max_length=max_seq_length,
-            **label_kwargs,
-            queue_size=queue_size,
-            **new_config,
-        )
-        size = config.layout_config.input_size
-        image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": size, "width": size})
-        processor = AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer)
-        model = model_class(config)
+        processor, model = _from_scratch(model_args, model_class, train_words, max_seq_length, label_list, new_config)
         base_models = []
-
     if model_args.baseline == "layoutlmv3":
         model = model.to_layoutlmv3()
         logger.info("Training the plain LayoutLMv3 baseline, from the same LayoutLMv3 and head weights as AETNet.")
     return processor, model, base_models
+
+
+def _label_kwargs(label_list: list[str] | None) -> dict[str, Any]:
+    """The config fields of a classification head's labels (none for question answering)."""
+    if label_list is None:
+        return {}
+    id2label = dict(enumerate(label_list))
+    return {
+        "num_labels": len(label_list),
+        "id2label": id2label,
+        "label2id": {label: i for i, label in id2label.items()},
+    }
+
+
+def _new_model_config(model_args: ModelArguments, head_config: dict | None) -> dict[str, Any]:
+    """The config fields a new model takes from the command line and the script (those given)."""
+    fields = (
+        ("queue_size", model_args.queue_size),
+        ("alignment_objectives", model_args.alignment_objectives),
+        ("fusion_injection", model_args.fusion_injection),
+        ("spatial_bias_init", model_args.spatial_bias_init),
+        *(head_config or {}).items(),
+    )
+    return {key: value for key, value in fields if value is not None}
+
+
+def _from_checkpoint(
+    path: str, loader: type[PreTrainedModel], label_list: list[str] | None
+) -> tuple[AETNetProcessor, PreTrainedModel]:
+    """An AETNet checkpoint and its processor, loaded through its task's Auto class (so that it is whatever model its
+    config names); a classification checkpoint must have the dataset's labels."""
+    processor = AETNetProcessor.from_pretrained(path)
+    model = loader.from_pretrained(path)
+    if label_list is not None and sorted(model.config.label2id) != sorted(label_list):
+        raise ValueError(
+            f"The checkpoint's labels {sorted(model.config.label2id)} are not the dataset's {label_list}; "
+            "start from encoders (--layout_model ...) to train a new head."
+        )
+    return processor, model
+
+
+def _pretrained_processor(layout_model: str) -> AETNetProcessor:
+    """The processor of a pretrained LayoutLMv3: its tokenizer and image processor, without OCR (the data has words)."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(layout_model)
+    image_processor = LayoutLMv3ImageProcessorPil.from_pretrained(layout_model, apply_ocr=False)
+    return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def _from_scratch(
+    model_args: ModelArguments,
+    model_class: type[PreTrainedModel],
+    train_words: list[list[str]],
+    max_seq_length: int,
+    label_list: list[str] | None,
+    new_config: dict[str, Any],
+) -> tuple[AETNetProcessor, PreTrainedModel]:
+    """Random weights of the `--model_size` preset, with a tokenizer trained on the training words."""
+    tokenizer = train_layoutlmv3_tokenizer(
+        train_words, vocab_size=model_args.tokenizer_vocab_size, model_max_length=max_seq_length
+    )
+    config = AETNetConfig.from_preset(
+        model_args.model_size,
+        vocab_size=len(tokenizer),
+        max_length=max_seq_length,
+        **_label_kwargs(label_list),
+        **new_config,
+    )
+    size = config.layout_config.input_size
+    image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": size, "width": size})
+    return AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer), model_class(config)
 
 
 def training_collator(

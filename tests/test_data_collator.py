@@ -99,6 +99,23 @@ def test_augmentation_replaces_a_stale_view_and_keeps_it_without_augment(process
     assert not torch.all(AETNetDataCollator(augment=True, seed=0)(features)["pixel_values_aug"] == 0)
 
 
+def test_batch_numbering_can_be_read_and_set_back(processor):
+    # What AugmentationStepCallback does around an evaluation: batches collated in between do not count.
+    features = rows(processor)
+    collator = AETNetDataCollator(augment=True, seed=0)
+    collator.set_batch_index(5)
+    collator(features)
+    assert collator.next_batch_index == 6
+    uninterrupted = AETNetDataCollator(augment=True, seed=0)
+    uninterrupted.set_batch_index(6)
+    expected = uninterrupted(features)["pixel_values_aug"]
+    position = collator.next_batch_index
+    collator(features)  # an evaluation batch
+    collator.set_batch_index(position)
+    torch.testing.assert_close(collator(features)["pixel_values_aug"], expected)
+    assert collator.next_batch_index == 7
+
+
 def test_dataloader_workers_get_different_streams(monkeypatch):
     class Worker:
         def __init__(self, worker_id):

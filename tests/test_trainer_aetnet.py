@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -24,10 +25,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from transformers import LayoutLMv3Config
 
 from aetnet import AETNetConfig, AETNetForTokenClassification, AETNetTrainer, AETNetTrainingArguments
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.metrics import compute_token_classification_metrics
+from aetnet.training import generate_model_card
 
 
 LABELS = ["O", "B-KEY", "I-KEY"]
@@ -212,6 +215,30 @@ def test_model_card_is_rendered_with_measured_metrics(trained):
     card = ModelCard.load(Path(trainer.args.output_dir) / "README.md")
     assert card.data.datasets == ["nielsr/funsd-layoutlmv3"] and card.data.license == "other"
     assert "No LayoutLMv3 weights released by Microsoft were used" in card.text
+
+
+def test_model_card_is_built_from_plain_values():
+    # No trainer: the class name, config, tags, hyper-parameters and log say everything; the task table the rest.
+    assert "trainer" not in inspect.signature(generate_model_card).parameters
+    log = [{"loss": 2.0, "step": 1, "epoch": 1.0}, {"eval_loss": 1.5, "eval_f1": 0.5, "step": 1, "epoch": 1.0}]
+    common = dict(model_name="tiny", hyperparameters={"learning_rate": 0.01}, log_history=log)
+    baseline = generate_model_card(
+        class_name="LayoutLMv3ForQuestionAnswering", config=LayoutLMv3Config(), model_tags=["layoutlmv3"], **common
+    )
+    assert baseline.data.pipeline_tag == "document-question-answering"
+    assert "AutoModelForQuestionAnswering" in baseline.text and "It is not an AETNet model." in baseline.text
+    card = generate_model_card(
+        class_name="AETNetForTokenClassification",
+        config=AETNetConfig.from_preset("tiny", num_labels=3),
+        model_tags=["aetnet"],
+        dataset="FUNSD",
+        **common,
+    )
+    assert card.data.pipeline_tag is None and card.data.tags == ["aetnet", "token-classification"]
+    assert 'pipeline("document-token-classification", model="tiny"' in card.text
+    assert [(r.task_type, r.metric_type, r.metric_value) for r in card.data.eval_results] == [
+        ("token-classification", "f1", 0.5)
+    ]
 
 
 DDP_SCRIPT = """

@@ -23,20 +23,7 @@ import numpy as np
 import torch
 
 from .augmentation import AugmentationConfig, augment_pixel_values
-
-
-# Inputs accepted by the AETNet models; everything else (word_index, overflow_to_sample_mapping, OCR words, raw
-# dataset columns, token_type_ids which LayoutLMv3 does not use) is dropped unless listed in `keep_keys`.
-MODEL_INPUT_KEYS = (
-    "input_ids",
-    "bbox",
-    "attention_mask",
-    "pixel_values",
-    "pixel_values_aug",
-    "labels",
-    "start_positions",
-    "end_positions",
-)
+from .tasks import TRAINING_INPUT_NAMES
 
 
 @dataclass
@@ -44,6 +31,10 @@ class AETNetDataCollator:
     """
     Collate a list of features (rows of a dataset mapped with [`AETNetProcessor`] and `return_tensors=None`, or
     rows that are already tensors) into a batch of tensors for an AETNet model.
+
+    Only the inputs the AETNet models train on (`tasks.TRAINING_INPUT_NAMES`) are kept, and the keys listed in
+    `keep_keys`: word_index, overflow_to_sample_mapping, OCR words, raw dataset columns and token_type_ids (which
+    LayoutLMv3 does not use) are dropped otherwise.
 
     Per-token sequences of different lengths are padded on the right (or the tokenizer's `padding_side`):
     `input_ids` with the pad token id, `attention_mask` / `token_type_ids` with 0, `bbox` with `[0, 0, 0, 0]`,
@@ -112,6 +103,13 @@ class AETNetDataCollator:
             raise ValueError(f"`batch_index` must be >= 0, got {batch_index}")
         self.batch_index, self._calls = batch_index, 0
 
+    @property
+    def next_batch_index(self) -> int:
+        """The number the next batch collated in this process gets: `batch_index` plus the batches collated here since
+        it was set. `set_batch_index(next_batch_index)` changes nothing, so that reading it before batches that must
+        not count (`Trainer.evaluate` with the training collator) and setting it back after leaves them uncounted."""
+        return self.batch_index + self._calls
+
     def _generator(self) -> torch.Generator | None:
         if self.generator is not None or self.seed is None:
             return self.generator
@@ -125,7 +123,7 @@ class AETNetDataCollator:
     def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not features:
             raise ValueError("Cannot collate an empty list of features.")
-        keys = [key for key in features[0] if key in MODEL_INPUT_KEYS or key in self.keep_keys]
+        keys = [key for key in features[0] if key in TRAINING_INPUT_NAMES or key in self.keep_keys]
         for index, feature in enumerate(features):
             missing = [key for key in keys if key not in feature]
             if missing:
@@ -185,4 +183,4 @@ def _pad(value: torch.Tensor, length: int, pad_value, side: str) -> torch.Tensor
     return torch.cat([value, filler] if side == "right" else [filler, value])
 
 
-__all__ = ["AETNetDataCollator", "MODEL_INPUT_KEYS"]
+__all__ = ["AETNetDataCollator"]

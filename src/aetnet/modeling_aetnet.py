@@ -34,7 +34,6 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 
 from .configuration_aetnet import AETNetConfig
-from .losses import weighted_objective
 from .modeling_aetnet_base import AETNetModel, AETNetPreTrainedModel
 from .modeling_aetnet_outputs import (
     AETNetModelOutput,
@@ -51,7 +50,8 @@ class _AETNetHeadMixin:
 
     A head's `forward` takes LayoutLMv3's inputs and its task labels; every other keyword argument goes to
     `AETNetModel.forward` (`pixel_values_aug`, `return_alignment_losses`, transformers' output options), as
-    LayoutLMv3's heads pass theirs to `self.layoutlmv3`.
+    LayoutLMv3's heads pass theirs to `self.layoutlmv3`. The training knobs (`set_alignment_loss_weights`,
+    `set_distill_alpha`, ..., `modeling_aetnet_knobs.py`) act on the encoder.
     """
 
     _layoutlmv3_class: type[PreTrainedModel]
@@ -92,7 +92,7 @@ class _AETNetHeadMixin:
     def _output(self, output_class: type, task_loss: torch.Tensor | None, outputs: AETNetModelOutput, **predictions):
         """The head's output: `loss` = task loss + the weighted alignment terms of this forward."""
         return output_class(
-            loss=weighted_objective(task_loss, outputs.alignment_losses, self.config.alignment_loss_weights),
+            loss=self.weighted_loss(task_loss, outputs.alignment_losses),
             task_loss=task_loss,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,

@@ -33,7 +33,7 @@ from transformers.utils import TransformersKwargs, can_return_tuple
 
 from .alignment import SHARED_PARTS, AlignmentFeatures, AlignmentObjective, get_objective
 from .configuration_aetnet import AETNetConfig
-from .losses import weighted_objective
+from .modeling_aetnet_knobs import AETNetTrainingKnobsMixin
 from .modeling_aetnet_layoutlmv3 import AETNetLayoutLMv3Model
 from .modeling_aetnet_loading import AETNetCheckpointMixin
 from .modeling_aetnet_outputs import AETNetModelOutput
@@ -44,7 +44,7 @@ from .spatial_bias import locality_bias_
 TEMPERATURE_RANGE = (0.001, 0.5)
 
 
-class AETNetPreTrainedModel(AETNetCheckpointMixin, PreTrainedModel):
+class AETNetPreTrainedModel(AETNetTrainingKnobsMixin, AETNetCheckpointMixin, PreTrainedModel):
     config: AETNetConfig
     base_model_prefix = "aetnet"
     input_modalities = ("image", "text")
@@ -64,12 +64,10 @@ class AETNetPreTrainedModel(AETNetCheckpointMixin, PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         seed = getattr(module, "_aetnet_init_seed", None)
-        if seed is None:
-            self._init_module(module)
-            return
         # An objective's module draws from its own seed (see AETNetModel.__init__), not from the global stream.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
             self._init_module(module)
 
     def _init_module(self, module):
@@ -104,10 +102,8 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
     as `model.image_queue` etc.).
 
     In training mode `forward` first takes the momentum EMA step (ALBEF's rule) and then enqueues the batch's
-    momentum features; set `momentum_update_in_forward = False` to call `momentum_update()` once per optimizer step
-    instead, which keeps the EMA horizon independent of gradient accumulation (`AETNetTrainer` does that).
-    `distill_ramp` (1.0) scales every objective's momentum-distillation weight: `AETNetTrainer` ramps it from 0 over
-    the first epoch, as ALBEF does.
+    momentum features. The training knobs (loss weights, distillation weight and ramp, when the EMA step runs, queue
+    length) are set through the methods of `modeling_aetnet_knobs.AETNetTrainingKnobsMixin`.
     """
 
     momentum_module_names = ("vision_model", "vision_proj", "text_model", "text_proj")
@@ -147,9 +143,8 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             )
         for name, module in self.objectives.named_modules():
             module._aetnet_init_seed = (torch.initial_seed() + zlib.crc32(name.encode())) % 2**63
-        # Off when something else runs the EMA once per optimizer step (AETNetTrainer's MomentumUpdateCallback).
-        self.momentum_update_in_forward = True
-        self.distill_ramp = 1.0
+        self.set_momentum_update("forward")
+        self.set_distill_ramp(1.0)
         self.post_init()
         self.freeze_momentum()
 
@@ -187,12 +182,6 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             if part not in trained:
                 getattr(self, part).requires_grad_(False)
 
-    # ALBEF's names for the queue buffers, which live in `self.queues` (see `momentum.FeatureQueues`).
-    image_queue = property(lambda self: self.queues.image_queue)
-    text_queue = property(lambda self: self.queues.text_queue)
-    queue_ptr = property(lambda self: self.queues.queue_ptr)
-    queue_filled = property(lambda self: self.queues.queue_filled)
-
     @torch.no_grad()
     def clamp_temperature_(self) -> None:
         """Put `temp` back into its range in place (ALBEF's rule; `AETNetTrainer` runs it after every optimizer step)."""
@@ -229,10 +218,8 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
     ) -> BaseModelOutputWithPooling:
-        """
-        The RoBERTa aligner on `input_ids`: its output with `pooler_output` the L2-normalised projected [CLS]
-        feature, `(batch_size, embed_dim)`.
-        """
+        """The RoBERTa aligner on `input_ids`: its output with `pooler_output` the L2-normalised projected [CLS]
+        feature, `(batch_size, embed_dim)`."""
         outputs = self.text_model(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         return self._with_projected_cls(outputs, self.text_proj)
 
@@ -278,44 +265,18 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
                 latter with `attn_implementation="eager"`), and `return_dict`.
 
         In training mode `loss` is the weighted sum of the alignment objectives and, unless
-        `momentum_update_in_forward` is off, the momentum encoders take their EMA step first (ALBEF's rule, so that a
-        plain training loop trains what `AETNetTrainer` trains).
+        `set_momentum_update("step")` was called, the momentum encoders take their EMA step first (ALBEF's rule, so
+        that a plain training loop trains what `AETNetTrainer` trains).
         """
-        config = self.config
         if return_alignment_losses is None:
             return_alignment_losses = self.training
-        compute_losses = return_alignment_losses and bool(config.alignment_objectives)
-        use_aligners = compute_losses or config.fusion_injection != "none"
-        if use_aligners and (input_ids is None or pixel_values is None):
-            raise ValueError(
-                "AETNet's aligners need both `input_ids` and `pixel_values` (got input_ids="
-                f"{None if input_ids is None else tuple(input_ids.shape)}, pixel_values="
-                f"{None if pixel_values is None else tuple(pixel_values.shape)})"
-            )
-        if attention_mask is None and input_ids is not None:
-            attention_mask = torch.ones_like(input_ids)
-        if bbox is None and input_ids is not None:
-            bbox = torch.zeros(*input_ids.shape, 4, dtype=torch.long, device=input_ids.device)
-
+        compute_losses = return_alignment_losses and bool(self.config.alignment_objectives)
+        use_aligners = compute_losses or self.config.fusion_injection != "none"
+        inputs = self._page_inputs(input_ids, bbox, attention_mask, pixel_values, use_aligners)
         if compute_losses and self.training and self.momentum_update_in_forward:
             self.momentum_update()
-        image_embeds = text_embeds = aligned_text = aligned_image = None
-        if use_aligners:
-            image_embeds = self.vision_model(pixel_values, return_dict=True).last_hidden_state
-            text_embeds = self.text_model(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
-            if config.fusion_injection != "none":
-                aligned_text = text_embeds
-                aligned_image = torch.cat([image_embeds[:, :1], image_embeds[:, self.vision_prefix_tokens :]], dim=1)
-                if config.fusion_injection == "gated":
-                    aligned_text, aligned_image = aligned_text * self.text_gate, aligned_image * self.image_gate
-
-        inputs = dict(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values)
-        # Objectives that change what the fusion model sees in this very forward (e.g. TIA covers text regions of
-        # the page) do it here; the aligners and the momentum view keep the unchanged inputs.
-        fusion_inputs, prepared = inputs, {}
-        if compute_losses:
-            for name, objective in self.objectives.items():
-                fusion_inputs, prepared[name] = objective.prepare_fusion_inputs(fusion_inputs)
+        image_embeds, text_embeds, aligned_text, aligned_image = self._aligner_states(inputs, use_aligners)
+        fusion_inputs, prepared = self._fusion_inputs(inputs) if compute_losses else (inputs, {})
         outputs = self.layoutlmv3(
             **fusion_inputs,
             token_type_ids=token_type_ids,
@@ -332,7 +293,7 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
                 inputs, prepared, image_embeds, text_embeds, outputs.last_hidden_state, pixel_values_m
             )
         return AETNetModelOutput(
-            loss=weighted_objective(None, alignment_losses, config.alignment_loss_weights),
+            loss=self.weighted_loss(None, alignment_losses),
             last_hidden_state=outputs.last_hidden_state,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
@@ -340,6 +301,46 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             text_embeds=text_embeds,
             alignment_losses=alignment_losses,
         )
+
+    @staticmethod
+    def _page_inputs(input_ids, bbox, attention_mask, pixel_values, use_aligners: bool) -> dict[str, torch.Tensor]:
+        """The page as every part reads it (all tokens attended to and unboxed unless told otherwise)."""
+        if use_aligners and (input_ids is None or pixel_values is None):
+            raise ValueError(
+                "AETNet's aligners need both `input_ids` and `pixel_values` (got input_ids="
+                f"{None if input_ids is None else tuple(input_ids.shape)}, pixel_values="
+                f"{None if pixel_values is None else tuple(pixel_values.shape)})"
+            )
+        if attention_mask is None and input_ids is not None:
+            attention_mask = torch.ones_like(input_ids)
+        if bbox is None and input_ids is not None:
+            bbox = torch.zeros(*input_ids.shape, 4, dtype=torch.long, device=input_ids.device)
+        return dict(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values)
+
+    def _aligner_states(self, inputs: dict[str, torch.Tensor], use_aligners: bool) -> tuple[torch.Tensor | None, ...]:
+        """The online ViT's and RoBERTa's last hidden states, and what of them LayoutLMv3 is given unless
+        `fusion_injection="none"`: the text, the image's [CLS] and patches (no DeiT distillation token), via any gates."""
+        if not use_aligners:
+            return None, None, None, None
+        image_embeds = self.vision_model(inputs["pixel_values"], return_dict=True).last_hidden_state
+        text_embeds = self.text_model(
+            inputs["input_ids"], attention_mask=inputs["attention_mask"], return_dict=True
+        ).last_hidden_state
+        aligned_text = aligned_image = None
+        if self.config.fusion_injection != "none":
+            aligned_text = text_embeds
+            aligned_image = torch.cat([image_embeds[:, :1], image_embeds[:, self.vision_prefix_tokens :]], dim=1)
+            if self.config.fusion_injection == "gated":
+                aligned_text, aligned_image = aligned_text * self.text_gate, aligned_image * self.image_gate
+        return image_embeds, text_embeds, aligned_text, aligned_image
+
+    def _fusion_inputs(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+        """What LayoutLMv3 sees in this forward, and what each objective prepared for its loss: objectives that change
+        it (e.g. TIA covers text regions of the page) do it here; the aligners and the momentum view keep `inputs`."""
+        fusion_inputs, prepared = inputs, {}
+        for name, objective in self.objectives.items():
+            fusion_inputs, prepared[name] = objective.prepare_fusion_inputs(fusion_inputs)
+        return fusion_inputs, prepared
 
     def _alignment_losses(
         self, inputs: dict[str, torch.Tensor], prepared, image_embeds, text_embeds, fusion_hidden_states, pixel_values_m

@@ -47,7 +47,6 @@ from transformers import LayoutLMv3Config, LayoutLMv3Model, LayoutLMv3PreTrained
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils import can_return_tuple
 
-from .losses import weighted_objective
 from .modeling_aetnet_base import AETNetModel, AETNetPreTrainedModel
 from .relation_geometry import RELATION_GEOMETRIES, PairGeometry, entity_boxes
 from .relation_pairs import ENTITY_PAD, relation_candidates, validate_relation_inputs
@@ -230,10 +229,11 @@ class _RelationExtractionMixin:
     ) -> RelationExtractionOutput:
         text_states = self.dropout(outputs.last_hidden_state[:, : input_ids.shape[1]])
         result = self.relation_head(text_states, entity_spans, entity_labels, relations, generator, bbox)
-        alignment_losses = getattr(outputs, "alignment_losses", None)
-        weights = getattr(self.config, "alignment_loss_weights", None) or {}
+        task_loss, alignment_losses = result["task_loss"], getattr(outputs, "alignment_losses", None)
+        # Only AETNet computes alignment terms (and has their weights): LayoutLMv3's loss is its task loss.
+        loss = task_loss if alignment_losses is None else self.weighted_loss(task_loss, alignment_losses)
         return RelationExtractionOutput(
-            loss=weighted_objective(result["task_loss"], alignment_losses, weights),
+            loss=loss,
             **result,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
@@ -247,7 +247,8 @@ class AETNetForRelationExtraction(_RelationExtractionMixin, AETNetPreTrainedMode
     No transformers Auto class fits relation extraction: load it with `AETNetForRelationExtraction.from_pretrained`,
     or with `AutoModel.from_pretrained(..., trust_remote_code=True)` where aetnet is not installed (its `auto_map`
     entry). Relation fields of the config: `entity_labels`, `relation_types`, `relation_negatives_per_head`,
-    `relation_pooling`, `relation_geometry` (see the module docstring).
+    `relation_pooling`, `relation_geometry` (see the module docstring). The training knobs
+    (`set_alignment_loss_weights`, `set_distill_alpha`, ...) act on its encoder `aetnet`.
     """
 
     def __init__(self, config):

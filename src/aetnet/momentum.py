@@ -48,11 +48,17 @@ class MomentumEncodersMixin:
     """
     For an `nn.Module` whose momentum copies are named after their online modules with an `_m` suffix (ALBEF's
     convention): the class lists the online names in `momentum_module_names`, `has_momentum` says whether the copies
-    were built, and `config.momentum` is the EMA coefficient.
+    were built, and `config.momentum` is the EMA coefficient. A module that holds its feature queues as `queues` reads
+    their buffers under ALBEF's names too (`image_queue`, `text_queue`, `queue_ptr`, `queue_filled`).
     """
 
     momentum_module_names: tuple[str, ...] = ()
     has_momentum: bool = False
+    # ALBEF's names for the buffers of the module's `queues` (a `FeatureQueues`), where it has one.
+    image_queue = property(lambda self: self.queues.image_queue)
+    text_queue = property(lambda self: self.queues.text_queue)
+    queue_ptr = property(lambda self: self.queues.queue_ptr)
+    queue_filled = property(lambda self: self.queues.queue_filled)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(online, momentum) module pairs; empty when the module was built without momentum copies."""

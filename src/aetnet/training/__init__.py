@@ -26,7 +26,7 @@ from .callbacks import (
 )
 from .custom_pipelines import custom_pipelines_entry, save_custom_pipelines
 from .gradient_clipping import clip_gradient_parts, gradient_parts
-from .modelcard import write_model_card
+from .modelcard import generate_model_card
 from .plots import loss_curves, plot_loss_curves
 from .trainer_aetnet import AETNetTrainer
 from .training_args_aetnet import AETNetTrainingArguments
@@ -42,9 +42,9 @@ __all__ = [
     "TemperatureRangeCallback",
     "clip_gradient_parts",
     "custom_pipelines_entry",
+    "generate_model_card",
     "gradient_parts",
     "loss_curves",
     "plot_loss_curves",
     "save_custom_pipelines",
-    "write_model_card",
 ]

@@ -69,8 +69,8 @@ class MomentumUpdateCallback(TrainerCallback):
 
 class DistillationRampCallback(TrainerCallback):
     """
-    ALBEF's ramp of momentum distillation: before every optimizer step, `AETNetModel.distill_ramp` (the factor of
-    every objective's distillation weight) is set to `min(1, global_step / warmup_steps)`; `warmup_steps=None` ramps
+    ALBEF's ramp of momentum distillation: before every optimizer step, the factor of every objective's distillation
+    weight is set to `min(1, global_step / warmup_steps)` (`AETNetModel.set_distill_ramp`); `warmup_steps=None` ramps
     over the first epoch, 0 not at all. It depends on the step alone, so a resumed run ramps as an uninterrupted one.
     """
 
@@ -78,9 +78,10 @@ class DistillationRampCallback(TrainerCallback):
         self.warmup_steps = warmup_steps
         self.accelerator = accelerator
 
-    def _base(self, model):
-        base = getattr(unwrap_model(model, self.accelerator), "base_model", None) if model is not None else None
-        return base if hasattr(base, "distill_ramp") else None
+    def _set_ramp(self, model, factor: float) -> None:
+        model = unwrap_model(model, self.accelerator) if model is not None else None
+        if hasattr(model, "set_distill_ramp"):
+            model.set_distill_ramp(factor)
 
     def ramp(self, state) -> float:
         """The factor at `state.global_step`."""
@@ -91,14 +92,10 @@ class DistillationRampCallback(TrainerCallback):
         return 1.0 if warmup == 0 else min(1.0, state.global_step / warmup)
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
-        base = self._base(model)
-        if base is not None:
-            base.distill_ramp = self.ramp(state)
+        self._set_ramp(model, self.ramp(state))
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        base = self._base(model)
-        if base is not None:  # a model used after training distils at its full weight
-            base.distill_ramp = 1.0
+        self._set_ramp(model, 1.0)  # a model used after training distils at its full weight
 
 
 class TemperatureRangeCallback(TrainerCallback):
@@ -146,18 +143,18 @@ class AugmentationStepCallback(TrainerCallback):
         if collator.seed is None or collator.generator is not None:
             raise ValueError("`AugmentationStepCallback` needs a collator built with `seed` and without `generator`.")
         self.collator = collator
-        self._calls_before_evaluation: int | None = None
+        self._index_before_evaluation: int | None = None
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.collator.set_batch_index(state.global_step * args.gradient_accumulation_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._calls_before_evaluation = self.collator._calls
+        self._index_before_evaluation = self.collator.next_batch_index
 
     def on_evaluate(self, args, state, control, **kwargs):
         # The Trainer evaluates with the training collator: its batches must not shift the training numbering.
-        if self._calls_before_evaluation is not None:
-            self.collator._calls = self._calls_before_evaluation
+        if self._index_before_evaluation is not None:
+            self.collator.set_batch_index(self._index_before_evaluation)
 
 
 __all__ = [

@@ -17,11 +17,10 @@ ViT and RoBERTa aligners, their projections, the temperature, the objectives' ow
 own (`AETNetTrainingArguments.grad_clipping="separate"`, the default).
 
 Why: the Trainer clips the norm of all gradients together (`max_grad_norm`, 1.0 by default). AETNet's alignment
-gradients are 3-20 times the task's and grow as training goes (FUNSD, study preset: the alignment side's norm 9 ->
-58, the task's 2 -> 6), so a joint clip divides the task's gradient by the alignment's norm, an ever smaller factor
-that Adam reads as a decaying learning rate of LayoutLMv3. Measured (BENCHMARKS.md): with the joint clip AETNet
-trails its baseline on FUNSD in every seed even when the aligners' features never enter LayoutLMv3; without
-clipping, or with clipping by part, the gap goes. Each part is clipped to `max_grad_norm / sqrt(number of parts)`,
+gradients are several times the task's and grow as training goes, so a joint clip divides the task's gradient by
+the alignment's norm, an ever smaller factor that Adam reads as a decaying learning rate of LayoutLMv3: with the
+joint clip AETNet trails its baseline even when the aligners' features never enter LayoutLMv3, and without
+clipping, or with clipping by part, it does not. Each part is clipped to `max_grad_norm / sqrt(number of parts)`,
 so that their total never exceeds `max_grad_norm` and the Trainer's own clip, which still runs, never rescales one
 part by the other.
 """

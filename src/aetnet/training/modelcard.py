@@ -15,7 +15,9 @@
 The model card `AETNetTrainer` writes next to every saved model (`README.md`), rendered from the package's template
 `templates/model_card.md`: Hub metadata (tags, datasets, base models, a `model-index` with the last measured
 evaluation results), usage with `trust_remote_code=True`, hyper-parameters, loss weights, training log, framework
-versions and the AETNet citation.
+versions and the AETNet citation. [`generate_model_card`] builds it from plain values (the model's class and config,
+tags, hyper-parameters, log history), which the trainer gathers; what a head's card says about its task comes from
+the task table (`aetnet.tasks`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from transformers.modelcard import extract_hyperparameters_from_trainer, make_markdown_table, parse_log_history
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers import PreTrainedConfig
+from transformers.modelcard import make_markdown_table, parse_log_history
 
-from .callbacks import unwrap_model
+from ..configuration_aetnet import AETNetConfig
+from ..tasks import family_of_class, spec_of_class
 
 
 MODEL_CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
@@ -41,25 +46,6 @@ AETNET_CITATION = """@inproceedings{wang2023aetnet,
   eprint    = {2211.14777},
   archivePrefix = {arXiv}
 }"""
-_TASKS = {
-    "AETNetForTokenClassification": "token-classification",
-    "AETNetForSequenceClassification": "text-classification",
-    "AETNetForQuestionAnswering": "document-question-answering",
-    "LayoutLMv3ForTokenClassification": "token-classification",
-    "LayoutLMv3ForSequenceClassification": "text-classification",
-    "LayoutLMv3ForQuestionAnswering": "document-question-answering",
-}
-# The pipeline an AETNet checkpoint answers (`pipeline_aetnet.save_custom_pipelines`). The Hub's `pipeline_tag` is
-# set only where the stock pipeline of that name runs the model; stock LayoutLMv3 runs stock pipelines.
-_PIPELINE_TASKS = {
-    "AETNetForTokenClassification": "document-token-classification",
-    "AETNetForQuestionAnswering": "document-question-answering",
-}
-_HUB_PIPELINE_TAGS = {
-    "AETNetForQuestionAnswering": "document-question-answering",
-    "LayoutLMv3ForTokenClassification": "token-classification",
-    "LayoutLMv3ForQuestionAnswering": "document-question-answering",
-}
 # The LayoutLMv3 weights Microsoft released (microsoft/layoutlmv3-*) are CC BY-NC-SA 4.0; their code is MIT.
 LAYOUTLMV3_WEIGHTS_LICENSE = "cc-by-nc-sa-4.0"
 _LICENCE_DERIVED = (
@@ -75,11 +61,6 @@ _LICENCE_OTHER = (
     "example, allow research use only), so the licence of this model is left to its author (`license: other` in the "
     "metadata until then)."
 )
-_AUTO_CLASSES = {
-    f"{model}For{head}": f"AutoModelFor{head}"
-    for model in ("AETNet", "LayoutLMv3")  # LayoutLMv3: the baselines of the examples
-    for head in ("TokenClassification", "SequenceClassification", "QuestionAnswering")
-}
 _NON_METRIC_KEYS = (
     "runtime",
     "samples_per_second",
@@ -91,36 +72,85 @@ _NON_METRIC_KEYS = (
 )
 
 
-def write_model_card(trainer, output_dir: str, card_kwargs: dict | None = None) -> None:
-    """Render the card of `trainer`'s model into `output_dir/README.md`; `card_kwargs` are those of
-    [`Trainer.create_model_card`]."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    kwargs = card_kwargs or {}
-    model = unwrap_model(trainer.model, trainer.accelerator)
-    config = model.config
-    class_name = model.__class__.__name__
-    model_name = kwargs.get("model_name") or Path(trainer.args.output_dir).resolve().name
-    repo_id = trainer.hub_model_id or trainer.args.hub_model_id or model_name
-    task = _first(kwargs.get("tasks")) or _TASKS.get(class_name, "token-classification")
-    datasets = _as_list(kwargs.get("dataset"))
-    dataset_tags = _as_list(kwargs.get("dataset_tags")) or datasets
-    base_models = [name for name in _as_list(kwargs.get("finetuned_from")) if _is_hub_id(name)]
-    base_models = base_models or _hub_base_models(config)
-
+def generate_model_card(
+    model_name: str,
+    class_name: str,
+    config: PreTrainedConfig,
+    model_tags: list[str],
+    hyperparameters: dict[str, Any],
+    log_history: list[dict[str, Any]],
+    repo_id: str | None = None,
+    language: str | None = None,
+    license: str | None = None,
+    tags: str | list[str] | None = None,
+    finetuned_from: str | list[str] | None = None,
+    tasks: str | list[str] | None = None,
+    dataset_tags: str | list[str] | None = None,
+    dataset: str | list[str] | None = None,
+    dataset_args: str | list[str] | None = None,
+) -> ModelCard:
+    """
+    The model card of a trained model, from plain values: `class_name` and `config` of the model (an AETNet model is
+    presented as one, a stock LayoutLMv3 baseline as such), `model_tags` (the model's own), the training
+    `hyperparameters` and the trainer's `log_history` (the training log and the last evaluation's metrics). The other
+    arguments are those of [`Trainer.create_model_card`]; `repo_id` (default `model_name`) is the Hub id the usage
+    snippets load. The task, pipeline, Hub `pipeline_tag` and Auto class come from the task table (`aetnet.tasks`).
+    """
+    is_aetnet = isinstance(config, AETNetConfig)
+    # A head of the table's two families (AETNet and its LayoutLMv3 baselines); any other model gets the defaults.
+    family = family_of_class(class_name)
+    spec = spec_of_class(class_name) if family is not None else None
+    task = _first(tasks) or (spec.card_task if spec is not None else "token-classification")
+    dataset_names = _as_list(dataset)
+    dataset_tags = _as_list(dataset_tags) or dataset_names
+    base_models = [name for name in _as_list(finetuned_from) if _is_hub_id(name)] or _hub_base_models(config)
     derived = any(name.startswith("microsoft/layoutlmv3") for name in base_models)
-    license = kwargs.get("license") or (LAYOUTLMV3_WEIGHTS_LICENSE if derived else "other")
     base = f" ({', '.join(base_models)})" if base_models else ""
-    licence_note = _LICENCE_DERIVED if derived else _LICENCE_OTHER.format(base=base)
+    _, log_lines, _ = parse_log_history(log_history)
+    eval_metrics = _last_eval_metrics(log_history)
+    card_data = ModelCardData(
+        language=language,
+        license=license or (LAYOUTLMV3_WEIGHTS_LICENSE if derived else "other"),
+        library_name="transformers",
+        tags=list(dict.fromkeys(_as_list(tags) + list(model_tags) + [task])),
+        datasets=[name for name in dataset_tags if "/" in name and _is_hub_id(name)] or None,  # Hub ids only
+        base_model=(base_models[0] if len(base_models) == 1 else base_models) or None,
+        model_name=model_name,
+        pipeline_tag=spec.hub_pipeline_tags.get(family) if spec is not None else None,
+        eval_results=_eval_results(eval_metrics, task, dataset_names, dataset_tags, _first(dataset_args)) or None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(MODEL_CARD_TEMPLATE),
+        model_name=model_name,
+        repo_id=repo_id or model_name,
+        task=task,
+        pipeline_task=spec.pipeline if is_aetnet and spec is not None else None,
+        licence_note=_LICENCE_DERIVED if derived else _LICENCE_OTHER.format(base=base),
+        auto_class=(spec.auto_class if spec is not None else None) or "AutoModel",
+        base_models=base_models,
+        datasets_text=", ".join(dataset_names) if dataset_names else "an unspecified dataset",
+        eval_metrics=eval_metrics,
+        hyperparameters=hyperparameters,
+        is_aetnet=is_aetnet,
+        loss_weights=dict(getattr(config, "alignment_loss_weights", None) or {}),
+        aetnet_config=_config_summary(config) if is_aetnet else {},
+        training_log=make_markdown_table(log_lines),
+        framework_versions=_framework_versions(),
+        citation=AETNET_CITATION,
+    )
 
-    _, log_lines, _ = parse_log_history(trainer.state.log_history)
-    eval_metrics = _last_eval_metrics(trainer.state.log_history)
-    eval_results = [
+
+def _eval_results(
+    eval_metrics: dict[str, float], task: str, datasets: list[str], dataset_tags: list[str], dataset_args: str | None
+) -> list[EvalResult]:
+    """The `model-index` entries: one per measured metric (not the loss terms or the non-finite count)."""
+    return [
         EvalResult(
             task_type=task,
             dataset_type=dataset_tags[0] if dataset_tags else "custom",
             dataset_name=datasets[0] if datasets else "evaluation set",
-            dataset_args=_first(kwargs.get("dataset_args")),
+            dataset_args=dataset_args,
             metric_type=name,
             metric_name=name.replace("_", " ").title(),
             metric_value=value,
@@ -128,45 +158,6 @@ def write_model_card(trainer, output_dir: str, card_kwargs: dict | None = None) 
         for name, value in eval_metrics.items()
         if not name.startswith(("loss", "nonfinite"))
     ]
-    default_tags = trainer._tag_names if trainer._is_aetnet else trainer._baseline_tag_names
-    tags = _as_list(kwargs.get("tags")) + list(getattr(model, "model_tags", None) or default_tags) + [task]
-    card_data = ModelCardData(
-        language=kwargs.get("language"),
-        license=license,
-        library_name="transformers",
-        tags=list(dict.fromkeys(tags)),
-        datasets=[name for name in dataset_tags if "/" in name and _is_hub_id(name)] or None,  # Hub ids only
-        base_model=(base_models[0] if len(base_models) == 1 else base_models) or None,
-        model_name=model_name,
-        pipeline_tag=_HUB_PIPELINE_TAGS.get(class_name),
-        eval_results=eval_results or None,
-    )
-    hyperparameters = extract_hyperparameters_from_trainer(trainer)
-    for name in ("distill_alpha", "alpha_warmup_steps", "weight_decay", "max_grad_norm", "grad_clipping"):
-        if trainer._argument(name) is not None:
-            hyperparameters[name] = trainer._argument(name)
-    card = ModelCard.from_template(
-        card_data,
-        template_path=str(MODEL_CARD_TEMPLATE),
-        model_name=model_name,
-        repo_id=repo_id,
-        task=task,
-        pipeline_task=_PIPELINE_TASKS.get(class_name) if trainer._is_aetnet else None,
-        licence_note=licence_note,
-        auto_class=_AUTO_CLASSES.get(class_name, "AutoModel"),
-        base_models=base_models,
-        datasets_text=", ".join(datasets) if datasets else "an unspecified dataset",
-        eval_metrics=eval_metrics,
-        hyperparameters=hyperparameters,
-        is_aetnet=trainer._is_aetnet,
-        loss_weights=dict(getattr(model.config, "alignment_loss_weights", None) or {}),
-        aetnet_config=_config_summary(config) if trainer._is_aetnet else {},
-        training_log=make_markdown_table(log_lines),
-        framework_versions=_framework_versions(),
-        citation=AETNET_CITATION,
-    )
-    os.makedirs(output_dir, exist_ok=True)
-    card.save(os.path.join(output_dir, "README.md"))
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:
@@ -248,4 +239,4 @@ def _framework_versions() -> dict[str, str]:
     return versions
 
 
-__all__ = ["AETNET_CITATION", "MODEL_CARD_TEMPLATE", "write_model_card"]
+__all__ = ["AETNET_CITATION", "LAYOUTLMV3_WEIGHTS_LICENSE", "MODEL_CARD_TEMPLATE", "generate_model_card"]

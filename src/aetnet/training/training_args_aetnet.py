@@ -20,12 +20,13 @@ processes on a CPU-only machine.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
+
+from ..modeling_aetnet_knobs import checked_by_config
 
 
 @dataclass
@@ -36,21 +37,23 @@ class AETNetTrainingArguments(TrainingArguments):
     > Weights of the alignment objectives (the total loss is `task + sum_k weight_k * loss_k`)
 
     The single source of the weights is the model config, `AETNetConfig.alignment_loss_weights`: a weight given
-    here (`loss_weights="pita=0,ditc=0.5"`) is written into the model's config when the trainer is built, so that
-    the saved model, its `loss` and this trainer all use it. Each objective is already the mean of its two directions, so unit weights are
-    the paper's `L_so + L_ditc + L_imc + L_glitc + L_pita`; the official FUNSD code puts the three contrastive
-    objectives at 1/3 (method.md 2.5).
+    here (`loss_weights="pita=0,ditc=0.5"`) is handed to the model's `set_alignment_loss_weights` when the trainer is
+    built, so that the saved model, its `loss` and this trainer all use it. Each objective is already the mean of its
+    two directions, so unit weights are the paper's `L_so + L_ditc + L_imc + L_glitc + L_pita`; the official FUNSD
+    code puts the three contrastive objectives at 1/3.
 
     > Momentum distillation
 
     `distill_alpha` overrides the distillation weight of every objective that has one (e.g. DITC's soft targets;
-    written into the model config's `objective_settings`), and `alpha_warmup_steps` ramps those weights linearly
-    from 0 (`AETNetModel.distill_ramp`), by default over the first epoch as ALBEF and SIMLA do.
+    the model's `set_distill_alpha` writes it into its config's `objective_settings`), and `alpha_warmup_steps` ramps
+    those weights linearly from 0 (`AETNetModel.set_distill_ramp`), by default over the first epoch as ALBEF and
+    SIMLA do.
 
     > Feature queues
 
-    `fit_queue_to_dataset` (on by default) shortens a queue longer than half the training set to that size: a queue
-    as long as the training set holds an older copy of every document, the positive included, as a negative.
+    `fit_queue_to_dataset` (on by default) shortens a queue longer than half the training set to that size (the
+    model's `resize_feature_queues`): a queue as long as the training set holds an older copy of every document, the
+    positive included, as a negative.
 
     > Temperature
 
@@ -133,9 +136,10 @@ class AETNetTrainingArguments(TrainingArguments):
         if self.ddp_find_unused_parameters is None:
             self.ddp_find_unused_parameters = False
         super().__post_init__()
-        self.alignment_loss_weights  # parse now: a bad `loss_weights` fails here, not at the first step
-        if self.distill_alpha is not None and not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(f"`distill_alpha` must be in [0, 1] or None, got {self.distill_alpha}")
+        # Parse now, and pass the values through the model config's own checks (the rules the model's setters apply
+        # when the trainer hands them over), so that a bad one fails here, before any model or data is loaded.
+        given = {"alignment_loss_weights": self.alignment_loss_weights or None, "distill_alpha": self.distill_alpha}
+        checked_by_config(**{name: value for name, value in given.items() if value is not None})
         if self.alpha_warmup_steps is not None and self.alpha_warmup_steps < 0:
             raise ValueError(f"`alpha_warmup_steps` must be >= 0 or None, got {self.alpha_warmup_steps}")
         if self.grad_clipping not in ("separate", "global"):
@@ -145,7 +149,8 @@ class AETNetTrainingArguments(TrainingArguments):
 
     @property
     def alignment_loss_weights(self) -> dict[str, float]:
-        """`loss_weights` as `{"name": weight}`: only the objectives given there (the others keep the config's)."""
+        """`loss_weights` parsed as `{"name": weight}`: only the objectives given there (the others keep the config's).
+        Parsing only: `__post_init__` checks the values, with the rules of the model config."""
         text = (self.loss_weights or "").strip()
         if not text:
             return {}
@@ -160,9 +165,6 @@ class AETNetTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"`loss_weights` must be `name=weight` pairs separated by commas or a JSON object, got {text!r}"
             ) from error
-        for name, weight in weights.items():
-            if not (math.isfinite(weight) and weight >= 0):
-                raise ValueError(f"`loss_weights[{name!r}]` must be a finite non-negative number, got {weight}")
         return weights
 
 
