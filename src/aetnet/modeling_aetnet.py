@@ -34,7 +34,7 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 
 from .configuration_aetnet import AETNetConfig
-from .losses import weighted_objective
+from .loss_utils import weighted_objective
 from .modeling_aetnet_base import AETNetModel, AETNetPreTrainedModel
 from .modeling_aetnet_outputs import (
     AETNetModelOutput,

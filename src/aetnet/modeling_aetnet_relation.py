@@ -47,7 +47,7 @@ from transformers import LayoutLMv3Config, LayoutLMv3Model, LayoutLMv3PreTrained
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils import can_return_tuple
 
-from .losses import weighted_objective
+from .loss_utils import weighted_objective
 from .modeling_aetnet_base import AETNetModel, AETNetPreTrainedModel
 from .relation_geometry import RELATION_GEOMETRIES, PairGeometry, entity_boxes
 from .relation_pairs import ENTITY_PAD, relation_candidates, validate_relation_inputs

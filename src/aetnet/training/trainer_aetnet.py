@@ -19,9 +19,9 @@ objectives, logs every term and writes a model card. Its arguments are in `train
 
 The models themselves already return the whole objective as `loss` in training mode (`task + sum_k weight_k *
 loss_k`, weights in `config.alignment_loss_weights`), so a plain `Trainer`, PEFT or `accelerate` train what this
-trainer trains. `AETNetTrainer` recombines the same terms with the same weights (`losses.weighted_objective`) to add
-what a plain loop lacks: label smoothing of the task term, the distillation ramp, per-term logs, the non-finite guard
-and an EMA step per optimizer step rather than per forward.
+trainer trains. `AETNetTrainer` recombines the same terms with the same weights (`loss_utils.weighted_objective`) to
+add what a plain loop lacks: label smoothing of the task term, the distillation ramp, per-term logs, the non-finite
+guard and an EMA step per optimizer step rather than per forward.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from transformers.utils import logging
 
 from ..configuration_aetnet import AETNetConfig
 from ..data_collator import AETNetDataCollator
-from ..losses import weighted_objective
+from ..loss_utils import weighted_objective
 from ..momentum import FeatureQueues, fitted_queue_size
 from .callbacks import (
     AugmentationStepCallback,
