@@ -49,8 +49,8 @@ from transformers import LayoutLMv3ImageProcessorPil
 
 from aetnet import AETNetConfig, AETNetModel, AETNetProcessor
 from aetnet.alignment import registered_objectives
+from aetnet.configuration_aetnet import SPATIAL_BIAS_INITS
 from aetnet.data import load_funsd, train_layoutlmv3_tokenizer
-from aetnet.spatial_bias import SPATIAL_BIAS_INITS
 
 
 LAST = 5  # the ratio is the mean loss of the last LAST steps over their mean chance level

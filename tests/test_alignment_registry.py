@@ -16,6 +16,8 @@ The objective registry: a new objective is one class plus its registration; the 
 gave before they moved into their own files; settings per objective; clear errors for unknown names and settings.
 """
 
+import inspect
+
 import pytest
 import torch
 from conftest import tiny_config, tiny_documents
@@ -28,7 +30,9 @@ from aetnet.alignment import (
     register_objective,
     registered_objectives,
 )
+from aetnet.alignment_schema import BUILT_IN_OBJECTIVES, ObjectiveSchema, objective_schema
 from aetnet.data_collator import AETNetDataCollator
+from aetnet.objectives import BUILT_IN_OBJECTIVE_CLASSES
 
 
 VOCAB, IMAGE = 99, 16
@@ -55,6 +59,7 @@ make_documents = tiny_documents
 def test_a_new_objective_is_one_class_and_its_registration(tmp_path):
     assert registered_objectives()[:4] == ("ditc", "imc", "glitc", "pita")
     assert get_objective("toy_alignment") is ToyAlignment
+    assert objective_schema("toy_alignment") == ObjectiveSchema(("scale",))  # what the config validates against
     config = make_config(alignment_objectives={"pita": {}, "toy_alignment": {"scale": 2.0}})
     assert not config.uses_momentum  # neither objective needs the momentum encoders
     torch.manual_seed(0)
@@ -125,7 +130,9 @@ def test_settings_live_with_their_objective():
     model = AETNetModel(config)
     assert model.objectives["ditc"].distill_alpha == 0.1
     assert model.objectives["pita"].loss.loss == "cosine"
-    assert AETNetModel(make_config()).objectives["pita"].loss.loss == config.pita_loss  # the config's default
+    # The objective's own default (PITA's settings have no top-level config field any more).
+    default_loss = inspect.signature(get_objective("pita")).parameters["loss"].default
+    assert AETNetModel(make_config()).objectives["pita"].loss.loss == default_loss == "infonce"
 
 
 @pytest.mark.parametrize(
@@ -134,11 +141,20 @@ def test_settings_live_with_their_objective():
         (["ditc", "nope"], "unknown objective 'nope'; registered: \\['ditc', 'imc', 'glitc', 'pita'"),
         ({"pita": {"loss_fn": "cosine"}}, "Objective 'pita' has no setting \\['loss_fn'\\]"),
         ({"pita": {"loss": "mse"}}, "PITA's `loss` must be one of"),
+        ({"pita": {"span_policy": "first"}}, "PITA's `span_policy` must be one of"),
     ],
 )
 def test_unknown_objectives_and_settings_name_the_offender(objectives, message):
     with pytest.raises(ValueError, match=message):
         AETNetModel(make_config(alignment_objectives=objectives))
+
+
+def test_the_configs_schema_of_the_built_in_objectives_is_their_classes():
+    """The config validates names and settings against a torch-free table; the classes are the truth."""
+    assert tuple(BUILT_IN_OBJECTIVE_CLASSES) == tuple(BUILT_IN_OBJECTIVES) == registered_objectives()[:9]
+    for name, objective in BUILT_IN_OBJECTIVE_CLASSES.items():
+        assert ObjectiveSchema.of(objective) == BUILT_IN_OBJECTIVES[name], name
+        assert get_objective(name) is objective
 
 
 def test_objective_generator_is_seeded_by_its_saved_draw_counter():

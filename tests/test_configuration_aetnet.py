@@ -13,11 +13,15 @@
 # limitations under the License.
 """AETNetConfig: composition, serialisation and the errors users see for inconsistent settings."""
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 from transformers import AutoConfig, DeiTConfig, LayoutLMv3Config, RobertaConfig, ViTConfig
+from transformers.dynamic_module_utils import get_relative_import_files
 
+import aetnet.configuration_aetnet
 from aetnet import AETNetConfig
 
 
@@ -31,7 +35,8 @@ def test_defaults_are_base_sizes_with_all_objectives():
 
 
 def test_round_trip_and_sub_config_types(tmp_path):
-    config = AETNetConfig.from_preset("tiny", num_labels=7, fusion_injection="gated", pita_loss="cosine")
+    objectives = {"ditc": {}, "imc": {}, "glitc": {}, "pita": {"loss": "cosine"}}
+    config = AETNetConfig.from_preset("tiny", num_labels=7, fusion_injection="gated", alignment_objectives=objectives)
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert "fusion_config" not in saved and saved["model_type"] == "aetnet"
@@ -57,9 +62,10 @@ def test_sub_configs_from_dicts_and_deit_vision():
         ({"queue_size": 0}, ["queue_size"]),
         ({"temperature": 0.9}, ["temperature"]),
         ({"fusion_injection": "concat"}, ["fusion_injection", "concat"]),
-        ({"pita_loss": "mse"}, ["pita_loss"]),
-        ({"pita_span_policy": "first"}, ["pita_span_policy"]),
+        ({"spatial_bias_init": "uniform"}, ["spatial_bias_init", "uniform"]),
         ({"alignment_objectives": ["ditc", "mlm"]}, ["alignment_objectives", "mlm"]),
+        ({"alignment_objectives": {"pita": {"loss_fn": "cosine"}}}, ["pita", "loss_fn"]),
+        ({"alignment_loss_weights": {"mlm": 1.0}}, ["alignment_loss_weights", "mlm"]),
     ],
 )
 def test_invalid_scalar_fields_are_named(overrides, names):
@@ -104,3 +110,34 @@ def test_presets():
         assert config.layout_config.vocab_size == config.text_config.vocab_size == 1000
     with pytest.raises(ValueError, match="name"):
         AETNetConfig.from_preset("huge")
+
+
+def test_configs_saved_with_top_level_pita_fields_still_load(tmp_path):
+    """PITA's settings live with the objective; the former top-level fields of saved configs are mapped to them."""
+    AETNetConfig.from_preset("tiny").save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    saved = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**saved, "pita_loss": "cosine", "pita_span_policy": "center"}))
+    loaded = AETNetConfig.from_pretrained(tmp_path)
+    # The default span policy is no choice, the non-default loss becomes PITA's setting.
+    assert loaded.objective_settings == {"pita": {"loss": "cosine"}}
+    assert not hasattr(loaded, "pita_loss") and "pita_loss" not in loaded.to_dict()
+    # A setting given with the objective wins, as it did over the top-level field; without PITA the fields are moot.
+    both = AETNetConfig.from_preset("tiny", pita_loss="cosine", alignment_objectives={"pita": {"loss": "infonce"}})
+    assert both.objective_settings == {"pita": {"loss": "infonce"}}
+    assert AETNetConfig.from_preset("tiny", pita_loss="cosine", alignment_objectives=["ditc"]).objective_settings == {}
+
+
+def test_the_configuration_imports_no_modeling_code():
+    """transformers loads a checkpoint's configuration alone: its remote-code closure holds no torch module."""
+    source = Path(aetnet.configuration_aetnet.__file__)
+    closure = [source, *map(Path, get_relative_import_files(str(source)))]
+    assert {path.name for path in closure} == {"configuration_aetnet.py", "alignment_schema.py"}
+    for path in closure:
+        assert "torch" not in {name.split(".")[0] for name in _imported_modules(path)}, path.name
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return names | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}

@@ -24,7 +24,7 @@ import torch
 from conftest import DEVICES
 
 from aetnet import AETNetConfig, AETNetForTokenClassification
-from aetnet.modeling_aetnet_base import TEMPERATURE_RANGE
+from aetnet.configuration_aetnet import TEMPERATURE_RANGE
 
 
 SEQ_LEN, VOCAB, IMAGE, BATCH = 12, 99, 16, 4

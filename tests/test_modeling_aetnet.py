@@ -33,6 +33,7 @@ from aetnet import (
     AETNetForTokenClassification,
     AETNetModel,
 )
+from aetnet.modeling_aetnet_layoutlmv3 import AETNetLayoutLMv3Model
 
 
 class AETNetModelTester:
@@ -225,3 +226,53 @@ def test_add_injection_changes_the_fusion_input(tester):
         model.config.fusion_injection = "none"
         plain = model(**inputs).logits
     assert (injected - plain).abs().max().item() > 1e-3
+
+
+def _fusion_model_and_call(tester):
+    """A fusion model, its inputs and a call with aligned features of the right shapes (and a second set)."""
+    layout = tester.get_config().layout_config
+    model = AETNetLayoutLMv3Model(layout).eval()
+    inputs = tester.prepare_inputs()
+    generator = torch.Generator().manual_seed(2)
+    shapes = [(tester.batch_size, tester.text_seq_length, layout.hidden_size)]
+    shapes.append((tester.batch_size, tester.visual_length, layout.hidden_size))
+    first = [torch.randn(shape, generator=generator) for shape in shapes]
+    second = [torch.randn(shape, generator=generator) for shape in shapes]
+    return model, inputs, first, second
+
+
+def _injected(model, inputs, aligned):
+    return model(**inputs, aligned_text_embeds=aligned[0], aligned_image_embeds=aligned[1]).last_hidden_state
+
+
+def test_fusion_injection_is_per_call_and_reentrant(tester):
+    model, inputs, first, second = _fusion_model_and_call(tester)
+    with torch.no_grad():
+        plain, expected, other = model(**inputs).last_hidden_state, _injected(model, inputs, first), []
+
+        # A call nested in another with other features, here from a hook that runs before the outer call's features
+        # are added, leaves the outer call's in place.
+        def nested_call(module, args):
+            if not other:
+                other.append(None)  # before the call: the nested call runs this hook too
+                other[0] = _injected(model, inputs, second)
+
+        handle = model.embeddings.register_forward_pre_hook(nested_call)
+        nested = _injected(model, inputs, first)
+        handle.remove()
+        assert torch.equal(nested, expected) and torch.equal(other[0], _injected(model, inputs, second))
+        # A call that raises leaves nothing behind: the next plain call is plain LayoutLMv3 again.
+        with pytest.raises(RuntimeError):
+            _injected(model, inputs, [first[0][:, :-1], first[1]])
+        assert torch.equal(model(**inputs).last_hidden_state, plain)
+    assert model.embeddings._aetnet_aligned_embeds is None and model._aligned_image_embeds is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.nn.parallel.replicate needs a GPU")
+def test_fusion_injection_reaches_a_data_parallel_replica_on_cuda(tester):
+    model, inputs, first, _ = _fusion_model_and_call(tester)
+    model, inputs = model.cuda(), {key: value.cuda() for key, value in inputs.items()}
+    first = [tensor.cuda() for tensor in first]
+    (replica,) = torch.nn.parallel.replicate(model, [0])
+    with torch.no_grad():
+        torch.testing.assert_close(_injected(replica, inputs, first), _injected(model, inputs, first))

@@ -100,7 +100,13 @@ def test_remote_code_loads_without_the_package(tester, tmp_path):
     model = AETNetForTokenClassification(tester.get_config()).eval()
     checkpoint = tmp_path / "checkpoint"
     model.save_pretrained(checkpoint)
-    for name in ("modeling_aetnet.py", "configuration_aetnet.py", "losses.py"):
+    for name in (
+        "modeling_aetnet.py",
+        "configuration_aetnet.py",
+        "loss_utils.py",
+        "objectives.py",
+        "alignment_schema.py",
+    ):
         assert (checkpoint / name).exists(), name
     auto_map = json.loads((checkpoint / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForTokenClassification"] == "modeling_aetnet.AETNetForTokenClassification"

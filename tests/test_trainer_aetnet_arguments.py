@@ -194,7 +194,7 @@ def test_push_to_hub_uploads_card_weights_processor_and_remote_code(tmp_path, mo
         "tokenizer.json",
         "modeling_aetnet.py",
         "configuration_aetnet.py",
-        "losses.py",
+        "loss_utils.py",
         "processing_aetnet.py",
     }
     assert expected <= uploaded, expected - uploaded

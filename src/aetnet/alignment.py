@@ -13,7 +13,7 @@
 # limitations under the License.
 """
 Alignment objectives as plug-ins: a registry, the `AlignmentObjective` base class and the `AlignmentFeatures` bundle
-that `AETNetModel` fills once per training step and hands to every enabled objective.
+that `AETNetModel` builds once per training step and hands to every enabled objective.
 
 An objective is one file (`objective_<name>.py` for the built-in ones) with a class registered under its name:
 
@@ -33,6 +33,9 @@ class MyTerm(AlignmentObjective):
 
 `AETNetConfig(alignment_objectives=["ditc", "my_term"])` (or a dict of settings per name) then computes it, the
 models add it to `loss` with its weight (`alignment_loss_weights`), and `AETNetTrainer` logs it as `loss_my_term`.
+Registering also declares the name and its settings to the configuration (`alignment_schema.py`), which validates
+them without importing any objective. The built-in objectives register when `objectives.py`, their index, is imported
+(the model imports it).
 
 These are flat modules of the package (not a sub-package) because transformers copies a model's relative imports
 as files of one folder when it saves remote code.
@@ -46,6 +49,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from .alignment_schema import ObjectiveSchema, declare_objective
 
 
 _OBJECTIVES: dict[str, type[AlignmentObjective]] = {}
@@ -63,6 +68,7 @@ def register_objective(name: str):
             raise TypeError(f"`register_objective({name!r})` decorates AlignmentObjective subclasses, got {cls!r}")
         cls.name = name
         _OBJECTIVES[name] = cls
+        declare_objective(name, ObjectiveSchema.of(cls))
         return cls
 
     return decorate
@@ -166,11 +172,12 @@ def prior_entropy(counts: torch.Tensor) -> float:
     return float(-(probabilities * probabilities.log()).sum()) if counts.sum() > 0 else 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class AlignmentFeatures:
     """
     What the model computed once for this step, for the objectives to share. Shapes: B documents, L tokens, P patches
-    (without prefix tokens), E the contrastive `embed_dim`, H the aligners' hidden size, Q the queue size.
+    (without prefix tokens), E the contrastive `embed_dim`, H the aligners' hidden size, Q the queue size. Frozen:
+    every objective reads the same bundle, so none may change it for the ones after it.
 
     Args:
         input_ids, bbox, attention_mask: the text inputs, `(B, L)`, `(B, L, 4)` in 0-1000 units, `(B, L)`.

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import ClassVar
 
@@ -23,32 +22,22 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, LayoutLMv3Config, RobertaConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
-from .alignment import get_objective
-
-
-# isort: off
-# Each import registers its objective, in the paper's order (the order of `registered_objectives()`).
-from .objective_ditc import DocumentImageTextContrast  # noqa: F401
-from .objective_imc import IntraModalContrast  # noqa: F401
-from .objective_glitc import GlobalLocalContrast  # noqa: F401
-from .objective_pita import PITA_LOSSES, PITA_SPAN_POLICIES
-
-# The seeds' other objectives, off by default: LayoutLMv2's text-image alignment and matching, SIMLA's cross-modal
-# masked modelling and keyword prediction. `from .module import name`, not `from . import module`: transformers
-# finds the files that remote code needs only in that form.
-from .objective_tia import TextImageAlignment  # noqa: F401
-from .objective_tim import TextImageMatching  # noqa: F401
-from .objective_xmm_text import CrossModalMaskedText  # noqa: F401
-from .objective_xmm_image import CrossModalMaskedImage  # noqa: F401
-from .objective_psl import PseudoKeywordPrediction  # noqa: F401
-
-# isort: on
-from .spatial_bias import SPATIAL_BIAS_INITS
+from .alignment_schema import objective_schema
 
 
 # AETNet's four objectives, the default of `alignment_objectives`; others are selected by their registered names.
 ALIGNMENT_OBJECTIVES = ("ditc", "imc", "glitc", "pita")
 FUSION_INJECTIONS = ("add", "gated", "none")
+# `"locality"`: the prior of `spatial_bias.locality_bias_`.
+SPATIAL_BIAS_INITS = ("random", "locality")
+# The learnable temperature's range (ALBEF's clamp): the model keeps `temp` in it, the config's initial value too.
+TEMPERATURE_RANGE = (0.001, 0.5)
+
+# Configs saved before PITA's settings lived only with the objective carry them as top-level fields: field -> (PITA's
+# setting, the field's default). Such configs always saved both fields, so a default value is no choice (and equals
+# PITA's own default) and is dropped; another value becomes the PITA setting, unless `objective_settings` sets it too,
+# which won then as it does now.
+_LEGACY_PITA_FIELDS = {"pita_loss": ("loss", "infonce"), "pita_span_policy": ("span_policy", "center")}
 
 # Named sizes for `AETNetConfig.from_preset`. `hidden` must equal 4 * coordinate + 2 * shape (LayoutLMv3 concatenates
 # four coordinate and two shape embeddings). Positions are `max_length + 2` because RoBERTa-style position ids start
@@ -56,7 +45,7 @@ FUSION_INJECTIONS = ("add", "gated", "none")
 _PRESETS = {
     "tiny": dict(hidden=36, layers=2, heads=4, intermediate=37, coordinate=6, shape=6, image=16, patch=4, embed=16),
     # 64 px pages in 8 px patches (an 8 x 8 grid, 64 cells) so that documents differ at initialisation, with tiny-like
-    # widths so that one FUNSD run (train + evaluation) takes about 150 s on a 2-core CPU.
+    # widths so that a whole FUNSD run (train + evaluation) fits a CPU study.
     "study": dict(hidden=64, layers=2, heads=4, intermediate=128, coordinate=10, shape=12, image=64, patch=8, embed=32),
     "small": dict(
         hidden=192, layers=4, heads=4, intermediate=768, coordinate=32, shape=32, image=224, patch=16, embed=128
@@ -94,7 +83,7 @@ class AETNetConfig(PreTrainedConfig):
         momentum (`float`, *optional*, defaults to 0.995):
             EMA coefficient of the momentum encoders, in [0, 1). Applied once per optimizer step.
         temperature (`float`, *optional*, defaults to 0.07):
-            Initial value of the learnable contrastive temperature, kept in [0.001, 0.5].
+            Initial value of the learnable contrastive temperature, kept within `TEMPERATURE_RANGE`.
         distill_alpha (`float`, *optional*, defaults to 0.4):
             Weight of the momentum-distillation soft targets in DITC (0 gives plain one-hot InfoNCE). The trainer can
             ramp it up from 0.
@@ -103,34 +92,27 @@ class AETNetConfig(PreTrainedConfig):
             or a dict of names to their settings, e.g. `{"ditc": {"distill_alpha": 0.2}, "pita": {"loss":
             "cosine"}}` (stored as the list of names and `objective_settings`).
         objective_settings (`dict[str, dict]`, *optional*):
-            Keyword settings of enabled objectives, passed to their constructors; unset ones take the objective's
-            defaults (for DITC and PITA: the config's `distill_alpha`, `pita_loss` and `pita_span_policy`).
+            Keyword settings of enabled objectives, passed to their constructors, which check their values and
+            document them (e.g. PITA's `loss` and `span_policy`); unset ones take the objective's defaults (for the
+            distillation weight of DITC, PSL and XMM-text: the config's `distill_alpha`). Configs saved with the
+            former top-level `pita_loss` and `pita_span_policy` still load: their values become PITA's settings.
         fusion_injection (`str`, *optional*, defaults to `"gated"`):
             How the aligned features enter LayoutLMv3. `"add"` (the paper): the RoBERTa output is added to the text
             embeddings after their LayerNorm and the ViT output to the visual embeddings before concatenation.
             `"gated"` (the default): the same through learnable per-channel gates initialised at zero, so that the
             model starts as exactly its LayoutLMv3 and lets the aligned features in only as far as the task gains
-            from them; measured, full-scale addition of aligners that have not learnt yet costs the task about a
-            point of FUNSD F1 (BENCHMARKS.md). `"none"`: LayoutLMv3 sees no aligned features (the aligners are then
-            trained only by the alignment objectives and are not needed at inference).
+            from them, since full-scale addition of aligners that have not learnt yet costs the task F1
+            (BENCHMARKS.md). `"none"`: LayoutLMv3 sees no aligned features (the aligners are then trained only by
+            the alignment objectives and are not needed at inference).
         alignment_loss_weights (`dict[str, float]`, *optional*):
             Weight of each alignment objective in the training loss, `loss = task_loss + sum_k weight_k * loss_k`
             (every model's `loss` in training mode, and `AETNetTrainer`'s). Missing objectives weigh 1.0 (the paper's
-            unweighted sum). The official FUNSD code puts the three contrastive objectives at 1/3 (method.md 2.5).
+            unweighted sum). The official FUNSD code puts the three contrastive objectives at 1/3.
         attn_implementation (`str` or `dict`, *optional*):
             transformers' attention selector, for LayoutLMv3, the ViT, the RoBERTa and the momentum copies alike
             (`"sdpa"`, the default, `"eager"` for attention probabilities, `"flex_attention"`...), or a dict per
             sub-config, e.g. `{"layout_config": "eager", "vision_config": "sdpa", "text_config": "sdpa"}`. Configs
             saved with the former `fusion_attention` field still load; the field is ignored.
-        pita_loss (`str`, *optional*, defaults to `"infonce"`):
-            Form of the patch-level objective. `"infonce"`: bidirectional InfoNCE between each occupied cell's image
-            patch and its mean token feature, the other occupied cells of the page as negatives (the official code's
-            form, on normalised features with the learnable temperature, empty cells masked). `"cosine"`: the paper's
-            form, 1 - mean cosine similarity over occupied cells; it has no negatives and so can collapse.
-        pita_span_policy (`str`, *optional*, defaults to `"center"`):
-            Cell of a token whose box spans several cells: `"center"` the cell holding the box centre, `"drop"` the
-            token is ignored (the official code; drops most segment-level boxes), `"all"` the token counts in every
-            cell it overlaps.
         spatial_bias_init (`str`, *optional*, defaults to `"random"`):
             Initial values of LayoutLMv3's 2D relative-position bias tables, which transformers never trains.
             `"random"`: transformers' initialisation (a pretrained checkpoint's tables replace it). `"locality"`: a
@@ -172,30 +154,13 @@ class AETNetConfig(PreTrainedConfig):
     objective_settings: dict[str, dict] | None = None
     fusion_injection: str = "gated"
     alignment_loss_weights: dict[str, float] | None = None
-    pita_loss: str = "infonce"
-    pita_span_policy: str = "center"
     spatial_bias_init: str = "random"
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        if self.alignment_objectives is None:
-            self.alignment_objectives = list(ALIGNMENT_OBJECTIVES)
-        settings = dict(self.objective_settings or {})
-        if isinstance(self.alignment_objectives, dict):  # {"name": {settings}}: the names, and their settings
-            settings.update({k: dict(v or {}) for k, v in self.alignment_objectives.items()})
-        self.alignment_objectives = list(self.alignment_objectives)
-        for name in self.alignment_objectives:
-            get_objective(name)  # a ValueError naming the registered objectives
-        self.objective_settings = {name: value for name, value in settings.items() if value}
         # Removed in favour of transformers' `attn_implementation`; configs saved with it still load.
         kwargs.pop("fusion_attention", None)
-        weights = dict(self.alignment_loss_weights or {})
-        for name, weight in weights.items():
-            get_objective(name)
-            if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-                raise ValueError(f"`alignment_loss_weights[{name!r}]` must be a finite number >= 0, got {weight!r}")
-        enabled = {name: 1.0 for name in self.alignment_objectives}
-        self.alignment_loss_weights = {name: float(weight) for name, weight in {**enabled, **weights}.items()}
+        self._settle_objectives({field: kwargs.pop(field) for field in _LEGACY_PITA_FIELDS if field in kwargs})
         labels_given = self.id2label is not None or kwargs.get("num_labels") is not None
         super().__post_init__(**kwargs)
         layout_labels = self.layout_config.id2label
@@ -205,29 +170,54 @@ class AETNetConfig(PreTrainedConfig):
             self.label2id = dict(self.layout_config.label2id or {v: k for k, v in layout_labels.items()})
         self._check_consistency()
 
+    def _settle_objectives(self, legacy_pita: dict[str, str]) -> None:
+        """
+        Store `alignment_objectives` as a list of names, their settings in `objective_settings` (the legacy top-level
+        PITA fields mapped in) and a weight for every enabled objective in `alignment_loss_weights`.
+        """
+        if self.alignment_objectives is None:
+            self.alignment_objectives = list(ALIGNMENT_OBJECTIVES)
+        settings = {name: dict(value or {}) for name, value in (self.objective_settings or {}).items()}
+        if isinstance(self.alignment_objectives, dict):  # {"name": {settings}}: the names, and their settings
+            settings.update({k: dict(v or {}) for k, v in self.alignment_objectives.items()})
+        self.alignment_objectives = list(self.alignment_objectives)
+        for name in self.alignment_objectives:
+            objective_schema(name)  # a ValueError naming the option, the name and the known objectives
+        if "pita" in self.alignment_objectives:
+            for field, value in legacy_pita.items():
+                setting, default = _LEGACY_PITA_FIELDS[field]
+                if value != default:
+                    settings.setdefault("pita", {}).setdefault(setting, value)
+        self.objective_settings = {name: value for name, value in settings.items() if value}
+        weights = dict(self.alignment_loss_weights or {})
+        for name, weight in weights.items():
+            objective_schema(name, option="alignment_loss_weights")
+            if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"`alignment_loss_weights[{name!r}]` must be a finite number >= 0, got {weight!r}")
+        enabled = {name: 1.0 for name in self.alignment_objectives}
+        self.alignment_loss_weights = {name: float(weight) for name, weight in {**enabled, **weights}.items()}
+
     def _check_consistency(self) -> None:
         layout, vision, text = self.layout_config, self.vision_config, self.text_config
         _check_choice("fusion_injection", self.fusion_injection, FUSION_INJECTIONS)
-        _check_choice("pita_loss", self.pita_loss, PITA_LOSSES)
-        _check_choice("pita_span_policy", self.pita_span_policy, PITA_SPAN_POLICIES)
         _check_choice("spatial_bias_init", self.spatial_bias_init, SPATIAL_BIAS_INITS)
         if len(set(self.alignment_objectives)) != len(self.alignment_objectives):
             raise ValueError(f"`alignment_objectives` has duplicates: {self.alignment_objectives}")
         for name, settings in self.objective_settings.items():
             if name not in self.alignment_objectives:
                 raise ValueError(f"`objective_settings` has settings for {name!r}, which is not enabled")
-            parameters = inspect.signature(get_objective(name).__init__).parameters
-            unknown = sorted(set(settings) - set(list(parameters)[2:]))
-            if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-                raise ValueError(f"Objective {name!r} has no setting {unknown}; its settings: {list(parameters)[2:]}")
+            known = objective_schema(name).settings  # None: the objective takes any keyword and checks them itself
+            unknown = sorted(set(settings) - set(known or ()))
+            if known is not None and unknown:
+                raise ValueError(f"Objective {name!r} has no setting {unknown}; its settings: {list(known)}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum}")
         if self.queue_size <= 0:
             raise ValueError(f"`queue_size` must be positive, got {self.queue_size}")
         if self.embed_dim <= 0:
             raise ValueError(f"`embed_dim` must be positive, got {self.embed_dim}")
-        if not 0.001 <= self.temperature <= 0.5:
-            raise ValueError(f"`temperature` must be in [0.001, 0.5], got {self.temperature}")
+        if not TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1]:
+            raise ValueError(f"`temperature` must be in {list(TEMPERATURE_RANGE)}, got {self.temperature}")
         if not 0.0 <= self.distill_alpha <= 1.0:
             raise ValueError(f"`distill_alpha` must be in [0, 1], got {self.distill_alpha}")
         if layout.hidden_size != 4 * layout.coordinate_size + 2 * layout.shape_size:
@@ -265,14 +255,14 @@ class AETNetConfig(PreTrainedConfig):
     @property
     def uses_momentum(self) -> bool:
         """Whether any enabled objective needs the momentum encoders and queues."""
-        return any(get_objective(name).needs_momentum for name in self.alignment_objectives)
+        return any(objective_schema(name).needs_momentum for name in self.alignment_objectives)
 
     @classmethod
     def from_preset(cls, name: str, *, vocab_size: int = 50265, max_length: int = 512, **kwargs) -> AETNetConfig:
         """
-        Build a randomly initialisable config of a named size: `"tiny"` (tests, seconds on CPU), `"study"`
-        (64 px pages, 8 x 8 patches: every objective can learn, a FUNSD run in minutes on 2 CPU cores), `"small"` (a
-        from-scratch CPU run on FUNSD) or `"base"` (the sizes of LayoutLMv3-base, ViT-B/16 and RoBERTa-base).
+        Build a randomly initialisable config of a named size: `"tiny"` (tests), `"study"` (64 px pages, 8 x 8
+        patches: every objective can learn, and a FUNSD study runs on a CPU), `"small"` (a from-scratch CPU run on
+        FUNSD) or `"base"` (the sizes of LayoutLMv3-base, ViT-B/16 and RoBERTa-base).
         Extra keyword arguments are AETNetConfig fields (`num_labels`, `queue_size`, ...).
         """
         if name not in _PRESETS:
@@ -319,4 +309,6 @@ __all__ = [
     "AETNetConfig",
     "ALIGNMENT_OBJECTIVES",
     "FUSION_INJECTIONS",
+    "SPATIAL_BIAS_INITS",
+    "TEMPERATURE_RANGE",
 ]

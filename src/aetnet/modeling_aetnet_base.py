@@ -32,16 +32,14 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 
 from .alignment import SHARED_PARTS, AlignmentFeatures, AlignmentObjective, get_objective
-from .configuration_aetnet import AETNetConfig
+from .configuration_aetnet import TEMPERATURE_RANGE, AETNetConfig
 from .modeling_aetnet_knobs import AETNetTrainingKnobsMixin
 from .modeling_aetnet_layoutlmv3 import AETNetLayoutLMv3Model
 from .modeling_aetnet_loading import AETNetCheckpointMixin
 from .modeling_aetnet_outputs import AETNetModelOutput
 from .momentum import FeatureQueues, MomentumEncodersMixin
+from .objectives import BUILT_IN_OBJECTIVE_CLASSES  # noqa: F401 (importing the index registers the objectives)
 from .spatial_bias import locality_bias_
-
-
-TEMPERATURE_RANGE = (0.001, 0.5)
 
 
 class AETNetPreTrainedModel(AETNetTrainingKnobsMixin, AETNetCheckpointMixin, PreTrainedModel):
@@ -345,7 +343,7 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
     def _alignment_losses(
         self, inputs: dict[str, torch.Tensor], prepared, image_embeds, text_embeds, fusion_hidden_states, pixel_values_m
     ) -> dict[str, torch.Tensor]:
-        """Fill the `AlignmentFeatures` bundle once, run every enabled objective on it, then enqueue (training)."""
+        """Build the `AlignmentFeatures` bundle once, run every enabled objective on it, then enqueue (training)."""
         input_ids, bbox, attention_mask = inputs["input_ids"], inputs["bbox"], inputs["attention_mask"]
         real_tokens = attention_mask.bool() & ~self._special_tokens(input_ids)
 
@@ -354,6 +352,22 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             # injected (they were computed from the unchanged inputs and would leak what an objective hides).
             return self.layoutlmv3(**{**inputs, **overrides}, return_dict=True)
 
+        momentum = {}  # the momentum side first, so that the bundle is built in one go
+        if self.has_momentum:
+            with torch.no_grad():
+                image_m = self.vision_model_m(pixel_values_m, return_dict=True).last_hidden_state
+                text_m = self.text_model_m(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+                momentum = dict(
+                    patch_embeds_m=image_m[:, self.vision_prefix_tokens :],
+                    text_embeds_m=text_m,
+                    image_feat_m=F.normalize(self.vision_proj_m(image_m[:, 0]), dim=-1),
+                    text_feat_m=F.normalize(self.text_proj_m(text_m[:, 0]), dim=-1),
+                    vision_proj_m=self.vision_proj_m,
+                    text_proj_m=self.text_proj_m,
+                    image_queue=self.queues.image_queue.clone(),  # clones: enqueue overwrites them before backward
+                    text_queue=self.queues.text_queue.clone(),
+                    queue_valid=self.queues.valid(),  # a new tensor: the uint8 buffer read as bool
+                )
         features = AlignmentFeatures(
             input_ids=input_ids,
             bbox=bbox,
@@ -375,25 +389,12 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             prepared=prepared,
             word_embeddings=self.layoutlmv3.get_input_embeddings(),
             distill_ramp=self.distill_ramp,
+            **momentum,
         )
-        if self.has_momentum:
-            with torch.no_grad():
-                image_embeds_m = self.vision_model_m(pixel_values_m, return_dict=True).last_hidden_state
-                text_embeds_m = self.text_model_m(input_ids, attention_mask=attention_mask, return_dict=True)
-                text_embeds_m = text_embeds_m.last_hidden_state
-                features.patch_embeds_m = image_embeds_m[:, self.vision_prefix_tokens :]
-                features.text_embeds_m = text_embeds_m
-                features.image_feat_m = F.normalize(self.vision_proj_m(image_embeds_m[:, 0]), dim=-1)
-                features.text_feat_m = F.normalize(self.text_proj_m(text_embeds_m[:, 0]), dim=-1)
-            features.vision_proj_m, features.text_proj_m = self.vision_proj_m, self.text_proj_m
-            # Clones: the queues are overwritten in place below, before backward reads them.
-            features.image_queue = self.queues.image_queue.clone()
-            features.text_queue = self.queues.text_queue.clone()
-            features.queue_valid = self.queues.valid()  # a new tensor: the uint8 buffer read as bool
         losses = {name: objective(features) for name, objective in self.objectives.items()}
         if self.has_momentum and self.training:
             self.queues.enqueue(features.image_feat_m, features.text_feat_m)
         return losses
 
 
-__all__ = ["AETNetModel", "AETNetPreTrainedModel", "TEMPERATURE_RANGE"]
+__all__ = ["AETNetModel", "AETNetPreTrainedModel"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from .configuration_aetnet import AETNetConfig
-from .losses import weighted_objective
+from .loss_utils import weighted_objective
 from .momentum import FeatureQueues
 
 

@@ -17,9 +17,16 @@ features. This module imports only torch and transformers, so that it ships as H
 """
 
 import torch
+from torch import nn
 from transformers import LayoutLMv3Model
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
+
+
+def _add_aligned_text(embeddings: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook of LayoutLMv3's text embeddings: add the aligned text features of the current call, if any."""
+    aligned = embeddings._aetnet_aligned_embeds
+    return output if aligned is None else output + aligned
 
 
 class AETNetLayoutLMv3Model(LayoutLMv3Model):
@@ -29,21 +36,24 @@ class AETNetLayoutLMv3Model(LayoutLMv3Model):
     the visual embeddings (after the visual LayerNorm, before text and image are concatenated). Without them it is
     exactly LayoutLMv3, weights and outputs.
 
-    LayoutLMv3Model has no input for features added after its embedding LayerNorms, and copying its forward is not an
-    option. Hooks registered for the duration of one call would keep nothing on the module, but `torch.compile`
-    cannot trace hook registration (a graph break, so no `fullgraph=True`); so a permanent hook on `embeddings` and
-    `forward_image` read the two tensors from attributes that are set for this call only and cleared after it.
+    Why the two tensors are held on modules for the duration of a call rather than passed down: LayoutLMv3Model's
+    forward has no input for features added after its embedding LayerNorms (its `inputs_embeds` replaces the word
+    embeddings before the LayerNorm, a different function), and rebuilding that forward from its parts would copy
+    it. Hooks registered for the duration of one call would keep nothing on the modules, but `torch.compile` cannot
+    trace hook registration (a graph break, so no `fullgraph=True`). So `forward` sets each tensor on the module that
+    reads it, the image one on this model (read by the `forward_image` override) and the text one on `embeddings`
+    (read by a permanent forward hook, a plain function so that a `DataParallel` replica reads its own module), and
+    puts back what it found there when the call ends, returns or raises: a call nested in another (e.g. from a hook)
+    leaves the outer call's tensors in place. Both points run before the first encoder layer, so a gradient
+    checkpointing recomputation during backward never reads them.
     """
 
     def __init__(self, config):
         super().__init__(config)
-        self._aligned_text_embeds = None
         self._aligned_image_embeds = None
         if config.text_embed:
-            self.embeddings.register_forward_hook(self._add_aligned_text)
-
-    def _add_aligned_text(self, module, args, output):
-        return output if self._aligned_text_embeds is None else output + self._aligned_text_embeds
+            self.embeddings._aetnet_aligned_embeds = None
+            self.embeddings.register_forward_hook(_add_aligned_text)
 
     def forward_image(self, pixel_values):
         embeddings = super().forward_image(pixel_values)
@@ -56,11 +66,21 @@ class AETNetLayoutLMv3Model(LayoutLMv3Model):
         aligned_image_embeds: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ):
-        self._aligned_text_embeds, self._aligned_image_embeds = aligned_text_embeds, aligned_image_embeds
+        outer = self._set_aligned(aligned_text_embeds, aligned_image_embeds)
         try:
             return super().forward(*args, **kwargs)
         finally:
-            self._aligned_text_embeds = self._aligned_image_embeds = None
+            self._set_aligned(*outer)
+
+    def _set_aligned(
+        self, text: torch.Tensor | None, image: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Set the aligned features that the two injection points read; return the ones they replace."""
+        outer_text = None
+        if self.config.text_embed:
+            outer_text, self.embeddings._aetnet_aligned_embeds = self.embeddings._aetnet_aligned_embeds, text
+        outer_image, self._aligned_image_embeds = self._aligned_image_embeds, image
+        return outer_text, outer_image
 
 
 __all__ = ["AETNetLayoutLMv3Model"]

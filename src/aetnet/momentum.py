@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .losses import concat_all_gather
+from .loss_utils import concat_all_gather
 
 
 MIN_QUEUE_SIZE = 8

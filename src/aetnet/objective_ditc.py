@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
-from .losses import _float32, _logits_against_queue, _no_autocast, _soft_cross_entropy
+from .loss_utils import as_float32, logits_against_queue, no_autocast, soft_cross_entropy
 
 
 class DocumentContrastiveLoss(nn.Module):
@@ -45,23 +45,23 @@ class DocumentContrastiveLoss(nn.Module):
         alpha: float = 0.0,
         queue_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        with _no_autocast(image_feat.device):
-            image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp = _float32(
+        with no_autocast(image_feat.device):
+            image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp = as_float32(
                 image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp
             )
-            sim_i2t = _logits_against_queue(image_feat, text_feat_m, text_queue, temp, queue_valid)
-            sim_t2i = _logits_against_queue(text_feat, image_feat_m, image_queue, temp, queue_valid)
+            sim_i2t = logits_against_queue(image_feat, text_feat_m, text_queue, temp, queue_valid)
+            sim_t2i = logits_against_queue(text_feat, image_feat_m, image_queue, temp, queue_valid)
             with torch.no_grad():
                 one_hot = torch.zeros_like(sim_i2t)
                 one_hot.fill_diagonal_(1.0)
                 targets_i2t = one_hot
                 targets_t2i = one_hot
                 if alpha > 0:
-                    sim_i2t_m = _logits_against_queue(image_feat_m, text_feat_m, text_queue, temp, queue_valid)
-                    sim_t2i_m = _logits_against_queue(text_feat_m, image_feat_m, image_queue, temp, queue_valid)
+                    sim_i2t_m = logits_against_queue(image_feat_m, text_feat_m, text_queue, temp, queue_valid)
+                    sim_t2i_m = logits_against_queue(text_feat_m, image_feat_m, image_queue, temp, queue_valid)
                     targets_i2t = alpha * sim_i2t_m.softmax(dim=1) + (1 - alpha) * one_hot
                     targets_t2i = alpha * sim_t2i_m.softmax(dim=1) + (1 - alpha) * one_hot
-            return (_soft_cross_entropy(sim_i2t, targets_i2t) + _soft_cross_entropy(sim_t2i, targets_t2i)) / 2
+            return (soft_cross_entropy(sim_i2t, targets_i2t) + soft_cross_entropy(sim_t2i, targets_t2i)) / 2
 
 
 @register_objective("ditc")
@@ -100,7 +100,7 @@ class DocumentImageTextContrast(AlignmentObjective):
 
     def chance_level(self, features: AlignmentFeatures) -> float:
         """
-        log N, N = the batch plus the valid queue entries (the columns `_logits_against_queue` leaves unmasked).
+        log N, N = the batch plus the valid queue entries (the columns `logits_against_queue` leaves unmasked).
         Uniform logits give a cross entropy of log N against any target distribution, so momentum distillation
         (soft targets) does not change it.
         """

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
-from .losses import MASKED_LOGIT, _float32, _no_autocast
+from .loss_utils import MASKED_LOGIT, as_float32, no_autocast
 
 
 class GlobalLocalContrastiveLoss(nn.Module):
@@ -43,8 +43,8 @@ class GlobalLocalContrastiveLoss(nn.Module):
             local_mask: (B, N) bool, True for real locals (padding and special tokens False).
             temp: scalar temperature.
         """
-        with _no_autocast(global_feat.device):
-            global_feat, local_feat_m, temp = _float32(global_feat, local_feat_m, temp)
+        with no_autocast(global_feat.device):
+            global_feat, local_feat_m, temp = as_float32(global_feat, local_feat_m, temp)
             batch_size = global_feat.shape[0]
             scores = torch.einsum("ne,jke->njk", global_feat, local_feat_m) / temp  # (B anchors, B docs, N locals)
             positives = scores.diagonal(dim1=0, dim2=1).t()  # (B, N): scores[n, n, k]

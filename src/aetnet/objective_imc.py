@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
-from .losses import _float32, _logits_against_queue, _no_autocast
+from .loss_utils import as_float32, logits_against_queue, no_autocast
 
 
 class IntraModalContrastiveLoss(nn.Module):
@@ -42,12 +42,12 @@ class IntraModalContrastiveLoss(nn.Module):
         temp: torch.Tensor,
         queue_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        with _no_autocast(image_feat.device):
-            image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp = _float32(
+        with no_autocast(image_feat.device):
+            image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp = as_float32(
                 image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue, temp
             )
-            sim_i2i = _logits_against_queue(image_feat, image_feat_m, image_queue, temp, queue_valid)
-            sim_t2t = _logits_against_queue(text_feat, text_feat_m, text_queue, temp, queue_valid)
+            sim_i2i = logits_against_queue(image_feat, image_feat_m, image_queue, temp, queue_valid)
+            sim_t2t = logits_against_queue(text_feat, text_feat_m, text_queue, temp, queue_valid)
             targets = torch.arange(image_feat.shape[0], device=image_feat.device)
             return (F.cross_entropy(sim_i2i, targets) + F.cross_entropy(sim_t2t, targets)) / 2
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
-from .losses import MASKED_LOGIT, _float32, _no_autocast
+from .loss_utils import MASKED_LOGIT, as_float32, no_autocast
 
 
 PITA_LOSSES = ("infonce", "cosine")
@@ -125,8 +125,8 @@ class PatchTokenAlignmentLoss(nn.Module):
             token_mask: (B, L) bool, True for tokens that may be aligned.
             temp: scalar temperature (InfoNCE only).
         """
-        with _no_autocast(patch_feat.device):
-            patch_feat, token_feat = _float32(patch_feat, token_feat)
+        with no_autocast(patch_feat.device):
+            patch_feat, token_feat = as_float32(patch_feat, token_feat)
             cell_sum, cell_count = pool_tokens_per_cell(token_feat, bbox, token_mask, self.grid_size, self.span_policy)
             occupied = cell_count > 0  # (B, C)
             patch_feat = F.normalize(patch_feat, dim=-1)
@@ -152,14 +152,19 @@ class PatchTokenAlignment(AlignmentObjective):
     """
     PITA on the online projected patches and tokens of the boxed real tokens (`PatchTokenAlignmentLoss`).
 
-    Settings: `loss` (`"infonce"` or `"cosine"`) and `span_policy` (`"center"`, `"drop"`, `"all"`); defaults: the
-    config's `pita_loss` and `pita_span_policy`.
+    Settings (`alignment_objectives={"pita": {...}}`):
+        loss (`str`, defaults to `"infonce"`): the form of the objective. `"infonce"`: bidirectional InfoNCE between
+            each occupied cell's image patch and its mean token feature, the other occupied cells of the page as
+            negatives (the official code's form, on normalised features with the learnable temperature, empty
+            cells masked). `"cosine"`: the paper's form, 1 - mean cosine similarity over occupied cells; it has no
+            negatives and so can collapse.
+        span_policy (`str`, defaults to `"center"`): the cell of a token whose box spans several cells: `"center"`
+            the cell holding the box centre, `"drop"` the token is ignored (the official code; drops most
+            segment-level boxes), `"all"` the token counts in every cell it overlaps.
     """
 
-    def __init__(self, config, loss: str | None = None, span_policy: str | None = None):
+    def __init__(self, config, loss: str = "infonce", span_policy: str = "center"):
         super().__init__(config)
-        loss = config.pita_loss if loss is None else loss
-        span_policy = config.pita_span_policy if span_policy is None else span_policy
         for setting, value, choices in (("loss", loss, PITA_LOSSES), ("span_policy", span_policy, PITA_SPAN_POLICIES)):
             if value not in choices:
                 raise ValueError(f"PITA's `{setting}` must be one of {list(choices)}, got {value!r}")

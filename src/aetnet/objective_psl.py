@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
-from .masking import special_token_ids
+from .loss_utils import special_token_ids
 
 
 PSL_KEYWORD_SOURCES = ("auto", "attention", "momentum_text")

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .alignment import AlignmentFeatures, AlignmentObjective, prior_entropy, register_objective
+from .loss_utils import special_token_ids
 
 
 def box_segments(bbox: torch.Tensor, boxed: torch.Tensor) -> torch.Tensor:
@@ -122,8 +123,8 @@ class TextImageAlignment(AlignmentObjective):
             raise ValueError(f"TIA's `seed` must be an int, got {seed!r}")
         self.cover_ratio, self.fill_value, self.seed = float(cover_ratio), fill_value, seed
         layout = config.layout_config
-        special = [i for i in (layout.bos_token_id, layout.eos_token_id, layout.pad_token_id) if i is not None]
-        self.register_buffer("special_ids", torch.tensor(special, dtype=torch.long), persistent=False)
+        special = torch.tensor(special_token_ids(layout), dtype=torch.long)
+        self.register_buffer("special_ids", special, persistent=False)
         self.head = nn.Linear(layout.hidden_size, 2)
 
     def prepare_fusion_inputs(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .alignment import AlignmentFeatures, AlignmentObjective, register_objective
-from .masking import distributed_seed
+from .loss_utils import distributed_seed
 
 
 XMM_IMAGE_LOSSES = ("cosine", "smooth_l1")

@@ -38,7 +38,7 @@ from transformers import LayoutLMv3Model
 from transformers.activations import ACT2FN
 
 from .alignment import AlignmentFeatures, AlignmentObjective, prior_entropy, register_objective
-from .masking import distributed_seed, special_token_ids
+from .loss_utils import distributed_seed, special_token_ids
 
 
 # `<mask>` of the RoBERTa / LayoutLMv3 BPE vocabulary (50265 ids), and of `tokenizer_utils.train_layoutlmv3_tokenizer`.

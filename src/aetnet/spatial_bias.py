@@ -19,8 +19,8 @@ between two tokens' boxes (text tokens' and patches' alike). transformers looks 
 they never train: in a pretrained checkpoint they are what pre-training made of them, which includes attending to
 what lies nearby on the page; from random weights they stay noise of standard deviation 0.02 for good. Then the
 only way a text token can find its own region of the page is through the learnt 2D embeddings and patch positions,
-which LayoutLMv2's text-image alignment and matching do not teach in hundreds of steps (measured: TIA stays at its
-label prior for 1000 steps; with this prior it falls to 0.2 x its prior in 200).
+which LayoutLMv2's text-image alignment and matching do not teach in a fine-tuning run's steps (TIA stays at its
+label prior; BENCHMARKS.md has the learnability runs with and without this prior).
 
 `spatial_bias_init="locality"` (an `AETNetConfig` field) sets both tables to `strength * exp(-|d| / scale)` in
 attention-logit units per axis, `d` the distance between the two boxes' reference coordinates (x0, y1) in 0-1000
@@ -39,7 +39,6 @@ from torch import nn
 from transformers import initialization as init
 
 
-SPATIAL_BIAS_INITS = ("random", "locality")
 # Attention-logit units per axis at distance 0: both axes together give a near token about e^5 the weight of a far one.
 LOCALITY_STRENGTH = 2.5
 
@@ -69,4 +68,4 @@ def locality_bias_(encoder: nn.Module, grid_size: int, strength: float = LOCALIT
         init.copy_(table.weight, bias.to(table.weight.dtype)[None].expand_as(table.weight))
 
 
-__all__ = ["LOCALITY_STRENGTH", "SPATIAL_BIAS_INITS", "locality_bias_"]
+__all__ = ["LOCALITY_STRENGTH", "locality_bias_"]
