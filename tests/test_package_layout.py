@@ -157,3 +157,30 @@ def test_root_modules_import_only_their_siblings():
         if name.count(".") == 1 and name.split(".")[1] not in SUB_PACKAGES:
             for target in targets:
                 assert target.count(".") == 1, f"{name} imports {target}, which does not ship"
+
+
+def _code_lines(node: ast.AST) -> int:
+    """A function's lines without its docstring."""
+    lines = node.end_lineno - node.lineno + 1
+    body = getattr(node, "body", [])
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        lines -= body[0].end_lineno - body[0].lineno + 1
+    return lines
+
+
+def test_files_and_functions_read_in_one_sitting():
+    """Source files stay under 400 lines and functions under 80 (docstrings aside), the example scripts' `main`
+    functions excepted."""
+    repository = PACKAGE.parents[1]
+    for path in [
+        *PACKAGE.rglob("*.py"),
+        *(repository / "examples").glob("*.py"),
+        *(repository / "benchmarks").glob("*.py"),
+    ]:
+        text = path.read_text(encoding="utf-8")
+        assert len(text.splitlines()) <= 400, f"{path.name}: {len(text.splitlines())} lines"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if path.name.startswith("run_") and node.name == "main":
+                    continue
+                assert _code_lines(node) <= 80, f"{path.name}: {node.name} has {_code_lines(node)} lines"
