@@ -99,7 +99,7 @@ class PagePredictor:
         max_length (`int`, *optional*): window length in tokens; defaults to what the model and tokenizer accept, at
             most 512.
         stride (`int`, *optional*): tokens shared by consecutive windows; defaults to `min(128, max_length // 4)`
-            ([`~aetnet.processing_aetnet.default_stride`]).
+            ([`~aetnet.windowing.default_stride`]).
         ocr_lang (`str`, *optional*): Tesseract language (e.g. `"eng+deu"`); defaults to the processor's.
         tesseract_config (`str`, *optional*): extra Tesseract flags (e.g. `"--psm 6"`).
         max_answer_tokens (`int`, *optional*, defaults to 30): longest answer span for question answering.
