@@ -32,7 +32,7 @@ from aetnet.training import save_custom_pipelines
 
 
 PACKAGE = Path(aetnet.__file__).parent
-SUB_PACKAGES = {"commands", "data", "inference", "metrics", "relations", "training", "visualization"}
+SUB_PACKAGES = {"commands", "data", "inference", "metrics", "pretraining", "relations", "training", "visualization"}
 # What training may not import: the code that runs, serves or draws trained models.
 TRAINING_FORBIDDEN = ("aetnet.inference", "aetnet.commands", "aetnet.visualization")
 
