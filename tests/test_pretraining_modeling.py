@@ -40,6 +40,7 @@ from aetnet.pretraining import (
     LayoutLMv3ForPreTraining,
     LayoutLMv3PreTrainingConfig,
     MaskingStepCallback,
+    PreTrainingTrainer,
     build_pretraining_models,
     pretraining_configs,
 )
@@ -239,3 +240,32 @@ def test_masking_step_callback_numbers_batches_like_the_trainer(tmp_path):
     collator(_features())  # an evaluation batch
     callback.on_evaluate(args, state, control)
     assert collator.state_dict()["batch_index"] == 16
+
+
+def test_trainer_logs_each_objective_and_evaluates(tmp_path):
+    model = _models().layout
+    collator = DataCollatorForLayoutLMv3PreTraining.from_config(model.config)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        max_steps=2,
+        logging_steps=1,
+        learning_rate=1e-3,
+        remove_unused_columns=False,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+    )
+    features = _features(count=4)
+    trainer = PreTrainingTrainer(
+        model=model, args=args, data_collator=collator, train_dataset=features, eval_dataset=features
+    )
+    assert any(isinstance(callback, MaskingStepCallback) for callback in trainer.callback_handler.callbacks)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logged and all({"loss_mlm", "loss_mim", "loss_wpa"} <= set(entry) for entry in logged)
+    metrics = trainer.evaluate()
+    assert {"eval_loss", "eval_loss_mlm", "eval_loss_mim", "eval_loss_wpa"} <= set(metrics)
+    assert metrics["eval_loss"] == pytest.approx(
+        metrics["eval_loss_mlm"] + metrics["eval_loss_mim"] + metrics["eval_loss_wpa"], rel=1e-4
+    )

@@ -14,8 +14,10 @@
 """
 Pre-training on unlabelled pages: LayoutLMv3's own objectives (masked language modelling, masked image modelling and
 word-patch alignment) with [`LayoutLMv3ForPreTraining`] and its data collator, and the aligners' pre-training with
-stock `ViTForMaskedImageModeling` (SimMIM, [`DataCollatorForSimMIM`]) and `RobertaForMaskedLM`. Nothing here ships
-with a checkpoint: what these models save are checkpoints of stock transformers classes.
+stock `ViTForMaskedImageModeling` (SimMIM, [`DataCollatorForSimMIM`]) and `RobertaForMaskedLM` (transformers'
+`DataCollatorForLanguageModeling`); the three models of a size preset (`build_pretraining_models`) and a `Trainer`
+that logs each objective ([`PreTrainingTrainer`]). Nothing here ships with a checkpoint: what these models save are
+checkpoints of stock transformers classes.
 """
 
 from .aligners import DataCollatorForSimMIM, simmim_mask
@@ -37,10 +39,12 @@ from .modeling_layoutlmv3_pretraining import (
     WordPatchAlignmentHead,
 )
 from .presets import PreTrainingConfigs, PreTrainingModels, build_pretraining_models, pretraining_configs
+from .trainer_pretraining import OBJECTIVE_LOSSES, PreTrainingTrainer
 
 
 __all__ = [
     "MIM_TARGETS",
+    "OBJECTIVE_LOSSES",
     "DataCollatorForLayoutLMv3PreTraining",
     "DataCollatorForSimMIM",
     "LayoutLMv3ForPreTraining",
@@ -50,6 +54,7 @@ __all__ = [
     "MaskingStepCallback",
     "PreTrainingConfigs",
     "PreTrainingModels",
+    "PreTrainingTrainer",
     "WordPatchAlignmentHead",
     "block_patch_mask",
     "box_patch_coverage",

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 from huggingface_hub.dataclasses import strict
 from transformers import LayoutLMv3Config
@@ -54,6 +55,17 @@ class LayoutLMv3PreTrainingConfig(LayoutLMv3Config):
             page. `"locality"` starts (and so keeps) them at that prior; `"random"` is transformers' initialisation.
             A checkpoint's tables replace either.
     """
+
+    # The Trainer's prediction loop would gather every other output field as "logits": hidden states of every
+    # page and vocabulary scores of every masked token. Pre-training is evaluated by its losses.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = [
+        "mlm_logits",
+        "mim_logits",
+        "wpa_logits",
+        "last_hidden_state",
+        "hidden_states",
+        "attentions",
+    ]
 
     mlm_weight: float = 1.0
     mim_weight: float = 1.0

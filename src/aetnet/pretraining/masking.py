@@ -59,13 +59,13 @@ def _mask_spans(num_tokens: int, budget: int, mean_span_length: float, generator
         starts = torch.randint(num_tokens, (count,), generator=generator).tolist()
         for start, length in zip(starts, lengths):
             span = mask[start : start + length]
-            free = np.flatnonzero(~span)
-            if len(free) > remaining:  # the span would overshoot: keep its first `remaining` new positions
-                span[: free[remaining]] = True
+            new = len(span) - np.count_nonzero(span)
+            if new > remaining:  # the span would overshoot: keep its first `remaining` new positions
+                span[: np.flatnonzero(~span)[remaining]] = True
                 remaining = 0
                 break
             span[:] = True
-            remaining -= len(free)
+            remaining -= new
     return mask
 
 
@@ -149,13 +149,13 @@ def masked_patches_under_boxes(bbox: torch.Tensor, patch_mask: torch.Tensor, gri
     `(B, L)`: how many of the patches each box covers (`box_patch_coverage`) are masked, from a summed-area table of
     `patch_mask` `(B, P)`, without building the `(B, L, P)` coverage.
     """
-    batch_size = patch_mask.shape[0]
+    batch_size, side = patch_mask.shape[0], grid_size + 1
     table = F.pad(patch_mask.view(batch_size, grid_size, grid_size).long().cumsum(1).cumsum(2), (1, 0, 1, 0))
+    table = table.flatten(1)  # (B, side * side): one gather per corner
     top, bottom, left, right = _box_cells(bbox, grid_size)
-    rows = torch.arange(batch_size, device=bbox.device)[:, None]
 
     def corner(row: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
-        return table[rows, row, column]
+        return table.gather(1, row * side + column)
 
     return corner(bottom + 1, right + 1) - corner(top, right + 1) - corner(bottom + 1, left) + corner(top, left)
 
@@ -213,9 +213,10 @@ def mim_targets(pixel_values: torch.Tensor, patch_size: int, target: str = "norm
     """
     if target not in MIM_TARGETS:
         raise ValueError(f"`target` must be one of {list(MIM_TARGETS)}, got {target!r}")
-    patches = F.unfold(pixel_values.float(), kernel_size=patch_size, stride=patch_size)  # (B, C * p * p, P)
-    channels = pixel_values.shape[1]
-    patches = patches.view(len(pixel_values), channels, patch_size**2, -1).permute(0, 3, 2, 1).flatten(2)
+    batch_size, channels, height, width = pixel_values.shape
+    rows, columns = height // patch_size, width // patch_size
+    patches = pixel_values.float().reshape(batch_size, channels, rows, patch_size, columns, patch_size)
+    patches = patches.permute(0, 2, 4, 3, 5, 1).reshape(batch_size, rows * columns, patch_size**2 * channels)
     if target == "pixels":
         return patches
     mean = patches.mean(dim=-1, keepdim=True)

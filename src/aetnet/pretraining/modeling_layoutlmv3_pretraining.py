@@ -103,7 +103,8 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
     `mim_head` (a linear map from each patch's output state to its `patch_size ** 2 * num_channels` target values),
     `wpa_head` ([`WordPatchAlignmentHead`]) and `mim_mask_token` (the embedding of masked patches). The masks and
     labels come from [`DataCollatorForLayoutLMv3PreTraining`]; the MIM targets are computed here from `pixel_values`
-    (`aetnet.pretraining.masking.mim_targets`), on the model's device, unless `mim_labels` are given.
+    (`aetnet.pretraining.masking.mim_targets`), on the model's device: a deterministic function of the page, like
+    `ViTForMaskedImageModeling`'s, that would double what the DataLoader moves to the device if collated.
 
     Each objective is computed when its labels are given and enters `loss` with its weight (`config.mlm_weight`,
     `mim_weight`, `wpa_weight`); its unweighted loss is returned on its own (`mlm_loss`, ...) for logging, and
@@ -111,6 +112,8 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
     """
 
     config: LayoutLMv3PreTrainingConfig
+    # The losses are per-batch means: the Trainer scales them for gradient accumulation and passes no loss kwargs.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: LayoutLMv3PreTrainingConfig):
         super().__init__(config)
@@ -163,7 +166,6 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         bool_masked_pos: torch.BoolTensor | None = None,
         mlm_labels: torch.LongTensor | None = None,
-        mim_labels: torch.Tensor | None = None,
         wpa_labels: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> LayoutLMv3ForPreTrainingOutput:
@@ -173,11 +175,9 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
                 the MLM positions) and the page unmasked.
             bool_masked_pos (`torch.BoolTensor` of shape `(batch_size, num_patches)`, *optional*):
                 The patches to mask (row-major), whose embeddings are replaced by the mask embedding; MIM is computed
-                when it is given.
+                when it is given, against `mim_targets(pixel_values, patch_size, config.mim_target)`.
             mlm_labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
                 The original ids at the masked tokens, -100 elsewhere; MLM is computed when given.
-            mim_labels (`torch.Tensor` of shape `(batch_size, num_patches, patch_size ** 2 * num_channels)`, *optional*):
-                MIM targets; by default `mim_targets(pixel_values, patch_size, config.mim_target)`.
             wpa_labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
                 1 "unaligned", 0 "aligned", -100 no label (`word_patch_alignment_labels`); WPA is computed when given.
         """
@@ -199,9 +199,8 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
         if mlm_labels is not None:
             result.mlm_logits, result.mlm_loss = self._mlm(text_states, mlm_labels)
         if bool_masked_pos is not None:
-            if mim_labels is None:
-                mim_labels = mim_targets(pixel_values, self.patch_size, self.config.mim_target)
-            result.mim_logits, result.mim_loss = self._mim(patch_states, bool_masked_pos, mim_labels)
+            targets = mim_targets(pixel_values, self.patch_size, self.config.mim_target)
+            result.mim_logits, result.mim_loss = self._mim(patch_states, bool_masked_pos, targets)
         if wpa_labels is not None:
             result.wpa_logits = self.wpa_head(text_states)
             result.wpa_loss = _masked_binary_cross_entropy(result.wpa_logits, wpa_labels)
@@ -256,10 +255,7 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
             real = batch["attention_mask"].bool() & ~torch.isin(originals, torch.tensor(special_token_ids(self.config)))
             levels["mlm"] = prior_entropy(torch.bincount(originals[real].cpu()))
         if batch.get("bool_masked_pos") is not None:
-            targets = batch.get("mim_labels")
-            if targets is None:
-                targets = mim_targets(batch["pixel_values"], self.patch_size, self.config.mim_target)
-            targets = targets.flatten(0, 1).float()
+            targets = mim_targets(batch["pixel_values"], self.patch_size, self.config.mim_target).flatten(0, 1)
             if self.config.mim_target == "pixels":
                 levels["mim"] = float((targets - targets.median(dim=0).values).abs().mean())
             else:
