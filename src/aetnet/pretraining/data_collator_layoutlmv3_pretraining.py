@@ -14,7 +14,7 @@
 """
 `DataCollatorForLayoutLMv3PreTraining`: pads a list of processed pages and draws the batch's MLM span masks, MIM
 block masks and WPA labels, from seeded generators that resume exactly (`MaskingStepCallback` keeps them in step with
-the Trainer). Masks are drawn here, in the DataLoader's workers, so that they cost the training step nothing.
+the Trainer). Masks are drawn here, on the CPU, so that with DataLoader workers they overlap the training step.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ class DataCollatorForLayoutLMv3PreTraining:
     - `wpa_labels`, `(B, L)`: `word_patch_alignment_labels` of the two masks. Without `word_index` each real token
       counts as one word.
 
-    Sequences are padded on the right to the longest (or to a multiple of `pad_to_multiple_of`).
+    Sequences are padded on the right to the longest (or to a multiple of `pad_to_multiple_of`); other keys of the
+    features are dropped. With `Trainer`, pass `TrainingArguments(remove_unused_columns=False)`: `word_index` is no
+    model input, and the Trainer would remove that column before the collator sees it.
 
     Args:
         mask_token_id (`int`): `<mask>`'s id.

@@ -174,7 +174,8 @@ def word_patch_alignment_labels(
 
     The label sits on the word's first token; its other tokens, the words with a masked token (the text gives no
     alignment to learn there), tokens outside any word and tokens without a box (`[0, 0, 0, 0]`) get `ignore_index`.
-    One label per word, so that long words do not weigh more than short ones.
+    One label per word, so that long words do not weigh more than short ones. The paper states the rule per unmasked
+    token ("aligned" when the token's image patches are all unmasked); both agree wherever a word is one token.
 
     Args:
         bbox (`torch.Tensor` of shape `(B, L, 4)`): the tokens' boxes, 0-1000 (the words' or their segments').

@@ -193,24 +193,24 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
         hidden = outputs.last_hidden_state
         text_length = 0 if input_ids is None else input_ids.shape[1]
         text_states, patch_states = hidden[:, :text_length], hidden[:, text_length + 1 :]
-        result = LayoutLMv3ForPreTrainingOutput(
-            last_hidden_state=hidden, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
+        logits, losses = {}, {}
         if mlm_labels is not None:
-            result.mlm_logits, result.mlm_loss = self._mlm(text_states, mlm_labels)
+            logits["mlm"], losses["mlm"] = self._mlm(text_states, mlm_labels)
         if bool_masked_pos is not None:
             targets = mim_targets(pixel_values, self.patch_size, self.config.mim_target)
-            result.mim_logits, result.mim_loss = self._mim(patch_states, bool_masked_pos, targets)
+            logits["mim"], losses["mim"] = self._mim(patch_states, bool_masked_pos, targets)
         if wpa_labels is not None:
-            result.wpa_logits = self.wpa_head(text_states)
-            result.wpa_loss = _masked_binary_cross_entropy(result.wpa_logits, wpa_labels)
-        weighted = [
-            getattr(self.config, f"{name}_weight") * loss
-            for name, loss in (("mlm", result.mlm_loss), ("mim", result.mim_loss), ("wpa", result.wpa_loss))
-            if loss is not None
-        ]
-        result.loss = torch.stack(weighted).sum() if weighted else None
-        return result
+            logits["wpa"] = self.wpa_head(text_states)
+            losses["wpa"] = _masked_binary_cross_entropy(logits["wpa"], wpa_labels)
+        weighted = [getattr(self.config, f"{name}_weight") * loss for name, loss in losses.items()]
+        return LayoutLMv3ForPreTrainingOutput(
+            loss=torch.stack(weighted).sum() if weighted else None,
+            **{f"{name}_loss": loss for name, loss in losses.items()},
+            **{f"{name}_logits": value for name, value in logits.items()},
+            last_hidden_state=hidden,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
     def _mlm(self, text_states: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits at the masked tokens and their cross-entropy."""
