@@ -32,7 +32,7 @@ from aetnet.training import save_custom_pipelines
 
 
 PACKAGE = Path(aetnet.__file__).parent
-SUB_PACKAGES = {"commands", "data", "inference", "metrics", "relations", "training", "visualization"}
+SUB_PACKAGES = {"commands", "data", "inference", "metrics", "pretraining", "relations", "training", "visualization"}
 # Which rooms each sub-package may import besides the root (docs/architecture.md draws it). Training in particular
 # never imports the code that runs, serves or draws trained models.
 ALLOWED_ROOMS = {
@@ -40,6 +40,7 @@ ALLOWED_ROOMS = {
     "data": {"metrics"},
     "inference": {"relations"},
     "metrics": set(),
+    "pretraining": set(),
     "relations": set(),
     "training": {"data", "metrics"},
     "visualization": set(),

@@ -1,0 +1,68 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Pre-training on unlabelled pages: LayoutLMv3's own objectives (masked language modelling, masked image modelling and
+word-patch alignment) with [`LayoutLMv3ForPreTraining`] and its data collator, and the aligners' pre-training with
+stock `ViTForMaskedImageModeling` (SimMIM, [`DataCollatorForSimMIM`]) and `RobertaForMaskedLM` (transformers'
+`DataCollatorForLanguageModeling`); the three models of a size preset (`build_pretraining_models`) and a `Trainer`
+that logs each objective ([`PreTrainingTrainer`]). Nothing here ships with a checkpoint: what these models save are
+checkpoints of stock transformers classes.
+"""
+
+from .aligners import DataCollatorForSimMIM, simmim_mask
+from .configuration_layoutlmv3_pretraining import LayoutLMv3PreTrainingConfig
+from .data_collator_layoutlmv3_pretraining import DataCollatorForLayoutLMv3PreTraining, MaskingStepCallback
+from .masking import (
+    MIM_TARGETS,
+    MaskingGenerators,
+    block_patch_mask,
+    box_patch_coverage,
+    mim_targets,
+    span_lengths,
+    span_mask,
+    word_patch_alignment_labels,
+)
+from .modeling_layoutlmv3_pretraining import (
+    LayoutLMv3ForPreTraining,
+    LayoutLMv3ForPreTrainingOutput,
+    WordPatchAlignmentHead,
+)
+from .presets import PreTrainingConfigs, PreTrainingModels, build_pretraining_models, pretraining_configs
+from .trainer_pretraining import OBJECTIVE_LOSSES, PreTrainingTrainer
+
+
+__all__ = [
+    "MIM_TARGETS",
+    "OBJECTIVE_LOSSES",
+    "DataCollatorForLayoutLMv3PreTraining",
+    "DataCollatorForSimMIM",
+    "LayoutLMv3ForPreTraining",
+    "LayoutLMv3ForPreTrainingOutput",
+    "LayoutLMv3PreTrainingConfig",
+    "MaskingGenerators",
+    "MaskingStepCallback",
+    "PreTrainingConfigs",
+    "PreTrainingModels",
+    "PreTrainingTrainer",
+    "WordPatchAlignmentHead",
+    "block_patch_mask",
+    "box_patch_coverage",
+    "build_pretraining_models",
+    "mim_targets",
+    "pretraining_configs",
+    "simmim_mask",
+    "span_lengths",
+    "span_mask",
+    "word_patch_alignment_labels",
+]
