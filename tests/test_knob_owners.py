@@ -46,9 +46,9 @@ KNOBS = {
 }
 SETTERS = "src/aetnet/modeling_aetnet_knobs.py::AETNetTrainingKnobsMixin"
 ALLOWED_WRITERS = {
-    # The config's own construction normalises what it was given.
-    ("src/aetnet/configuration_aetnet.py::AETNetConfig.__post_init__", "alignment_loss_weights"),
-    ("src/aetnet/configuration_aetnet.py::AETNetConfig.__post_init__", "objective_settings"),
+    # The config's own construction (`__post_init__` -> `_settle_objectives`) normalises what it was given.
+    ("src/aetnet/configuration_aetnet.py::AETNetConfig._settle_objectives", "alignment_loss_weights"),
+    ("src/aetnet/configuration_aetnet.py::AETNetConfig._settle_objectives", "objective_settings"),
     # The one writer of each knob after construction.
     (f"{SETTERS}.set_alignment_loss_weights", "alignment_loss_weights"),
     (f"{SETTERS}.set_distill_alpha", "distill_alpha"),

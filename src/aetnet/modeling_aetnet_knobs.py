@@ -71,7 +71,7 @@ class AETNetTrainingKnobsMixin:
     def weighted_loss(
         self, task_loss: torch.Tensor | None, alignment_losses: dict[str, torch.Tensor] | None
     ) -> torch.Tensor | None:
-        """`task_loss + sum_k weight_k * loss_k` with this model's weights (`losses.weighted_objective`): the model's
+        """`task_loss + sum_k weight_k * loss_k` with this model's weights (`loss_utils.weighted_objective`): the model's
         `loss`, and what `AETNetTrainer` minimises when it smooths the task term itself."""
         return weighted_objective(task_loss, alignment_losses, self.config.alignment_loss_weights)
 

@@ -210,8 +210,6 @@ def _config_summary(config) -> dict[str, Any]:
             "momentum",
             "temperature",
             "distill_alpha",
-            "pita_loss",
-            "pita_span_policy",
         )
     }
     for sub in ("layout_config", "vision_config", "text_config"):
