@@ -185,3 +185,17 @@ def test_files_and_functions_read_in_one_sitting():
                 if path.name.startswith("run_") and node.name == "main":
                     continue
                 assert _code_lines(node) <= 80, f"{path.name}: {node.name} has {_code_lines(node)} lines"
+
+
+def test_the_public_face_of_the_package_root():
+    """What `from aetnet import ...` gave before the package had rooms still comes from there (the trainer, the
+    predictor and the exporter lazily)."""
+    names = (
+        "AETNetConfig AETNetForQuestionAnswering AETNetForRelationExtraction AETNetForSequenceClassification "
+        "AETNetForTokenClassification AETNetModel AETNetPreTrainedModel AETNetProcessor AETNetTrainer "
+        "AETNetTrainingArguments DocumentPredictor LayoutLMv3ForRelationExtraction MomentumUpdateCallback export_onnx "
+        "predict"
+    ).split()
+    assert set(names) <= set(aetnet.__all__)
+    for name in names:
+        assert getattr(aetnet, name) is not None, name
