@@ -126,6 +126,36 @@ def _load_words_json(path: str | None) -> dict | None:
     return data
 
 
+# The predictor's window settings, by the names the user typed them.
+_WINDOW_OPTIONS = {"max_length": "--max-length", "stride": "--stride"}
+
+
+def _document_predictor(predictor_class, model, processor, task, dtype, args):
+    """MODEL's predictor with the command line's settings; a window setting the model cannot take is a usage error
+    that names the option as typed (`--max-length 1024`), not a failure to load the model."""
+    try:
+        return predictor_class(
+            model,
+            processor,
+            task=task,
+            device=args.device,
+            dtype=dtype,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            stride=args.stride,
+            ocr_lang=args.ocr_lang,
+            tesseract_config=args.tesseract_config,
+        )
+    except ValueError as error:
+        for name, option in _WINDOW_OPTIONS.items():
+            if str(error).startswith(f"`{name}`"):
+                value = getattr(args, name)
+                raise UsageError(
+                    f"{option} {value}: {str(error).split(', got ')[0].replace(f'`{name}`', 'it')}"
+                ) from None
+        raise
+
+
 def _load_predictor(args) -> tuple[object, object | None]:
     """`(predictor, entity_predictor)`: MODEL's `DocumentPredictor`, or for a relation extraction checkpoint its
     `RelationPredictor` and the `--entity-model` predictor (`None` with `--entities`)."""
@@ -158,18 +188,9 @@ def _load_predictor(args) -> tuple[object, object | None]:
     try:
         model, processor, task = load_checkpoint(model_dir, onnx=onnx_file, device=args.device)
         if task != RELATION_EXTRACTION:
-            predictor = DocumentPredictor(
-                model,
-                processor,
-                task=task,
-                device=args.device,
-                dtype=dtype,
-                batch_size=args.batch_size,
-                max_length=args.max_length,
-                stride=args.stride,
-                ocr_lang=args.ocr_lang,
-                tesseract_config=args.tesseract_config,
-            )
+            predictor = _document_predictor(DocumentPredictor, model, processor, task, dtype, args)
+    except UsageError:
+        raise
     except (OSError, ValueError, RuntimeError, AssertionError) as error:
         # torch reports a CUDA device on a CPU-only build with an AssertionError.
         raise UsageError(f"cannot load the model from {args.model} on --device {args.device}: {error}") from None
