@@ -62,6 +62,7 @@ from utils_pretraining import (
     PreTrainingArguments,
     PreTrainingDataArguments,
     PreTrainingModelArguments,
+    StreamResumeCallback,
     as_dataset,
     build_tokenizer,
     component_examples,
@@ -161,7 +162,7 @@ def component_collator(component: str, model, tokenizer, data_args, seed: int):
 
 def check_batch(dataset, streaming: bool, items: list, training_args, component: str) -> None:
     """Refuse a corpus smaller than one batch (of all processes together)."""
-    batch = training_args.per_device_train_batch_size * max(training_args.world_size, 1)
+    batch = training_args.per_device_train_batch_size * int(os.environ.get("WORLD_SIZE", "1"))
     if streaming and training_args.accelerator_config.split_batches:
         batch = training_args.per_device_train_batch_size
     size = len(items) if streaming else len(dataset)
@@ -177,12 +178,14 @@ def main():
     model_args, data_args, training_args = parse_arguments(parser)
     setup_logging_and_seed(logger, training_args)
     components = check_arguments(model_args, data_args, training_args)
-    if data_args.streaming and training_args.world_size > 1:
+    # The launchers (`torchrun`, `accelerate launch`) set WORLD_SIZE; the process group starts later, in the Trainer.
+    num_processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if data_args.streaming and num_processes > 1:
         # The first process reads each global batch of the stream and hands every process its share: each page is
         # read once per epoch, and the masks are those of one process with the same global batch.
         training_args.accelerator_config.dispatch_batches = True
         training_args.accelerator_config.split_batches = True
-        training_args.per_device_train_batch_size *= training_args.world_size
+        training_args.per_device_train_batch_size *= num_processes
     output_dir = training_args.output_dir
 
     # ---- Data ----
@@ -232,6 +235,9 @@ def main():
             processing_class=processing_class,
             data_collator=component_collator(component, model, tokenizer, data_args, training_args.seed),
         )
+
+        if data_args.streaming and hasattr(trainer.data_collator, "set_batch_index"):
+            trainer.add_callback(StreamResumeCallback(trainer.data_collator))
 
         # ---- Train, resuming from the component's last checkpoint ----
         checkpoint = training_args.resume_from_checkpoint

@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import datasets
-from transformers import AutoTokenizer, LayoutLMv3ImageProcessorPil, TrainingArguments
+import torch
+from transformers import AutoTokenizer, LayoutLMv3ImageProcessorPil, TrainerCallback, TrainingArguments
 
 from aetnet import AETNetProcessor
 from aetnet.data import (
@@ -109,6 +110,35 @@ class PreTrainingArguments(TrainingArguments):
     save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept per component."})
     torch_num_threads: int | None = field(default=None, metadata={"help": "CPU threads of torch ops (CPU: 1)."})
+
+    def __post_init__(self):
+        # `torchrun` / `accelerate launch` with several processes on a machine without a GPU: DDP over gloo, as
+        # `AETNetTrainingArguments` does (the Trainer would otherwise train one independent model per process).
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if launched and not self.use_cpu and not torch.cuda.is_available() and not torch.backends.mps.is_available():
+            self.use_cpu = True
+        super().__post_init__()
+
+
+class StreamResumeCallback(TrainerCallback):
+    """
+    Keep the masks of a resumed streaming run those of an uninterrupted one. To resume a stream, the Trainer draws
+    and drops the batches already trained on, from the start of the stream, and the collator masks each of them: the
+    collator's numbering ([`MaskingStepCallback`] sets it to the resumed step) must then restart at the stream's
+    start, so that the dropped batches take their old numbers and the next one its own.
+    """
+
+    def __init__(self, collator):
+        self.collator = collator
+        self._first_epoch = True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._first_epoch = True
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self._first_epoch and state.global_step > 0 and not args.ignore_data_skip:
+            self.collator.set_batch_index(0)
+        self._first_epoch = False
 
 
 @dataclass
@@ -269,6 +299,7 @@ __all__ = [
     "PreTrainingArguments",
     "PreTrainingDataArguments",
     "PreTrainingModelArguments",
+    "StreamResumeCallback",
     "ExampleSource",
     "as_dataset",
     "build_tokenizer",
