@@ -47,7 +47,6 @@ import os
 from collections import Counter
 
 from transformers import (
-    DataCollatorForLanguageModeling,
     HfArgumentParser,
     RobertaForMaskedLM,
     ViTForMaskedImageModeling,
@@ -58,6 +57,7 @@ from transformers.utils.versions import require_version
 from utils_aetnet import parse_arguments, setup_logging_and_seed
 from utils_pretraining import (
     COMPONENTS,
+    DataCollatorForSeededLanguageModeling,
     ExampleSource,
     PreTrainingArguments,
     PreTrainingDataArguments,
@@ -157,7 +157,7 @@ def component_collator(component: str, model, tokenizer, data_args, seed: int):
         )
     if component == "vit":
         return DataCollatorForSimMIM.from_config(model.config, mask_ratio=data_args.mask_ratio, seed=seed)
-    return DataCollatorForLanguageModeling(tokenizer, mlm_probability=data_args.text_mlm_probability, seed=seed)
+    return DataCollatorForSeededLanguageModeling(tokenizer, mlm_probability=data_args.text_mlm_probability, seed=seed)
 
 
 def check_batch(dataset, streaming: bool, items: list, training_args, component: str) -> None:

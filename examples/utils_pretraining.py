@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 
 import datasets
 import torch
-from transformers import AutoTokenizer, LayoutLMv3ImageProcessorPil, TrainerCallback, TrainingArguments
+from transformers import (
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    LayoutLMv3ImageProcessorPil,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from aetnet import AETNetProcessor
 from aetnet.data import (
@@ -37,6 +43,7 @@ from aetnet.data import (
     with_page_pixels,
 )
 from aetnet.data.ocr_cache import load_page_image
+from aetnet.pretraining import MaskingGenerators
 
 
 logger = logging.getLogger(__name__)
@@ -118,6 +125,37 @@ class PreTrainingArguments(TrainingArguments):
         if launched and not self.use_cpu and not torch.cuda.is_available() and not torch.backends.mps.is_available():
             self.use_cpu = True
         super().__post_init__()
+
+
+@dataclass
+class DataCollatorForSeededLanguageModeling(DataCollatorForLanguageModeling):
+    """
+    transformers' `DataCollatorForLanguageModeling` (for `RobertaForMaskedLM`) whose masks come from one seeded
+    generator per batch ([`MaskingGenerators`]), as those of the other pre-training collators: with its
+    `set_batch_index` and `state_dict`, [`PreTrainingTrainer`] keeps it in step, and a resumed run draws the masks of an
+    uninterrupted one (the stock collator's single generator would restart from its seed).
+    """
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.generators = MaskingGenerators(0 if self.seed is None else self.seed)
+
+    def set_batch_index(self, batch_index: int) -> None:
+        """Number the next batch `batch_index`."""
+        self.generators.set_batch_index(batch_index)
+
+    def state_dict(self) -> dict[str, int]:
+        """The masking state to save with a checkpoint."""
+        return self.generators.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume the masks from `state_dict()`."""
+        self.generators.load_state_dict(state)
+
+    def torch_call(self, examples):
+        self.generator = self.generators.next_batch()[0]
+        self._generator_pid = os.getpid()
+        return super().torch_call(examples)
 
 
 class StreamResumeCallback(TrainerCallback):
@@ -296,6 +334,7 @@ def as_dataset(generator, items: list, source: ExampleSource, streaming: bool, a
 
 __all__ = [
     "COMPONENTS",
+    "DataCollatorForSeededLanguageModeling",
     "PreTrainingArguments",
     "PreTrainingDataArguments",
     "PreTrainingModelArguments",
