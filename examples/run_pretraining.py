@@ -46,6 +46,7 @@ import logging
 import os
 from collections import Counter
 
+import datasets
 from transformers import (
     HfArgumentParser,
     RobertaForMaskedLM,
@@ -109,7 +110,7 @@ def check_arguments(model_args, data_args, training_args) -> list[str]:
     return [c for c in COMPONENTS if c in model_args.components]
 
 
-def find_pages(data_args) -> tuple[list, object, object]:
+def find_pages(data_args) -> tuple[list, datasets.Dataset | None, Counter]:
     """The page items (`UnlabeledPage`s, or row numbers of the dataset), the dataset (or `None`) and the skip counter."""
     if data_args.dataset_name:
         dataset = dataset_rows(data_args.dataset_name, data_args.dataset_split)
@@ -120,7 +121,7 @@ def find_pages(data_args) -> tuple[list, object, object]:
         logger.info(collection.report())
         dataset, items, skipped = None, collection.pages, collection.skipped
     else:
-        return [], None, None
+        return [], None, Counter()
     if data_args.max_train_pages is not None:
         items = items[: data_args.max_train_pages]
     return items, dataset, skipped
@@ -216,7 +217,8 @@ def main():
             model_args.max_seq_length,
             data_args.streaming,
             ocr_cache,
-            skipped if skipped is not None else reading.skipped,
+            # Each component counts its own reading of the pages (a stream counts again at every epoch).
+            Counter(skipped or {}),
             data_args.pdf_dpi,
             dataset,
         )
@@ -250,6 +252,8 @@ def main():
         metrics = dict(train_result.metrics)
         metrics["train_examples"] = len(inputs) if data_args.streaming else len(train_dataset)
         metrics["skipped_pages"] = sum(source.skipped.values())
+        if source.skipped:
+            logger.warning(f"{component}: pages left out: {dict(source.skipped)}")
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
@@ -267,8 +271,6 @@ def main():
             )
         all_metrics[component] = metrics
     training_args.output_dir = output_dir
-    if skipped:
-        logger.warning(f"Pages left out: {dict(skipped)}")
     print(f"Pre-trained {', '.join(components)} saved to {os.path.abspath(output_dir)}")
     return all_metrics
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import datasets
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     AutoTokenizer,
     DataCollatorForLanguageModeling,
@@ -322,7 +323,7 @@ def as_dataset(generator, items: list, source: ExampleSource, streaming: bool, a
     are its shards) or as a `datasets.Dataset` in memory whose `image` column becomes `pixel_values` when read."""
     if streaming:
         return datasets.IterableDataset.from_generator(generator, gen_kwargs={"items": items, "source": source})
-    examples = list(generator(items, source))
+    examples = list(generator(tqdm(items, desc=f"{source.component} examples", unit="item"), source))
     if not examples:
         raise UnlabeledPagesError(f"{argument}: no {source.component} example in the input ({dict(source.skipped)})")
     dataset = datasets.Dataset.from_list(examples)

@@ -138,3 +138,17 @@ def test_bad_input_names_the_argument_and_value(pages, tmp_path, monkeypatch):
     write_pages(tmp_path / "scans", count=1, words=None)
     with pytest.raises(UnlabeledPagesError, match=r"--train_dirs '.*scans': page .* no words file .* OCR is off"):
         run(monkeypatch, "--train_dirs", tmp_path / "scans", "--ocr", "False", *output)
+
+
+def test_datasets_dataset_of_pages_is_read(tmp_path, monkeypatch):
+    from aetnet.data import generate_synthetic_forms
+
+    forms = generate_synthetic_forms(4, seed=1, image_size=(600, 800)).remove_columns("ner_tags")
+    forms.save_to_disk(str(tmp_path / "forms"))
+    output = tmp_path / "run"
+    arguments = ["--dataset_name", tmp_path / "forms", "--components", "layoutlmv3", "vit", "--max_steps", 1]
+    metrics = run(monkeypatch, *arguments, "--output_dir", output)
+    assert metrics["vit"]["train_examples"] == 4
+    assert (output / "vit" / "model.safetensors").is_file()
+    with pytest.raises(UnlabeledPagesError, match="--dataset_split 'test': an evaluated split"):
+        run(monkeypatch, *arguments, "--dataset_split", "test", "--output_dir", output)
