@@ -201,6 +201,10 @@ def main():
     configs = pretraining_configs(
         model_args.model_size, vocab_size=len(tokenizer), max_length=model_args.max_seq_length
     )
+    if model_args.layout_model:  # continued pre-training keeps the checkpoint's page size
+        configs = configs._replace(
+            layout=LayoutLMv3ForPreTraining.config_class.from_pretrained(model_args.layout_model)
+        )
     processor = AETNetProcessor(image_processor=image_processor_of(configs.layout.input_size), tokenizer=tokenizer)
     if training_args.should_save:
         processor.save_pretrained(os.path.join(output_dir, "processor"))

@@ -85,7 +85,7 @@ def test_page_folder_with_words_gives_its_words_and_boxes(tmp_path):
 def test_page_without_words_uses_the_ocr_cache_and_errors_clearly_without_ocr(tmp_path):
     write_pages(tmp_path / "scans", count=2, words=None)
     pages = find_unlabeled_pages([str(tmp_path / "scans")]).pages
-    with pytest.raises(UnlabeledPagesError, match=r"--train_dirs .*scans.*no words file.*OCR is off"):
+    with pytest.raises(UnlabeledPagesError, match=r"--train_dirs .*scans.*no word from a words file.*OCR is off"):
         read_unlabeled_page(pages[0])
     cache = OCRCache(tmp_path / "cache", ocr_function=fake_ocr(), engine="fake")
     row = read_unlabeled_page(pages[0], cache)

@@ -80,6 +80,19 @@ def test_every_component_is_saved_ready_for_the_example_scripts(pages, tmp_path,
     )
     assert model.config.layout_config.vocab_size == len(processor.tokenizer)
 
+    # Continued pre-training from the folders just written.
+    encoders = [
+        "--layout_model",
+        output / "layoutlmv3",
+        "--vision_model",
+        output / "vit",
+        "--text_model",
+        output / "roberta",
+    ]
+    again = run(monkeypatch, "--train_dirs", pages, *encoders, "--max_steps", 1, "--output_dir", tmp_path / "again")
+    assert sorted(again) == ["layoutlmv3", "roberta", "vit"]
+    assert not (tmp_path / "again" / "tokenizer").exists()  # the checkpoint's own tokenizer
+
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["in-memory", "streaming"])
 def test_resumed_run_continues_masks_and_data_order(pages, tmp_path, monkeypatch, streaming):
@@ -136,7 +149,9 @@ def test_bad_input_names_the_argument_and_value(pages, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="--streaming .* give --max_steps"):
         run(monkeypatch, "--train_dirs", pages, "--streaming", "--output_dir", tmp_path / "out")
     write_pages(tmp_path / "scans", count=1, words=None)
-    with pytest.raises(UnlabeledPagesError, match=r"--train_dirs '.*scans': page .* no words file .* OCR is off"):
+    with pytest.raises(
+        UnlabeledPagesError, match=r"--train_dirs '.*scans': page .* no word from a words file.*OCR is off"
+    ):
         run(monkeypatch, "--train_dirs", tmp_path / "scans", "--ocr", "False", *output)
 
 

@@ -202,7 +202,7 @@ def read_unlabeled_page(
     `words` is empty when none of these finds a word.
 
     Raises:
-        [`UnlabeledPagesError`]: the page has no words file and no text layer, and OCR is off (`ocr_cache=None`) or
+        [`UnlabeledPagesError`]: no word comes from a words file or a text layer, and OCR is off (`ocr_cache=None`) or
             fails (e.g. Tesseract is not installed); an unreadable page or words file.
     """
     where = f"{argument} {page.folder!r}: page {page.name!r} ({page.path})"
@@ -222,12 +222,12 @@ def read_unlabeled_page(
         raise UnlabeledPagesError(f"{where}: {error}") from error
     if not words:
         if ocr_cache is None:
-            raise UnlabeledPagesError(f"{where}: the page has no words file and no text layer, and OCR is off")
+            raise UnlabeledPagesError(f"{where}: no word from a words file or a text layer, and OCR is off")
         try:
             words, boxes = ocr_cache(source)
         except Exception as error:  # pytesseract raises its own types when Tesseract is missing or fails
             raise UnlabeledPagesError(
-                f"{where}: the page has no words file and no text layer, and OCR failed ({type(error).__name__}: "
+                f"{where}: no word from a words file or a text layer, and OCR failed ({type(error).__name__}: "
                 f"{error}); install Tesseract or give the words"
             ) from error
     boxes = [[min(max(int(v), 0), 1000) for v in box] for box in boxes]
