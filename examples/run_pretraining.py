@@ -127,12 +127,12 @@ def find_pages(data_args) -> tuple[list, datasets.Dataset | None, Counter]:
     return items, dataset, skipped
 
 
-def corpus_words(items, dataset, texts, source):
+def corpus_words(items, dataset, texts, ocr_cache, pdf_dpi: float):
     """The words of every page and text document, for the tokenizer (one pass over the pages)."""
     if dataset is not None:
         yield from (dataset[int(i)]["words"] for i in items)
     else:
-        yield from (row["words"] for row in iter_unlabeled_pages(items, source.ocr_cache, None, source.pdf_dpi))
+        yield from (row["words"] for row in iter_unlabeled_pages(items, ocr_cache, None, pdf_dpi))
     yield from (text.split() for text in texts or [])
 
 
@@ -193,11 +193,12 @@ def main():
     items, dataset, skipped = find_pages(data_args)
     texts = load_text_corpus(data_args.text_files) if data_args.text_files else None
     ocr_cache = OCRCache(data_args.ocr_cache_dir) if data_args.ocr else None
-    reading = ExampleSource("", None, None, model_args.max_seq_length, False, ocr_cache, skipped, data_args.pdf_dpi)
 
     # ---- Tokenizer, processor ----
     with training_args.main_process_first(desc="tokenizer"):
-        tokenizer = build_tokenizer(model_args, corpus_words(items, dataset, texts, reading), output_dir)
+        tokenizer = build_tokenizer(
+            model_args, corpus_words(items, dataset, texts, ocr_cache, data_args.pdf_dpi), output_dir
+        )
     configs = pretraining_configs(
         model_args.model_size, vocab_size=len(tokenizer), max_length=model_args.max_seq_length
     )
@@ -254,7 +255,9 @@ def main():
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         metrics = dict(train_result.metrics)
-        metrics["train_examples"] = len(inputs) if data_args.streaming else len(train_dataset)
+        metrics["train_pages" if generator is component_examples else "train_documents"] = len(inputs)
+        if not data_args.streaming:
+            metrics["train_examples"] = len(train_dataset)
         metrics["skipped_pages"] = sum(source.skipped.values())
         if source.skipped:
             logger.warning(f"{component}: pages left out: {dict(source.skipped)}")
@@ -271,7 +274,9 @@ def main():
                 model_name=f"{component}-pretrained",
                 finetuned_from=base_models[0] if base_models else None,
                 tags=["aetnet", "pretraining", component],
-                dataset=", ".join(data_args.train_dirs or [data_args.dataset_name or "text corpus"]),
+                dataset=", ".join(
+                    data_args.text_files if from_text else data_args.train_dirs or [data_args.dataset_name]
+                ),
             )
         all_metrics[component] = metrics
     training_args.output_dir = output_dir
