@@ -47,20 +47,38 @@ from .docvqa import (  # noqa: E402
 from .ocr_cache import OCRCache, ocr_dataset, with_page_pixels  # noqa: E402
 from .rvlcdip import RVLCDIP_LABELS, load_rvlcdip  # noqa: E402
 from .tokenizer_training import train_layoutlmv3_tokenizer  # noqa: E402
+from .unlabeled_pages import (  # noqa: E402
+    PageCollection,
+    UnlabeledPage,
+    UnlabeledPagesError,
+    find_unlabeled_pages,
+    iter_unlabeled_pages,
+    load_text_corpus,
+    pdf_text_layer,
+    read_unlabeled_page,
+)
 
 
 __all__ += [
     "CORD_LABELS",
     "OCRCache",
+    "PageCollection",
     "RVLCDIP_LABELS",
+    "UnlabeledPage",
+    "UnlabeledPagesError",
     "add_answer_spans",
     "answer_token_positions",
     "find_answer_span",
+    "find_unlabeled_pages",
+    "iter_unlabeled_pages",
     "load_cord",
     "load_docvqa",
     "load_rvlcdip",
+    "load_text_corpus",
     "ocr_dataset",
+    "pdf_text_layer",
     "postprocess_qa_predictions",
+    "read_unlabeled_page",
     "train_layoutlmv3_tokenizer",
     "with_page_pixels",
 ]
