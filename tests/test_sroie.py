@@ -17,6 +17,7 @@ for 2 steps on a few of them."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -181,7 +182,8 @@ def few_receipts(tmp_path: Path) -> Path:
 
 
 @requires_sroie
-def test_run_sroie_two_steps(tmp_path, monkeypatch, restore_logging):
+@pytest.mark.parametrize("baseline", [None, "layoutlmv3"])
+def test_run_sroie_two_steps(tmp_path, monkeypatch, restore_logging, baseline):
     run_sroie = load_example("run_sroie")
     output_dir = tmp_path / "out"
     argv = [
@@ -196,15 +198,20 @@ def test_run_sroie_two_steps(tmp_path, monkeypatch, restore_logging):
         "--tokenizer_vocab_size=300",
         "--report_to=none",
         "--dataloader_pin_memory=False",
-    ]
+    ] + ([f"--baseline={baseline}"] if baseline else [])
     monkeypatch.setattr(sys, "argv", argv)
     metrics = run_sroie.main()
 
     assert {"eval_precision", "eval_recall", "eval_f1", "eval_task3_f1", "eval_task3_total_f1"} <= set(metrics)
     assert {"eval_COMPANY_f1", "eval_TOTAL_f1"} <= set(metrics) or {"eval_DATE_f1"} <= set(metrics)
     assert 0.0 <= metrics["eval_task3_f1"] <= 1.0 and metrics["eval_samples"] >= 2
+    # The scores the comparison harness tabulates for `--task sroie`.
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    compare = importlib.import_module("compare")
+    assert {f"eval_{name}" for name in compare.TASKS["sroie"][1]} <= set(metrics)
     config = json.loads((output_dir / "config.json").read_text())
     assert len(config["id2label"]) == 9 and config["id2label"]["1"] == "B-COMPANY"
+    assert config["model_type"] == ("layoutlmv3" if baseline else "aetnet")
     matching = json.loads((output_dir / "sroie_matching.json").read_text())
     assert matching["train"]["receipts"] == 5 and matching["test"]["duplicates_left_out"] == 1
     predictions = [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
