@@ -61,26 +61,37 @@ def test_labels():
 def test_match_multi_line_address():
     # Three OCR lines in reading order; the field string joins them with single spaces.
     words = ["789417-W", "NO.53", "55,57", "&", "59,", "JALAN", "SAGU", "18,", "TAMAN", "DAYA,", "JOHOR.", "TEL"]
-    assert match_field(words, "NO.53 55,57 & 59, JALAN SAGU 18, TAMAN DAYA, JOHOR.") == ((1, 11), True)
+    assert match_field(words, "NO.53 55,57 & 59, JALAN SAGU 18, TAMAN DAYA, JOHOR.") == ((1, 11), "whole_word")
     # Case and spacing do not matter: "K(TAMAN" in the OCR is "K (TAMAN" in the field.
-    assert match_field(["BOOK", "TA", ".K(TAMAN", "DAYA)", "SDN"], "book ta .k (taman daya) sdn") == ((0, 5), True)
+    assert match_field(["BOOK", "TA", ".K(TAMAN", "DAYA)", "SDN"], "book ta .k (taman daya) sdn") == (
+        (0, 5),
+        "whole_word",
+    )
 
 
 def test_match_total_inside_a_line():
     words = ["SUBTOTAL", "9.00", "TOTAL", "(RM):", "9.00", "CASH", "10.00"]
-    assert match_field(words, "9.00", last=True) == ((4, 5), True)  # total: the last match
-    assert match_field(words, "9.00") == ((1, 2), True)  # the others: the first
+    assert match_field(words, "9.00", last=True) == ((4, 5), "whole_word")  # total: the last match
+    assert match_field(words, "9.00") == ((1, 2), "whole_word")  # the others: the first
     # "9.0" is only a part of words: no whole-word match, a match inside words ("19.0" does not count as whole).
-    assert match_field(["19.00", "TOTAL"], "9.0") == ((0, 1), False)
+    assert match_field(["19.00", "TOTAL"], "9.0") == ((0, 1), "inside_word")
     # A whole-word match is preferred to an earlier match inside a word.
-    assert match_field(["DATE:25/12/2018", "25/12/2018"], "25/12/2018") == ((1, 2), True)
-    assert match_field(["DATE:25/12/2018", "8:13"], "25/12/2018") == ((0, 1), False)
+    assert match_field(["DATE:25/12/2018", "25/12/2018"], "25/12/2018") == ((1, 2), "whole_word")
+    assert match_field(["DATE:25/12/2018", "8:13"], "25/12/2018") == ((0, 1), "inside_word")
+
+
+def test_match_without_punctuation():
+    # The annotation's full stop and comma are not in the OCR: found with letters and digits only, over two lines.
+    words = ["NO", "122.124", "JALAN", "DEDAP", "13", "81100", "JOHOR", "BAHRU"]
+    assert match_field(words, "NO 122.124. JALAN DEDAP 13, 81100 JOHOR BAHRU") == ((0, 8), "without_punctuation")
+    # A word of punctuation only inside the run is covered by the span.
+    assert match_field(["A", "&", "B", "SDN"], "A B") == ((0, 3), "without_punctuation")
 
 
 def test_match_none():
-    assert match_field(["SDN", "BND"], "SDN BHD") == (None, False)
-    assert match_field(["SDN", "BHD"], "  ") == (None, False)
-    assert match_field([], "9.00") == (None, False)
+    assert match_field(["SDN", "BND"], "SDN BHD") == (None, None)
+    assert match_field(["SDN", "BHD"], "  ") == (None, None)
+    assert match_field([], "9.00") == (None, None)
 
 
 def test_task3_scores():

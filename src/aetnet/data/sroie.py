@@ -31,10 +31,14 @@ The match rule (`match_field`): a field and the receipt's words are compared wit
 upper-cased, so that a field matches a contiguous run of words whether it spans several lines (address, company) or
 the words are spaced differently than in the field string. A match must start at the start of a word and end at the
 end of a word ("whole-word" match); when the field has none, a match inside words is accepted (e.g. a date printed
-as `DATE:25/12/2018`) and the words it touches are tagged. Among several matches of the same kind, the first in
+as `DATE:25/12/2018`) and the words it touches are tagged; when there is neither, a whole-word match is sought
+with punctuation ignored as well (letters and digits only: the annotation and the OCR often differ in a comma or a
+full stop, e.g. `NO 122.124.` against `NO 122.124`). Among several matches of the same kind, the first in
 reading order wins for `company`, `address` and `date` (they head the receipt), the last for `total` (the amount
 recurs as an item price or subtotal above it; the grand total comes after them). Fields the rule does not find
-(mostly OCR misspellings) tag nothing; [`SroieMatchStatistics`] counts them, per field, and the reader logs it.
+(mostly OCR misspellings) tag nothing, nor does a match that overlaps the words of a field matched before it (in
+the order company, date, address, total: a word has one label); [`SroieMatchStatistics`] counts them per field,
+and the reader logs the counts.
 """
 
 from __future__ import annotations
@@ -69,12 +73,13 @@ _SCALARS = ("receipts", "duplicates_left_out")
 class SroieMatchStatistics:
     """
     How many field strings of a split the match rule found among the OCR words. Per field name:
-    `fields = matched + unmatched`, `matched = whole_word + inside_word`, and `empty` fields (missing or blank)
+    `fields = matched + unmatched`, `matched = whole_word + inside_word + without_punctuation`, and `empty` fields (missing or blank)
     are counted apart and not in `fields`.
 
     Attributes:
         receipts: receipts read. duplicates_left_out: test receipts left out because their image is a training image.
-        fields, empty: non-empty and empty fields. whole_word, inside_word: matches of each kind. unmatched: no match.
+        fields, empty: non-empty and empty fields. unmatched: fields without a match.
+        whole_word, inside_word, without_punctuation: matches of each kind ([`match_field`]).
     """
 
     receipts: int = 0
@@ -83,12 +88,13 @@ class SroieMatchStatistics:
     empty: Counter = field(default_factory=Counter)
     whole_word: Counter = field(default_factory=Counter)
     inside_word: Counter = field(default_factory=Counter)
+    without_punctuation: Counter = field(default_factory=Counter)
     unmatched: Counter = field(default_factory=Counter)
 
     def matched(self, name: str | None = None) -> int:
         """Matched non-empty fields, of field `name` or of all four."""
         names = SROIE_FIELDS if name is None else [name]
-        return sum(self.whole_word[n] + self.inside_word[n] for n in names)
+        return sum(self.whole_word[n] + self.inside_word[n] + self.without_punctuation[n] for n in names)
 
     def coverage(self, name: str | None = None) -> float:
         """Matched / non-empty fields, of field `name` or of all four (1.0 when there is none)."""
@@ -105,7 +111,8 @@ class SroieMatchStatistics:
     def summary(self) -> str:
         """One line for the log."""
         per_field = ", ".join(
-            f"{name} {self.matched(name)}/{self.fields[name]} ({self.inside_word[name]} inside words)"
+            f"{name} {self.matched(name)}/{self.fields[name]} ({self.inside_word[name]} inside words, "
+            f"{self.without_punctuation[name]} without punctuation)"
             for name in SROIE_FIELDS
         )
         return (
@@ -120,42 +127,46 @@ def sroie_features() -> datasets.Features:
     return token_classification_features(SROIE_LABELS)
 
 
-def _squeeze(text: str) -> str:
-    return re.sub(r"\s+", "", text).upper()
+def _squeeze(text: str, keep_punctuation: bool = True) -> str:
+    """`text` upper-cased without whitespace, and without punctuation unless `keep_punctuation`."""
+    return re.sub(r"\s+" if keep_punctuation else r"[\W_]+", "", text).upper()
 
 
-def match_field(words: Sequence[str], value: str, last: bool = False) -> tuple[tuple[int, int] | None, bool]:
+def _find(words: Sequence[str], value: str, keep_punctuation: bool) -> tuple[list, list]:
+    """The whole-word and the inside-word matches of `value` in `words` under one normalisation, as word spans."""
+    target = _squeeze(value, keep_punctuation)
+    if not target:
+        return [], []
+    starts, owner = set(), []
+    for index, word in enumerate(words):
+        starts.add(len(owner))
+        owner.extend([index] * len(_squeeze(word, keep_punctuation)))
+    joined = "".join(_squeeze(word, keep_punctuation) for word in words)
+    whole, inside = [], []
+    for found in re.finditer(f"(?={re.escape(target)})", joined):
+        start, end = found.start(), found.start() + len(target)
+        at_word_end = end == len(owner) or owner[end] != owner[end - 1]
+        (whole if start in starts and at_word_end else inside).append((owner[start], owner[end - 1] + 1))
+    return whole, inside
+
+
+def match_field(words: Sequence[str], value: str, last: bool = False) -> tuple[tuple[int, int] | None, str | None]:
     """
     Where the field string `value` lies in `words` (the receipt's words in reading order), by the module's rule.
 
     Returns:
-        `(span, whole_word)`: `span` is `(first, end)` word indices (end exclusive) or `None` without a match;
-        `whole_word` tells whether the match starts and ends at word boundaries. `last` picks the last match of the
-        better kind instead of the first.
+        `(span, kind)`: `span` is `(first, end)` word indices (end exclusive) or `None` without a match; `kind` is
+        `"whole_word"` (the match starts and ends at word boundaries), `"inside_word"` (it does not), or
+        `"without_punctuation"` (a whole-word match found only when punctuation is ignored too), the first kind
+        that has a match in this order, and `None` without a match. `last` picks the last match of that kind instead of the first.
     """
-    target = _squeeze(value)
-    if not target:
-        return None, False
-    starts, owner, text = set(), [], []
-    for index, word in enumerate(words):
-        piece = _squeeze(word)
-        starts.add(len(owner))
-        owner.extend([index] * len(piece))
-        text.append(piece)
-    joined = "".join(text)
-    ends = {
-        position + 1
-        for position in range(len(owner))
-        if position + 1 == len(owner) or owner[position + 1] != owner[position]
-    }
-    whole, inside = [], []
-    for found in re.finditer(f"(?={re.escape(target)})", joined):
-        start, end = found.start(), found.start() + len(target)
-        (whole if start in starts and end in ends else inside).append((owner[start], owner[end - 1] + 1))
-    for spans, is_whole in ((whole, True), (inside, False)):
+    whole, inside = _find(words, value, keep_punctuation=True)
+    # Without punctuation only whole words: a short amount such as `1.00` would otherwise match inside `11000`.
+    loose = _find(words, value, keep_punctuation=False)[0]
+    for spans, kind in ((whole, "whole_word"), (inside, "inside_word"), (loose, "without_punctuation")):
         if spans:
-            return (spans[-1] if last else spans[0]), is_whole
-    return None, False
+            return (spans[-1] if last else spans[0]), kind
+    return None, None
 
 
 def _split_line(line: dict, width: int, height: int, word_level: bool) -> tuple[list[str], list[list[int]]]:
@@ -198,12 +209,12 @@ def _read_receipt(root: Path, receipt_id: str, word_level: bool, stats: SroieMat
             stats.empty[name] += 1
             continue
         stats.fields[name] += 1
-        span, whole_word = match_field(words, value, last=name in _LAST_MATCH_FIELDS)
+        span, kind = match_field(words, value, last=name in _LAST_MATCH_FIELDS)
         if span is None or any(tag != "O" for tag in tags[span[0] : span[1]]):
             # Overlapping another field's words counts as no match: a word carries one label.
             stats.unmatched[name] += 1
             continue
-        (stats.whole_word if whole_word else stats.inside_word)[name] += 1
+        getattr(stats, kind)[name] += 1
         tags[span[0] : span[1]] = bio_tags(name.upper(), span[1] - span[0])
     stats.receipts += 1
     return {"id": receipt_id, "words": words, "bboxes": bboxes, "ner_tags": tags, "image": str(image_path)}
