@@ -17,6 +17,7 @@ for 2 steps on a few of them."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -190,6 +191,16 @@ def few_receipts(tmp_path: Path) -> Path:
     (root / "test.txt").write_text("\n".join(test) + "\n")
     shutil.copy(SROIE_DIR / "duplicate_images.tsv", root / "duplicate_images.tsv")
     return root
+
+
+def test_window_options_are_run_cords():
+    # The shared window options, with the same defaults and help texts as the other receipt script.
+    def options(dtype):
+        return {f.name: (f.default, f.metadata.get("help")) for f in dataclasses.fields(dtype)}
+
+    run_sroie, run_cord = load_example("run_sroie"), load_example("run_cord")
+    assert options(run_sroie.SroieWindowArguments) == options(run_cord.CordWindowArguments)
+    assert {"max_seq_length", "doc_stride", "pad_to_max_length"} <= set(options(run_sroie.SroieWindowArguments))
 
 
 @requires_sroie
