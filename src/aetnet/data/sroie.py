@@ -50,7 +50,8 @@ import os
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import datasets
@@ -66,15 +67,14 @@ SROIE_LABELS = ["O"] + [f"{prefix}-{name.upper()}" for name in SROIE_FIELDS for 
 SROIE_SPLITS = ("train", "test")
 # Fields whose last match wins (see the module docstring); the others take their first.
 _LAST_MATCH_FIELDS = frozenset({"total"})
-_SCALARS = ("receipts", "duplicates_left_out")
 
 
 @dataclass
 class SroieMatchStatistics:
     """
     How many field strings of a split the match rule found among the OCR words. Per field name:
-    `fields = matched + unmatched`, `matched = whole_word + inside_word + without_punctuation`, and `empty` fields (missing or blank)
-    are counted apart and not in `fields`.
+    `fields = matched + unmatched`, `matched = whole_word + inside_word + without_punctuation`, and `empty` fields
+    (missing or blank) are counted apart and not in `fields`.
 
     Attributes:
         receipts: receipts read. duplicates_left_out: test receipts left out because their image is a training image.
@@ -102,9 +102,11 @@ class SroieMatchStatistics:
         return self.matched(name) / total if total else 1.0
 
     def to_dict(self) -> dict:
-        counts = {
-            key: dict(getattr(self, key)) if key not in _SCALARS else value for key, value in asdict(self).items()
-        }
+        """The counts as plain JSON-ready values, with the coverage per field and overall."""
+        counts = {}
+        for attribute in dataclass_fields(self):
+            value = getattr(self, attribute.name)
+            counts[attribute.name] = dict(value) if isinstance(value, Counter) else value
         counts["coverage"] = {name: self.coverage(name) for name in SROIE_FIELDS} | {"overall": self.coverage()}
         return counts
 
@@ -234,8 +236,10 @@ def _load_split(
     stats = SroieMatchStatistics()
     if split == "test" and drop_duplicates:
         duplicates = set(duplicate_test_receipts(root))
-        stats.duplicates_left_out = sum(receipt_id in duplicates for receipt_id in ids)
+        left_out = [receipt_id for receipt_id in ids if receipt_id in duplicates]
+        stats.duplicates_left_out = len(left_out)
         ids = [receipt_id for receipt_id in ids if receipt_id not in duplicates]
+        logger.info(f"SROIE test: leaving out {', '.join(left_out)}, whose images are training images.")
     examples = [_read_receipt(root, receipt_id, word_level, stats) for receipt_id in ids]
     logger.info(f"SROIE {split}: {stats.summary()}")
     columns = {name: [example[name] for example in examples] for name in sroie_features()}
@@ -279,9 +283,9 @@ __all__ = [
     "SROIE_FIELDS",
     "SROIE_LABELS",
     "SroieMatchStatistics",
+    "duplicate_test_receipts",
     "load_sroie",
     "match_field",
     "read_sroie_fields",
     "sroie_features",
-    "duplicate_test_receipts",
 ]
