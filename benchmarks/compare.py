@@ -14,10 +14,12 @@
 """
 AETNet against plain LayoutLMv3 over several seeds, with ablations of the alignment objectives, on FUNSD (entity F1,
 `--task funsd`; question -> answer link F1 from the gold entities, `--task funsd_re`) or a page-classification folder
-such as `../shared/data/rvlcdip3` (accuracy, `--task rvlcdip`).
+such as `../shared/data/rvlcdip3` (accuracy, `--task rvlcdip`) or SROIE receipts such as `../shared/data/sroie`
+(entity F1 and the task-3 field match, `--task sroie`).
 
-Every run is the task's example script (`examples/run_funsd.py`, `run_funsd_re.py` or `run_rvlcdip.py`) in its own
-process, with the same arguments (those after `--`) and its seed; the variants differ in one thing each:
+Every run is the task's example script (`examples/run_funsd.py`, `run_funsd_re.py`, `run_rvlcdip.py` or
+`run_sroie.py`) in its own process, with the same arguments (those after `--`) and its seed; the variants differ in
+one thing each:
 
 - `aetnet`: AETNet, its four default objectives at their default weights;
 - `layoutlmv3`: `--baseline layoutlmv3`, stock LayoutLMv3 started from the very weights of the AETNet run of the same
@@ -80,6 +82,8 @@ TASKS = {
     "rvlcdip": (EXAMPLES / "run_rvlcdip.py", ("accuracy", "macro_f1")),
     # Relation extraction from the gold entities: F1 over predicted (question, answer) links.
     "funsd_re": (EXAMPLES / "run_funsd_re.py", ("f1", "precision", "recall")),
+    # Receipt fields: entity F1 on the test split without its training-image duplicates, and the task-3 field match.
+    "sroie": (EXAMPLES / "run_sroie.py", ("f1", "task3_f1", "precision", "recall")),
 }
 # The ablation switches off AETNet's default objectives one at a time, by their weight.
 OBJECTIVES = ALIGNMENT_OBJECTIVES

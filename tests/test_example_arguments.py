@@ -52,6 +52,11 @@ EXPECTED = {
         "pad_to_max_length": PAD_HELP.format("page"),
     },
     "run_funsd_re": {"max_seq_length": WINDOW_HELP},
+    "run_sroie": {
+        "max_seq_length": WINDOW_HELP,
+        "doc_stride": STRIDE_HELP.format(" of a receipt"),
+        "pad_to_max_length": PAD_HELP.format("window"),
+    },
 }
 DEFAULTS = {"max_seq_length": 512, "doc_stride": None, "pad_to_max_length": False}
 

@@ -35,7 +35,7 @@ __all__ = [
     "union_bbox",
 ]
 
-# Document classification, DocVQA and CORD readers, the cached OCR of their pages and the tokenizer trained on words.
+# Document classification, DocVQA, CORD and SROIE readers, the cached OCR of their pages and the tokenizer trained on words.
 from .cord import CORD_LABELS, load_cord  # noqa: E402
 from .docvqa import (  # noqa: E402
     add_answer_spans,
@@ -46,6 +46,7 @@ from .docvqa import (  # noqa: E402
 )
 from .ocr_cache import OCRCache, ocr_dataset, with_page_pixels  # noqa: E402
 from .rvlcdip import RVLCDIP_LABELS, load_rvlcdip  # noqa: E402
+from .sroie import SROIE_LABELS, SroieMatchStatistics, load_sroie  # noqa: E402
 from .tokenizer_training import train_layoutlmv3_tokenizer  # noqa: E402
 from .unlabeled_pages import (  # noqa: E402
     PageCollection,
@@ -66,6 +67,8 @@ __all__ += [
     "RVLCDIP_LABELS",
     "UnlabeledPage",
     "UnlabeledPagesError",
+    "SROIE_LABELS",
+    "SroieMatchStatistics",
     "add_answer_spans",
     "answer_token_positions",
     "find_answer_span",
@@ -75,6 +78,7 @@ __all__ += [
     "load_docvqa",
     "load_rvlcdip",
     "load_text_corpus",
+    "load_sroie",
     "ocr_dataset",
     "pdf_text_layer",
     "postprocess_qa_predictions",

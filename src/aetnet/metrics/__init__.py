@@ -12,11 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Evaluation metrics that work without the Hugging Face Hub: entity-level seqeval for token classification
-(`token_classification`), accuracy / macro F1 / confusion matrix for document classification (`classification`)
-and ANLS / exact match for DocVQA (`anls`). numpy only on import; `evaluate`, `seqeval` and matplotlib on use."""
+(`token_classification`), accuracy / macro F1 / confusion matrix for document classification (`classification`),
+ANLS / exact match for DocVQA (`anls`) and the SROIE task-3 exact field match (`sroie`). numpy only on import;
+`evaluate`, `seqeval` and matplotlib on use."""
 
 from .anls import anls, compute_docvqa_metrics, exact_match
 from .classification import classification_metrics, confusion_matrix, plot_confusion_matrix
+from .sroie import fields_from_word_labels, normalize_field, sroie_task3_scores
 from .token_classification import (
     SEQEVAL_METRIC_PATH,
     compute_token_classification_metrics,
@@ -33,7 +35,10 @@ __all__ = [
     "compute_token_classification_metrics",
     "confusion_matrix",
     "exact_match",
+    "fields_from_word_labels",
     "load_seqeval",
+    "normalize_field",
     "plot_confusion_matrix",
     "seqeval_summary",
+    "sroie_task3_scores",
 ]
