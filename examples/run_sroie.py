@@ -73,7 +73,7 @@ from utils_aetnet_data import (
 )
 
 from aetnet import AETNetForTokenClassification, AETNetTrainer
-from aetnet.data.sroie import SROIE_FIELDS, load_sroie, read_sroie_fields
+from aetnet.data import SROIE_FIELDS, load_sroie, read_sroie_fields
 from aetnet.data_collator import AETNetDataCollator
 from aetnet.metrics import fields_from_word_labels, load_seqeval, sroie_task3_scores
 

@@ -40,10 +40,10 @@ from aetnet.data import (
     OCRCache,
     UnlabeledPagesError,
     iter_unlabeled_pages,
+    load_page_image,
     train_layoutlmv3_tokenizer,
     with_page_pixels,
 )
-from aetnet.data.ocr_cache import load_page_image
 from aetnet.pretraining import MaskingGenerators
 
 

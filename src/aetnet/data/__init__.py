@@ -44,9 +44,9 @@ from .docvqa import (  # noqa: E402
     load_docvqa,
     postprocess_qa_predictions,
 )
-from .ocr_cache import OCRCache, ocr_dataset, with_page_pixels  # noqa: E402
+from .ocr_cache import OCRCache, load_page_image, ocr_dataset, with_page_pixels  # noqa: E402
 from .rvlcdip import RVLCDIP_LABELS, load_rvlcdip  # noqa: E402
-from .sroie import SROIE_LABELS, SroieMatchStatistics, load_sroie  # noqa: E402
+from .sroie import SROIE_FIELDS, SROIE_LABELS, SroieMatchStatistics, load_sroie, read_sroie_fields  # noqa: E402
 from .tokenizer_training import train_layoutlmv3_tokenizer  # noqa: E402
 from .unlabeled_pages import (  # noqa: E402
     PageCollection,
@@ -67,6 +67,7 @@ __all__ += [
     "RVLCDIP_LABELS",
     "UnlabeledPage",
     "UnlabeledPagesError",
+    "SROIE_FIELDS",
     "SROIE_LABELS",
     "SroieMatchStatistics",
     "add_answer_spans",
@@ -76,9 +77,11 @@ __all__ += [
     "iter_unlabeled_pages",
     "load_cord",
     "load_docvqa",
+    "load_page_image",
     "load_rvlcdip",
     "load_text_corpus",
     "load_sroie",
+    "read_sroie_fields",
     "ocr_dataset",
     "pdf_text_layer",
     "postprocess_qa_predictions",
