@@ -41,7 +41,7 @@ from .alignment import AlignmentFeatures, AlignmentObjective, prior_entropy, reg
 from .loss_utils import distributed_seed, special_token_ids
 
 
-# `<mask>` of the RoBERTa / LayoutLMv3 BPE vocabulary (50265 ids), and of `tokenizer_utils.train_layoutlmv3_tokenizer`.
+# `<mask>` of the RoBERTa / LayoutLMv3 BPE vocabulary (50265 ids), and of `aetnet.data.train_layoutlmv3_tokenizer`.
 ROBERTA_MASK_TOKEN_ID = 50264
 ROBERTA_VOCAB_SIZE = 50265
 TRAINED_TOKENIZER_MASK_TOKEN_ID = 4
