@@ -189,8 +189,6 @@ def _load_predictor(args) -> tuple[object, object | None]:
         model, processor, task = load_checkpoint(model_dir, onnx=onnx_file, device=args.device)
         if task != RELATION_EXTRACTION:
             predictor = _document_predictor(DocumentPredictor, model, processor, task, dtype, args)
-    except UsageError:
-        raise
     except (OSError, ValueError, RuntimeError, AssertionError) as error:
         # torch reports a CUDA device on a CPU-only build with an AssertionError.
         raise UsageError(f"cannot load the model from {args.model} on --device {args.device}: {error}") from None
