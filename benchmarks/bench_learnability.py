@@ -28,6 +28,13 @@ queue holds `--queue-size` entries.
     python benchmarks/bench_learnability.py --dataset_dir ../shared/data/funsd --size study \
         --out benchmarks/results/learnability-study-funsd.json
 
+With `--pretrained` (a `examples/run_pretraining.py` output folder) every model starts from its pre-trained LayoutLMv3,
+ViT and RoBERTa and reads the pages with its tokenizer (`--random-encoders vision,text` keeps random aligners, for
+the comparison):
+
+    python benchmarks/bench_learnability.py --dataset_dir ../shared/data/funsd --pretrained outputs/pretrained-study \
+        --spatial-bias-init locality --out benchmarks/results/pretrained-study-cpu/learnability.json
+
 Writes the JSON (per objective: losses and chance levels per step, the final ratio), a `.md` table and a `.png` of
 loss / chance level against the step beside it.
 """
@@ -106,13 +113,22 @@ def train_objective_alone(
     return losses, chances
 
 
-def funsd_batch(dataset_dir: str, pages: int, size: str, max_length: int, queue_size: int, seed: int):
-    """(config, batch): the first `pages` FUNSD training forms, one window each, and a config of that size."""
+def funsd_batch(
+    dataset_dir: str, pages: int, size: str, max_length: int, queue_size: int, seed: int, pretrained: Path | None = None
+):
+    """(config, batch): the first `pages` FUNSD training forms, one window each, and a config of that size; with
+    `pretrained` (a `run_pretraining.py` output folder) the pages are prepared by its LayoutLMv3's tokenizer and image
+    processor, and the config is `None` (`pretrained_model` builds the model)."""
     forms = load_funsd(dataset_dir, splits=("train",))["train"].select(range(pages))
-    tokenizer = train_layoutlmv3_tokenizer(list(forms["words"]), vocab_size=2000, model_max_length=max_length)
-    config = AETNetConfig.from_preset(size, vocab_size=len(tokenizer), max_length=max_length, queue_size=queue_size)
-    side = config.layout_config.input_size
-    image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": side, "width": side})
+    if pretrained is None:
+        tokenizer = train_layoutlmv3_tokenizer(list(forms["words"]), vocab_size=2000, model_max_length=max_length)
+        config = AETNetConfig.from_preset(size, vocab_size=len(tokenizer), max_length=max_length, queue_size=queue_size)
+        side = config.layout_config.input_size
+        image_processor = LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": side, "width": side})
+    else:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(pretrained / "layoutlmv3")
+        image_processor = LayoutLMv3ImageProcessorPil.from_pretrained(pretrained / "layoutlmv3", apply_ocr=False)
+        config = None
     processor = AETNetProcessor(image_processor=image_processor, tokenizer=tokenizer)
     encoding = processor(
         list(forms["image"]),
@@ -128,6 +144,22 @@ def funsd_batch(dataset_dir: str, pages: int, size: str, max_length: int, queue_
     )
     keys = ("input_ids", "bbox", "attention_mask", "pixel_values")
     return config, {key: encoding[key] for key in keys}
+
+
+def pretrained_model(args: argparse.Namespace, name: str) -> AETNetModel:
+    """AETNetModel with objective `name` alone on the encoders of `args.pretrained` (those of `args.random_encoders`
+    with random weights), seeded like the from-scratch models."""
+    folder = args.pretrained
+    torch.manual_seed(args.seed)
+    return AETNetModel.from_encoders_pretrained(
+        str(folder / "layoutlmv3"),
+        str(folder / "vit"),
+        str(folder / "roberta"),
+        random_encoders=args.random_encoders,
+        alignment_objectives=[name],
+        queue_size=args.queue_size,
+        spatial_bias_init=args.spatial_bias_init,
+    ).train()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -148,8 +180,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=SPATIAL_BIAS_INITS,
         help="LayoutLMv3's 2D bias tables at the start (AETNetConfig.spatial_bias_init; default random)",
     )
+    parser.add_argument(
+        "--pretrained",
+        type=Path,
+        help="a run_pretraining.py output folder (layoutlmv3/, vit/, roberta/): start from its encoders and tokenizer "
+        "instead of random weights of --size",
+    )
+    parser.add_argument(
+        "--random-encoders",
+        default="",
+        help="with --pretrained: comma-separated encoders (layout, vision, text) that keep random weights",
+    )
     parser.add_argument("--out", type=Path, required=True, help="result JSON; .md and .png are written beside it")
     args = parser.parse_args(argv)
+    args.random_encoders = [name for name in args.random_encoders.split(",") if name]
+    if args.random_encoders and args.pretrained is None:
+        parser.error(f"--random-encoders {','.join(args.random_encoders)} needs --pretrained")
+    if args.pretrained is not None:
+        missing = [name for name in ("layoutlmv3", "vit", "roberta") if not (args.pretrained / name).is_dir()]
+        if missing:
+            parser.error(f"--pretrained {args.pretrained}: no {', '.join(missing)} folder (run_pretraining's output)")
     args.objectives = [name for name in args.objectives.split(",") if name]
     unknown = sorted(set(args.objectives) - set(registered_objectives()))
     if unknown or not args.objectives:
@@ -186,14 +236,20 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    config, batch = funsd_batch(args.dataset_dir, args.pages, args.size, args.max_length, args.queue_size, args.seed)
-    config.spatial_bias_init = args.spatial_bias_init
+    config, batch = funsd_batch(
+        args.dataset_dir, args.pages, args.size, args.max_length, args.queue_size, args.seed, args.pretrained
+    )
+    if config is not None:
+        config.spatial_bias_init = args.spatial_bias_init
     rows = []
     for name in args.objectives:
         start = time.perf_counter()
-        config.alignment_objectives = [name]
-        torch.manual_seed(args.seed)
-        model = AETNetModel(config).train()
+        if config is None:
+            model = pretrained_model(args, name)
+        else:
+            config.alignment_objectives = [name]
+            torch.manual_seed(args.seed)
+            model = AETNetModel(config).train()
         spreads = []
         losses, chances = train_objective_alone(model, batch, name, args.steps, args.learning_rate, spreads=spreads)
         ratio = ratio_to_chance(losses, chances)
@@ -244,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-__all__ = ["feature_spread", "funsd_batch", "main", "ratio_to_chance", "train_objective_alone"]
+__all__ = ["feature_spread", "funsd_batch", "main", "pretrained_model", "ratio_to_chance", "train_objective_alone"]
 
 
 if __name__ == "__main__":

@@ -36,7 +36,11 @@ one thing each:
   gates, so that the model starts as its baseline; the default, so the same as `aetnet`), `add` (the paper's
   full-scale addition) or `none` (the aligners are trained but never read by LayoutLMv3);
 - `aetnet-joint-clip`: AETNet with `--grad_clipping global`, the Trainer's clip of all gradients together instead
-  of the task's and the alignment side's each on their own.
+  of the task's and the alignment side's each on their own;
+- from pre-trained encoders (`-- --layout_model ... --vision_model ... --text_model ...`), `layoutlmv3-random`: the
+  plain LayoutLMv3 baseline with random weights of the same sizes and the same tokenizer (`--random_encoders layout
+  vision text`): what the pre-training buys; `aetnet-random-aligners`: AETNet on the pre-trained LayoutLMv3 with
+  random aligners (`--random_encoders vision text`).
 
 The script writes, under `--out`: `runs/<variant>-seed<seed>/` (each run's output folder and `log.txt`),
 `summary.json` (every run's scores, times, hardware and loss history, plus the command), `summary.md` (the task's
@@ -101,6 +105,9 @@ VARIANTS = {
     "aetnet-no-injection": ["--fusion_injection", "none"],
     # The Trainer's joint gradient clip instead of AETNet's clip by part (gradient_clipping.py).
     "aetnet-joint-clip": ["--grad_clipping", "global"],
+    # From pre-trained encoders (`-- --layout_model ... --vision_model ... --text_model ...`): what pre-training buys.
+    "layoutlmv3-random": ["--baseline", "layoutlmv3", "--random_encoders", "layout", "vision", "text"],
+    "aetnet-random-aligners": ["--random_encoders", "vision", "text"],
     **{f"+{name}": ["--alignment_objectives", *OBJECTIVES, name] for name in EXTRA_OBJECTIVES},
     **{
         f"{name}-only": ["--alignment_objectives", *OBJECTIVES, name, *VARIANTS_NO_ALIGNMENT]
@@ -116,6 +123,7 @@ OWNED_ARGUMENTS = (
     "--alignment_objectives",
     "--fusion_injection",
     "--grad_clipping",
+    "--random_encoders",
 )
 
 
@@ -358,7 +366,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python " + shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
+            # Called from another script (`argv` given), the command is still this script's.
+            "command": "python " + shlex.join(sys.argv if argv is None else ["benchmarks/compare.py", *argv]),
             # Where the runs ran (each run's own record; a summary may be written elsewhere from copied runs).
             "run_hardware": list({json.dumps(r["hardware"], sort_keys=True): r["hardware"] for r in runs}.values()),
             "software": sorted({f"torch {run['torch']}, transformers {run['transformers']}" for run in runs}),

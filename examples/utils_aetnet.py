@@ -34,25 +34,15 @@ import datasets
 import torch
 import transformers
 from hub_access import check_hub_access
-from transformers import (
-    HfArgumentParser,
-    LayoutLMv3ImageProcessorPil,
-    PreTrainedModel,
-    set_seed,
-)
+from transformers import HfArgumentParser, LayoutLMv3ImageProcessorPil, PreTrainedModel, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from aetnet import (
-    AETNetConfig,
-    AETNetPreTrainedModel,
-    AETNetProcessor,
-    AETNetTrainer,
-    AETNetTrainingArguments,
-)
+from aetnet import AETNetConfig, AETNetPreTrainedModel, AETNetProcessor, AETNetTrainer, AETNetTrainingArguments
 from aetnet.alignment import registered_objectives
 from aetnet.configuration_aetnet import ALIGNMENT_OBJECTIVES
 from aetnet.data import train_layoutlmv3_tokenizer
 from aetnet.data_collator import AETNetDataCollator
+from aetnet.modeling_aetnet_loading import ENCODERS
 from aetnet.tasks import TASKS, family_of_class, spec_of_class
 from aetnet.training import plot_loss_curves, save_custom_pipelines
 
@@ -72,6 +62,14 @@ class ModelArguments:
     )
     vision_model: str | None = field(default=None, metadata={"help": "ViT / DeiT checkpoint of the image aligner."})
     text_model: str | None = field(default=None, metadata={"help": "RoBERTa checkpoint of the text aligner."})
+    random_encoders: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Encoders of --layout_model ... that keep random weights (only their config and tokenizer are "
+            "read): to measure what pre-training buys.",
+            "choices": ["layout", "vision", "text"],
+        },
+    )
     model_size: str = field(
         default="tiny",
         metadata={
@@ -211,6 +209,8 @@ def build_processor_and_model(
         heads = [row.head_class_name() for row in TASKS.values()]
         raise ValueError(f"model_class must be one of {heads}, got {model_class}.")
     encoders = [model_args.layout_model, model_args.vision_model, model_args.text_model]
+    if model_args.random_encoders and not any(encoders):
+        raise ValueError(f"--random_encoders {' '.join(model_args.random_encoders)} applies to --layout_model ...")
     if model_args.model_name_or_path and any(encoders):
         raise ValueError("Give either --model_name_or_path or --layout_model/--vision_model/--text_model, not both.")
     new_config = _new_model_config(model_args, head_config)
@@ -229,8 +229,11 @@ def build_processor_and_model(
         if not all(encoders):
             raise ValueError(f"--layout_model, --vision_model and --text_model go together, got {encoders}.")
         processor = _pretrained_processor(model_args.layout_model)
-        model = model_class.from_encoders_pretrained(*encoders, **_label_kwargs(label_list), **new_config)
-        base_models = encoders
+        model = model_class.from_encoders_pretrained(
+            *encoders, random_encoders=model_args.random_encoders or (), **_label_kwargs(label_list), **new_config
+        )
+        # The model card names only the checkpoints whose weights the model starts from.
+        base_models = [path for name, path in zip(ENCODERS, encoders) if name not in (model_args.random_encoders or ())]
     else:
         processor, model = _from_scratch(model_args, model_class, train_words, max_seq_length, label_list, new_config)
         base_models = []

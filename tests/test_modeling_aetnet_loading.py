@@ -177,6 +177,36 @@ def test_from_encoders_pretrained(tester, tmp_path):
         torch.testing.assert_close(model(**inputs).logits, layout(**inputs).logits, rtol=0, atol=1e-5)
 
 
+def test_random_encoders_keep_the_sizes_but_not_the_weights(tester, tmp_path):
+    """`random_encoders` reads only the named checkpoints' configurations: those encoders get the random weights of a
+    model built from the same config with the same seed, the others their checkpoint's weights."""
+    paths = _save_components(tester, tmp_path)
+    options = dict(num_labels=tester.num_labels, fusion_injection="none", queue_size=tester.queue_size, embed_dim=16)
+    torch.manual_seed(0)
+    model = AETNetForTokenClassification.from_encoders_pretrained(
+        *(str(paths[name]) for name in ("layout", "vision", "text")), random_encoders=("layout", "text"), **options
+    )
+    torch.manual_seed(0)
+    scratch = AETNetForTokenClassification(model.config)
+    vision = ViTModel.from_pretrained(paths["vision"], add_pooling_layer=False)
+    layout = LayoutLMv3ForTokenClassification.from_pretrained(paths["layout"])
+    for param, source in zip(model.aetnet.vision_model.parameters(), vision.parameters()):
+        torch.testing.assert_close(param, source)
+    for module, random in (
+        (model.aetnet.layoutlmv3, scratch.aetnet.layoutlmv3),
+        (model.classifier, scratch.classifier),
+    ):
+        for param, expected in zip(module.parameters(), random.parameters()):
+            torch.testing.assert_close(param, expected)
+    assert not torch.equal(model.classifier.weight, layout.classifier.weight)
+    for param, param_m in zip(model.aetnet.text_model.parameters(), model.aetnet.text_model_m.parameters()):
+        torch.testing.assert_close(param_m, param)
+    with pytest.raises(ValueError, match=r"random_encoders: \['image'\] are not encoders"):
+        AETNetForTokenClassification.from_encoders_pretrained(
+            *(str(paths[name]) for name in ("layout", "vision", "text")), random_encoders=("image",), **options
+        )
+
+
 def test_layoutlmv3_no_grad_bias_tables_are_frozen_after_loading(tester, tmp_path):
     AETNetForTokenClassification(tester.get_config()).save_pretrained(tmp_path)
     loaded = AETNetForTokenClassification.from_pretrained(tmp_path)

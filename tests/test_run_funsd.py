@@ -330,3 +330,59 @@ print(type(labeller).__name__, len(results), json.dumps([w["label"] for w in res
     record = json.loads((output_dir / "predictions.jsonl").read_text().splitlines()[0])
     assert name == "DocumentTokenClassificationPipeline" and count == "2"
     assert json.loads(labels) == record["predicted_labels"]
+
+
+def test_random_encoders_keep_only_the_named_checkpoints_weights(tmp_path, monkeypatch):
+    """`--random_encoders vision text`: the pre-trained LayoutLMv3's weights, random aligners of the same sizes
+    (learning rate 0: nothing moves); without encoder checkpoints the option is an error that names it."""
+    layout, vision, text = make_encoders(tmp_path)
+    output_dir = tmp_path / "out"
+    argv = [
+        str(SCRIPT),
+        "--output_dir",
+        str(output_dir),
+        "--layout_model",
+        layout,
+        "--vision_model",
+        vision,
+        "--text_model",
+        text,
+        "--random_encoders",
+        "vision",
+        "text",
+        "--synthetic_train_size",
+        str(NUM_TRAIN),
+        "--synthetic_test_size",
+        "1",
+        "--max_steps",
+        "1",
+        "--learning_rate",
+        "0",
+        "--per_device_train_batch_size",
+        "2",
+        "--do_predict",
+        "False",
+        "--disable_tqdm",
+        "True",
+    ]
+    spec = importlib.util.spec_from_file_location("run_funsd", SCRIPT)
+    run_funsd = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "run_funsd", run_funsd)
+    spec.loader.exec_module(run_funsd)
+    monkeypatch.setattr(sys, "argv", argv)
+    threads = torch.get_num_threads()
+    try:
+        run_funsd.main()
+    finally:
+        torch.set_num_threads(threads)
+    model = AutoModelForTokenClassification.from_pretrained(output_dir)
+
+    def same(module, source):
+        return all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), source.state_dict().values()))
+
+    assert same(model.aetnet.layoutlmv3.encoder, LayoutLMv3Model.from_pretrained(layout).encoder)
+    assert not same(model.aetnet.text_model, RobertaModel.from_pretrained(text, add_pooling_layer=False))
+
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--output_dir", str(tmp_path / "x"), "--random_encoders", "text"])
+    with pytest.raises(ValueError, match="--random_encoders text applies to --layout_model"):
+        run_funsd.main()

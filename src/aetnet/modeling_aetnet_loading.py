@@ -22,11 +22,12 @@ imports only torch, transformers and its siblings, so that it ships as Hub remot
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, LayoutLMv3Model, PreTrainedModel
+from transformers import AutoConfig, AutoModel, LayoutLMv3Model, PreTrainedModel
 from transformers.utils import logging
 
 from .configuration_aetnet import AETNetConfig
@@ -103,14 +104,21 @@ def resync_momentum(base: nn.Module, missing_keys: list[str]) -> None:
     base.freeze_momentum()
 
 
+ENCODERS = ("layout", "vision", "text")
+
+
 def load_from_encoders(
     cls: type[PreTrainedModel],
     layout_model_name_or_path: str,
     vision_model_name_or_path: str,
     text_model_name_or_path: str,
+    random_encoders: Collection[str] = (),
     **kwargs: Any,
 ) -> PreTrainedModel:
     """The body of `AETNetPreTrainedModel.from_encoders_pretrained` (see there)."""
+    unknown = sorted(set(random_encoders) - set(ENCODERS))
+    if unknown:
+        raise ValueError(f"random_encoders: {unknown} are not encoders; choose among {list(ENCODERS)}")
     prefixed = {"layout_": {}, "vision_": {}, "text_": {}}
     config_kwargs = {}
     for key, value in kwargs.items():
@@ -127,35 +135,69 @@ def load_from_encoders(
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()
     try:
-        layout, layout_info = layout_class.from_pretrained(
-            layout_model_name_or_path, output_loading_info=True, **prefixed["layout_"]
-        )
-        vision = AutoModel.from_pretrained(vision_model_name_or_path, add_pooling_layer=False, **prefixed["vision_"])
-        text = AutoModel.from_pretrained(text_model_name_or_path, add_pooling_layer=False, **prefixed["text_"])
+        loaded = {
+            name: _load_encoder(
+                layout_class if name == "layout" else AutoModel, path, prefixed[f"{name}_"], name in random_encoders
+            )
+            for name, path in zip(
+                ENCODERS, (layout_model_name_or_path, vision_model_name_or_path, text_model_name_or_path)
+            )
+        }
     finally:
         logging.set_verbosity(verbosity)
+    (layout_config, layout, layout_info), (vision_config, vision, _), (text_config, text, _) = (
+        loaded[name] for name in ENCODERS
+    )
     resized = [k[0] if isinstance(k, tuple) else str(k) for k in layout_info.get("mismatched_keys", [])]
     new_head = sorted({*layout_info.get("missing_keys", []), *resized})
 
     config = AETNetConfig(
-        layout_config=layout.config.to_dict(),
-        vision_config=vision.config.to_dict(),
-        text_config=text.config.to_dict(),
+        layout_config=layout_config.to_dict(),
+        vision_config=vision_config.to_dict(),
+        text_config=text_config.to_dict(),
         **config_kwargs,
     )
     model = cls(config)
     base = model.base_model
-    base.layoutlmv3.load_state_dict((layout if layout_class is LayoutLMv3Model else layout.layoutlmv3).state_dict())
-    base.vision_model.load_state_dict(vision.state_dict())
-    base.text_model.load_state_dict(text.state_dict())
-    for name in getattr(model, "task_head_names", ()):
-        getattr(model, name).load_state_dict(getattr(layout, name).state_dict())
+    # A random encoder keeps the weights AETNet's own initialisation just gave it (those of a model built from scratch).
+    if layout is not None:
+        base.layoutlmv3.load_state_dict((layout if layout_class is LayoutLMv3Model else layout.layoutlmv3).state_dict())
+        for name in getattr(model, "task_head_names", ()):
+            getattr(model, name).load_state_dict(getattr(layout, name).state_dict())
+    if vision is not None:
+        base.vision_model.load_state_dict(vision.state_dict())
+    if text is not None:
+        base.text_model.load_state_dict(text.state_dict())
     base.copy_params()
     head = f" and the task head ({', '.join(new_head)})" if new_head else ""
+    randomised = f"; random weights for {', '.join(sorted(random_encoders))}" if random_encoders else ""
     logger.warning(
-        f"Newly initialised: the AETNet projections (vision_proj, text_proj){head}. Fine-tune before using the model."
+        f"Newly initialised: the AETNet projections (vision_proj, text_proj){head}{randomised}. "
+        "Fine-tune before using the model."
     )
     return model
+
+
+# `from_pretrained` options that also say where a configuration is (the others concern weights).
+_LOCATION_OPTIONS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "trust_remote_code")
+
+
+def _load_encoder(
+    model_class: type, name_or_path: str, options: dict[str, Any], random: bool
+) -> tuple[Any, nn.Module | None, dict]:
+    """An encoder's configuration, its loaded model (`None` when `random`: only the configuration is read) and, for
+    LayoutLMv3, its loading info (which head weights are new)."""
+    if random:
+        config_class = AutoConfig if model_class is AutoModel else model_class.config_class
+        config = config_class.from_pretrained(
+            name_or_path, **{k: v for k, v in options.items() if k in _LOCATION_OPTIONS}
+        )
+        return config, None, {}
+    if model_class is AutoModel:
+        model = model_class.from_pretrained(name_or_path, add_pooling_layer=False, **options)
+        return model.config, model, {}
+    model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **options)
+    return model.config, model, info
 
 
 class AETNetCheckpointMixin:
@@ -222,6 +264,7 @@ class AETNetCheckpointMixin:
         layout_model_name_or_path: str,
         vision_model_name_or_path: str,
         text_model_name_or_path: str,
+        random_encoders: Collection[str] = (),
         **kwargs,
     ):
         """
@@ -229,15 +272,25 @@ class AETNetCheckpointMixin:
         (its task head too, when the checkpoint has a compatible one), a ViT/DeiT and a RoBERTa. Momentum encoders
         start equal to the online ones; the projections are new and untrained.
 
+        `random_encoders` names encoders among `"layout"`, `"vision"` and `"text"` whose checkpoint gives only its
+        configuration: they keep AETNet's random initialisation (LayoutLMv3's task head too), so that a model with and
+        one without pre-training have the same sizes and tokenizer, e.g. to measure what pre-training buys.
+
         Keyword arguments prefixed `layout_`, `vision_` or `text_` go to the matching `from_pretrained` (e.g.
         `vision_revision="main"`); the others are `AETNetConfig` fields (`num_labels`, `id2label`, `queue_size`...).
         """
         return load_from_encoders(
-            cls, layout_model_name_or_path, vision_model_name_or_path, text_model_name_or_path, **kwargs
+            cls,
+            layout_model_name_or_path,
+            vision_model_name_or_path,
+            text_model_name_or_path,
+            random_encoders=random_encoders,
+            **kwargs,
         )
 
 
 __all__ = [
+    "ENCODERS",
     "AETNetCheckpointMixin",
     "CheckpointMismatchError",
     "check_checkpoint",
