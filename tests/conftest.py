@@ -102,6 +102,36 @@ def tiny_documents(count: int = 4, seq_len: int = 10, image: int = 16, num_label
     return documents
 
 
+def save_tiny_encoders(root: Path, words: list[str]) -> list[str]:
+    """Tiny local LayoutLMv3 (with a tokenizer trained on `words` and a 16 px image processor), ViT and RoBERTa
+    checkpoints in `root/layoutlmv3`, `root/vit` and `root/roberta` (`run_pretraining.py`'s layout); their paths."""
+    from transformers import (
+        LayoutLMv3Config,
+        LayoutLMv3ImageProcessorPil,
+        LayoutLMv3Model,
+        RobertaConfig,
+        RobertaModel,
+        ViTConfig,
+        ViTModel,
+    )
+
+    from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
+
+    tokenizer = train_layoutlmv3_tokenizer([" ".join(words)] * 2, vocab_size=400)
+    shared = dict(hidden_size=36, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37)
+    paths = [root / "layoutlmv3", root / "vit", root / "roberta"]
+    LayoutLMv3Model(
+        LayoutLMv3Config(
+            **shared, vocab_size=len(tokenizer), coordinate_size=6, shape_size=6, input_size=16, patch_size=4
+        )
+    ).save_pretrained(paths[0])
+    tokenizer.save_pretrained(paths[0])
+    LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": 16, "width": 16}).save_pretrained(paths[0])
+    ViTModel(ViTConfig(**shared, image_size=16, patch_size=4), add_pooling_layer=False).save_pretrained(paths[1])
+    RobertaModel(RobertaConfig(**shared, vocab_size=len(tokenizer)), add_pooling_layer=False).save_pretrained(paths[2])
+    return [str(path) for path in paths]
+
+
 def free_port() -> int:
     """A free local TCP port, for the rendezvous of the tests' 2-process gloo groups."""
     with socket.socket() as sock:

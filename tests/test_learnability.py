@@ -132,3 +132,34 @@ def test_the_benchmark_runs_each_objective_alone_on_real_funsd_pages(tmp_path):
     assert (out.with_suffix(".md")).read_text().count("\n") == 4 and out.with_suffix(".png").stat().st_size > 5000
     spreads = [spread for row in result["rows"] for spread in row["image_spread"] + row["text_spread"]]
     assert all(-1e-6 <= spread <= 2.0 for spread in spreads)  # 1 - cos, up to rounding
+
+
+@pytest.mark.shared_data
+def test_the_benchmark_starts_from_pretrained_encoders_or_random_aligners(tmp_path):
+    """`--pretrained` reads the pages with the pre-trained LayoutLMv3's tokenizer and starts every objective's model
+    from the saved encoders; `--random-encoders vision,text` changes the aligners' start, not LayoutLMv3's."""
+    from bench_learnability import main
+    from conftest import save_tiny_encoders
+
+    save_tiny_encoders(tmp_path / "pretrained", ["total", "date", "name", "form"])
+    argv = ["--dataset_dir", str(FUNSD_DIR), "--pretrained", str(tmp_path / "pretrained"), "--pages", "2"]
+    argv += ["--max-length", "32", "--steps", "2", "--objectives", "ditc"]
+    pretrained = main([*argv, "--out", str(tmp_path / "a.json")])["rows"][0]
+    random = main([*argv, "--random-encoders", "vision,text", "--out", str(tmp_path / "b.json")])["rows"][0]
+    assert len(pretrained["losses"]) == len(random["losses"]) == 2
+    assert pretrained["image_spread"][0] != pytest.approx(random["image_spread"][0], rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--random-encoders", "vision"], "--random-encoders vision needs --pretrained"),
+        (["--pretrained", "nowhere"], "--pretrained nowhere: no layoutlmv3, vit, roberta folder"),
+    ],
+)
+def test_benchmark_arguments_name_the_bad_value(argv, message, tmp_path, capsys):
+    from bench_learnability import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--dataset_dir", "x", "--out", str(tmp_path / "o.json"), *argv])
+    assert message in capsys.readouterr().err

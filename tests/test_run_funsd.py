@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_tiny_encoders
 from PIL import Image
 from transformers import (
     AutoModel,
@@ -199,19 +200,7 @@ def test_output_reloads_and_reproduces_the_predictions(run):
 def make_encoders(root: Path) -> list[str]:
     """Tiny local LayoutLMv3 (with tokenizer and image processor), ViT and RoBERTa checkpoints."""
     words = [word for doc in load_synthetic_funsd(NUM_TRAIN, 1, seed=SEED)["train"]["words"] for word in doc]
-    tokenizer = train_layoutlmv3_tokenizer([" ".join(words)] * 2, vocab_size=400)
-    shared = dict(hidden_size=36, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37)
-    paths = [root / "layoutlmv3", root / "vit", root / "roberta"]
-    LayoutLMv3Model(
-        LayoutLMv3Config(
-            **shared, vocab_size=len(tokenizer), coordinate_size=6, shape_size=6, input_size=16, patch_size=4
-        )
-    ).save_pretrained(paths[0])
-    tokenizer.save_pretrained(paths[0])
-    LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": 16, "width": 16}).save_pretrained(paths[0])
-    ViTModel(ViTConfig(**shared, image_size=16, patch_size=4), add_pooling_layer=False).save_pretrained(paths[1])
-    RobertaModel(RobertaConfig(**shared, vocab_size=len(tokenizer)), add_pooling_layer=False).save_pretrained(paths[2])
-    return [str(path) for path in paths]
+    return save_tiny_encoders(root, words)
 
 
 def test_starts_from_three_encoder_checkpoints(tmp_path, monkeypatch):

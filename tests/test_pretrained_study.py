@@ -1,0 +1,74 @@
+# Copyright 2025 The aetnet developers.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""benchmarks/pretrained_study.py: the study's stages, their skip rules and the arguments every run gets."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import compare  # noqa: E402
+import pretrained_study  # noqa: E402
+
+
+def test_every_variant_of_the_protocol_is_a_compare_variant():
+    assert set(pretrained_study.VARIANTS) <= set(compare.VARIANTS)
+    assert pretrained_study.HEADLINE == ["layoutlmv3-random", "layoutlmv3", "aetnet"]
+    assert compare.VARIANTS["layoutlmv3-random"][-3:] == ["layout", "vision", "text"]
+
+
+@pytest.mark.parametrize("task", ["funsd", "sroie", "funsd_re", "rvlcdip"])
+def test_every_run_starts_from_the_pretrained_weights_and_reads_only_its_data(task, tmp_path):
+    args = pretrained_study.parse_args(["--out", str(tmp_path), "--pretrained", str(tmp_path / "pt")])
+    script_args = pretrained_study.task_arguments(args, task)
+    weights = {flag: script_args[script_args.index(flag) + 1] for flag in ("--layout_model", "--vision_model")}
+    assert weights == {
+        "--layout_model": str(tmp_path / "pt" / "layoutlmv3"),
+        "--vision_model": str(tmp_path / "pt" / "vit"),
+    }
+    assert script_args[script_args.index("--dataset_dir") + 1].startswith(str(args.data))
+    # compare.py refuses the arguments it sets per run: none of them may be here
+    assert not [arg for arg in script_args if arg in compare.OWNED_ARGUMENTS]
+
+
+def test_stages_skip_what_is_finished_and_need_a_complete_pretraining(tmp_path, monkeypatch):
+    folder = tmp_path / "pt"
+    argv = ["--out", str(tmp_path / "out"), "--pretrained", str(folder)]
+    with pytest.raises(SystemExit, match=f"funsd: {folder} holds no complete pre-training"):
+        pretrained_study.main([*argv, "--stages", "funsd"])
+    for name in pretrained_study.COMPONENT_FOLDERS:
+        (folder / name).mkdir(parents=True)
+        assert not pretrained_study.pretrained_complete(folder)
+        (folder / name / "all_results.json").write_text("{}")
+    assert pretrained_study.pretrained_complete(folder)
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(pretrained_study.subprocess, "run", no_run)
+    monkeypatch.setattr(pretrained_study.bench_learnability, "main", no_run)
+    for name in ("pretrained", "random-aligners"):
+        (tmp_path / "out" / f"learnability-{name}.json").parent.mkdir(exist_ok=True)
+        (tmp_path / "out" / f"learnability-{name}.json").write_text("{}")
+    pretrained_study.main([*argv, "--stages", "pretrain,learnability"])
+
+
+def test_unknown_stage_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        pretrained_study.parse_args(["--out", str(tmp_path), "--stages", "funsd,pretraining"])
+    assert "--stages: unknown ['pretraining']" in capsys.readouterr().err
