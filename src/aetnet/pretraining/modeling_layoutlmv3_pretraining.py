@@ -47,6 +47,7 @@ from transformers.utils import TransformersKwargs
 from ..alignment import prior_entropy
 from ..objective_xmm_text import TiedLMHead
 from ..spatial_bias import locality_bias_
+from .chance_levels import masked_token_entropy
 from .configuration_layoutlmv3_pretraining import LayoutLMv3PreTrainingConfig
 from .masking import mim_targets
 
@@ -289,8 +290,7 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
         """
         levels = {}
         if batch.get("mlm_labels") is not None:
-            labels = batch["mlm_labels"]
-            levels["mlm"] = prior_entropy(torch.bincount(labels[labels != -100].cpu()))
+            levels["mlm"] = masked_token_entropy(batch["mlm_labels"])
             levels["mlm_uniform"] = math.log(self.config.vocab_size)
         if batch.get("bool_masked_pos") is not None:
             targets = mim_targets(batch["pixel_values"], self.patch_size, self.config.mim_target).flatten(0, 1)
