@@ -183,6 +183,10 @@ def test_bad_input_names_the_argument_and_value(pages, tmp_path, monkeypatch):
         run(monkeypatch, "--train_dirs", tmp_path / "empty", *output)
     with pytest.raises(ValueError, match=r"--per_device_train_batch_size 64: the vit corpus has 6 example\(s\)"):
         run(monkeypatch, "--train_dirs", pages, "--components", "vit", *output, "--per_device_train_batch_size", 64)
+    with pytest.raises(ValueError, match=r"--config_overrides 'hidden_dropout_prob=0,nope=1': 'nope=1' is no"):
+        run(monkeypatch, "--train_dirs", pages, "--config_overrides", "hidden_dropout_prob=0,nope=1", *output)
+    with pytest.raises(ValueError, match="--chance_level_batches -1: give 0"):
+        run(monkeypatch, "--train_dirs", pages, "--chance_level_batches", -1, *output)
     with pytest.raises(ValueError, match="--streaming .* give --max_steps"):
         run(monkeypatch, "--train_dirs", pages, "--streaming", "--output_dir", tmp_path / "out")
     write_pages(tmp_path / "scans", count=1, words=None)
