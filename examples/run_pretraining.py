@@ -34,7 +34,9 @@ images and PDFs whose words come from the text layer or Tesseract) or a `dataset
 a benchmark evaluates on are never read. `--streaming` reads the pages while training, for corpora larger than
 memory; several processes (`torchrun`, `accelerate launch`) then share each batch that the first one reads. Without
 `--tokenizer_name` (or `--layout_model`) a byte-level BPE tokenizer is trained on the corpus. A rerun resumes every
-component from its last checkpoint.
+component from its last checkpoint. Each component's results (`all_results.json`) and loss-curve plot carry the chance
+level of each of its objectives (the loss of a model that ignores the page), averaged over the first
+`--chance_level_batches` batches.
 
     python examples/run_pretraining.py --train_dirs ../shared/data/vrdu-pages ../shared/data/sroie \
         --text_files ../shared/data/docvqa-text/val.jsonl --model_size study --output_dir outputs/pretrained-study

@@ -42,8 +42,9 @@ class PreTrainingTrainer(Trainer):
       language model such as `RobertaForMaskedLM`, the masked patches (`bool_masked_pos`) of a masked image model
       such as `ViTForMaskedImageModeling` (whose mean loss is rescaled to the step's count). Two processes with half
       a batch each, or two accumulated half batches, so make the update of one whole batch: the mean of per-batch
-      means would weigh a batch with few masked items like one with many. Where a launcher pads the last batch of
-      an epoch with repeated examples to share it evenly, the repeats lose their labels and count for nothing;
+      means would weigh a batch with few masked items like one with many (with `average_tokens_across_devices=False`
+      the counts stay per process: each process's mean, averaged). Where a launcher pads the last batch of an epoch
+      with repeated examples to share it evenly, the repeats lose their labels and count for nothing;
     - each objective's unweighted loss (`mlm_loss`, `mim_loss`, `wpa_loss` of the model's output, when computed)
       is logged as `loss_mlm` ... next to `loss`: in training, the mean over each step's items, averaged over the
       logging interval; in evaluation (`eval_loss_mlm` ...), the mean of the per-batch means;
@@ -118,14 +119,17 @@ class PreTrainingTrainer(Trainer):
         for i, name in enumerate(names):
             if name in counts:
                 table[0, i], table[1, i] = counts[name].float(), 1.0
-        if self.args.world_size > 1:
+        across = self.args.world_size > 1 and self.args.average_tokens_across_devices
+        if across:
             table = self.accelerator.gather(table[None]).sum(dim=0)
         self._step_items = {name: table[0, i] for i, name in enumerate(names) if table[1, i] > 0}
         # The loss is normalised over the whole step: not divided again by the accumulation steps.
         self.loss_is_scaled_for_ga = bool(self._step_items)
-        if self._step_items and self.accelerator.is_main_process:
+        # Across processes, each holds its share of the step's mean and the step counts once; else each holds its
+        # own mean, and the logged term is the mean over the processes.
+        if self._step_items and (self.accelerator.is_main_process or not across):
             for name in OBJECTIVE_LOSSES:
-                if name in self._step_items:  # each step's term counts once, whatever the processes
+                if name in self._step_items:
                     self._term_counts["train"][name] = self._term_counts["train"].get(name, 0) + 1
         return batches, None
 
@@ -179,7 +183,7 @@ class PreTrainingTrainer(Trainer):
         if items and "loss" in items:  # a stock model's mean over this micro-batch's items
             local = self.count_objective_items(inputs)["loss"].to(loss.device)
             loss = loss * local / items["loss"].clamp(min=1)
-        if items:
+        if items and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes
         self._accumulate_terms(outputs, "train" if model.training else "eval", per_step=bool(items))
         return (loss, outputs) if return_outputs else loss
