@@ -34,7 +34,9 @@ images and PDFs whose words come from the text layer or Tesseract) or a `dataset
 a benchmark evaluates on are never read. `--streaming` reads the pages while training, for corpora larger than
 memory; several processes (`torchrun`, `accelerate launch`) then share each batch that the first one reads. Without
 `--tokenizer_name` (or `--layout_model`) a byte-level BPE tokenizer is trained on the corpus. A rerun resumes every
-component from its last checkpoint.
+component from its last checkpoint. Each component's results (`all_results.json`) and loss-curve plot carry the chance
+level of each of its objectives (the loss of a model that ignores the page), averaged over the first
+`--chance_level_batches` batches.
 
     python examples/run_pretraining.py --train_dirs ../shared/data/vrdu-pages ../shared/data/sroie \
         --text_files ../shared/data/docvqa-text/val.jsonl --model_size study --output_dir outputs/pretrained-study
@@ -64,10 +66,12 @@ from utils_pretraining import (
     PreTrainingDataArguments,
     PreTrainingModelArguments,
     StreamResumeCallback,
+    apply_config_overrides,
     as_dataset,
     build_tokenizer,
     component_examples,
     dataset_rows,
+    first_batches,
     image_processor_of,
     text_examples,
 )
@@ -79,6 +83,7 @@ from aetnet.pretraining import (
     DataCollatorForSimMIM,
     LayoutLMv3ForPreTraining,
     PreTrainingTrainer,
+    average_chance_levels,
     pretraining_configs,
 )
 from aetnet.training import plot_loss_curves
@@ -88,6 +93,13 @@ check_min_version("5.23.0")
 require_version("datasets>=3", "pip install 'aetnet[examples]'")
 
 logger = logging.getLogger(__name__)
+
+# The title of each component's loss-curve plot.
+PLOT_TITLES = {
+    "layoutlmv3": "LayoutLMv3 pre-training losses (MLM, MIM, WPA)",
+    "vit": "ViT pre-training loss (SimMIM)",
+    "roberta": "RoBERTa pre-training loss (MLM)",
+}
 
 
 def check_arguments(model_args, data_args, training_args) -> list[str]:
@@ -105,6 +117,8 @@ def check_arguments(model_args, data_args, training_args) -> list[str]:
         )
     if not has_pages and not data_args.text_files:
         raise ValueError("No input: give --train_dirs, --dataset_name or --text_files")
+    if data_args.chance_level_batches < 0:
+        raise ValueError(f"--chance_level_batches {data_args.chance_level_batches}: give 0 (none) or more batches")
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("--streaming reads a corpus of unknown length: give --max_steps")
     return [c for c in COMPONENTS if c in model_args.components]
@@ -174,6 +188,24 @@ def check_batch(dataset, streaming: bool, items: list, training_args, component:
         )
 
 
+def component_chance_levels(component: str, trainer, tokenizer, data_args, training_args) -> dict[str, float]:
+    """Each objective's chance level, averaged over the first `--chance_level_batches` training batches, masked as
+    the run's first batches are (a fresh collator of the run's seed): the loss of a model that ignores the page."""
+    if data_args.chance_level_batches <= 0 or not trainer.is_world_process_zero():
+        return {}
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    collator = component_collator(component, model, tokenizer, data_args, training_args.seed)
+    batches = first_batches(
+        trainer.train_dataset,
+        collator,
+        training_args.per_device_train_batch_size,
+        data_args.chance_level_batches,
+    )
+    levels = average_chance_levels(model, batches)
+    logger.info(f"{component}: chance levels over {len(batches)} batch(es): {levels}")
+    return levels
+
+
 def main():
     parser = HfArgumentParser((PreTrainingModelArguments, PreTrainingDataArguments, PreTrainingArguments))
     model_args, data_args, training_args = parse_arguments(parser)
@@ -202,6 +234,7 @@ def main():
     configs = pretraining_configs(
         model_args.model_size, vocab_size=len(tokenizer), max_length=model_args.max_seq_length
     )
+    apply_config_overrides(configs, model_args.config_overrides)
     if model_args.layout_model:  # continued pre-training keeps the checkpoint's page size
         configs = configs._replace(
             layout=LayoutLMv3ForPreTraining.config_class.from_pretrained(model_args.layout_model)
@@ -261,12 +294,18 @@ def main():
         metrics["skipped_pages"] = sum(source.skipped.values())
         if source.skipped:
             logger.warning(f"{component}: pages left out: {dict(source.skipped)}")
+        # Read by the first process only, which writes the results and the plot.
+        levels = component_chance_levels(component, trainer, tokenizer, data_args, training_args)
+        metrics.update({f"chance_level_{name}": value for name, value in levels.items()})
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
         if trainer.is_world_process_zero():
             curves = plot_loss_curves(
-                trainer.state.log_history, os.path.join(training_args.output_dir, "loss_curves.png")
+                trainer.state.log_history,
+                os.path.join(training_args.output_dir, "loss_curves.png"),
+                title=PLOT_TITLES[component],
+                levels=levels,
             )
             if curves:
                 logger.info(f"{component}: loss curves written to {curves}")

@@ -18,6 +18,7 @@ pages, RoBERTa text chunks), in memory or streamed, and the tokenizer trained on
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import Counter
@@ -73,6 +74,13 @@ class PreTrainingModelArguments:
     )
     tokenizer_vocab_size: int = field(default=8000, metadata={"help": "Vocabulary of a tokenizer trained here."})
     max_seq_length: int = field(default=512, metadata={"help": "Tokens per LayoutLMv3 window and RoBERTa chunk."})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Settings of the models trained from random weights, e.g. "
+            "hidden_dropout_prob=0,attention_probs_dropout_prob=0 (each applies to the components whose config has it)."
+        },
+    )
 
 
 @dataclass
@@ -100,6 +108,12 @@ class PreTrainingDataArguments:
     mim_probability: float = field(default=0.4, metadata={"help": "LayoutLMv3's share of masked patches."})
     text_mlm_probability: float = field(default=0.15, metadata={"help": "RoBERTa's share of masked tokens."})
     mask_ratio: float = field(default=0.6, metadata={"help": "ViT's (SimMIM) share of masked cells."})
+    chance_level_batches: int = field(
+        default=8,
+        metadata={
+            "help": "First training batches (masked with the run's seed) whose chance levels are averaged; 0: none."
+        },
+    )
 
 
 @dataclass
@@ -262,6 +276,32 @@ def build_tokenizer(model_args: PreTrainingModelArguments, words: Iterator[list[
     return tokenizer
 
 
+def apply_config_overrides(configs, overrides: str | None) -> None:
+    """Set `--config_overrides` (`key=value,...`, as transformers' `run_mlm.py`) on each config that has the key; a
+    key that none of them has is an error."""
+    if not overrides:
+        return
+    pairs = [pair.split("=", 1) for pair in overrides.split(",")]
+    for pair in pairs:
+        if len(pair) != 2 or not any(hasattr(config, pair[0]) for config in configs):
+            raise ValueError(f"--config_overrides {overrides!r}: {'='.join(pair)!r} is no `key=value` of a config")
+    for config in configs:
+        own = ",".join(f"{key}={value}" for key, value in pairs if hasattr(config, key))
+        if own:
+            config.update_from_string(own)
+
+
+def first_batches(dataset, collator, batch_size: int, num_batches: int) -> list[dict]:
+    """The first `num_batches` batches of `batch_size` examples of `dataset` (in memory or streamed), in the
+    dataset's order, collated by `collator` (a fresh one: the masks of its seed's first batches)."""
+    if isinstance(dataset, datasets.IterableDataset):
+        examples = list(itertools.islice(iter(dataset), batch_size * num_batches))
+    else:
+        examples = [dataset[i] for i in range(min(len(dataset), batch_size * num_batches))]
+    chunks = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
+    return [collator(chunk) for chunk in chunks if chunk]
+
+
 def image_processor_of(size: int) -> LayoutLMv3ImageProcessorPil:
     """Pages as `size` x `size` pixels, normalised as LayoutLMv3 does (also the ViT's input in AETNet)."""
     return LayoutLMv3ImageProcessorPil(apply_ocr=False, size={"height": size, "width": size})
@@ -341,10 +381,12 @@ __all__ = [
     "PreTrainingModelArguments",
     "StreamResumeCallback",
     "ExampleSource",
+    "apply_config_overrides",
     "as_dataset",
     "build_tokenizer",
     "component_examples",
     "dataset_rows",
+    "first_batches",
     "image_processor_of",
     "layout_windows",
     "text_chunks",

@@ -42,6 +42,7 @@ from aetnet.pretraining import (
     MaskingStepCallback,
     PreTrainingTrainer,
     build_pretraining_models,
+    chance_levels,
     pretraining_configs,
 )
 
@@ -165,10 +166,56 @@ def test_pixel_target_uses_l1(batch):
 
 def test_chance_levels(models, batch):
     levels = models.layout.chance_levels(batch)
-    assert set(levels) == {"mlm", "mim", "wpa"}
-    assert 0 < levels["mlm"] <= math.log(VOCAB_SIZE) and 0 < levels["wpa"] <= math.log(2) + 1e-9
+    assert set(levels) == {"mlm", "mlm_uniform", "mim", "wpa"}
+    assert 0 < levels["mlm"] < levels["mlm_uniform"] == pytest.approx(math.log(VOCAB_SIZE))
+    assert 0 < levels["wpa"] <= math.log(2) + 1e-9
     assert 0.9 < levels["mim"] <= 1.0  # standardised noise patches: about 1 per value around the mean patch
     assert "mlm" not in models.layout.chance_levels({k: v for k, v in batch.items() if k != "mlm_labels"})
+
+
+def _entropy(*counts: int) -> float:
+    total = sum(counts)
+    return -sum(c / total * math.log(c / total) for c in counts)
+
+
+def test_chance_levels_of_a_hand_built_batch(models):
+    # Masked tokens 5, 5, 7, 9, 9; WPA labels three 1 and one 0; pages of 0s and of 1s, 16 patches each.
+    batch = {
+        "input_ids": torch.tensor([[0, 4, 4, 6], [4, 8, 4, 4]]),
+        "mlm_labels": torch.tensor([[-100, 5, 5, -100], [7, -100, 9, 9]]),
+        "wpa_labels": torch.tensor([[1, 1, 0, -100], [1, -100, -100, -100]]),
+        "pixel_values": torch.stack([torch.zeros(3, 16, 16), torch.ones(3, 16, 16)]),
+        "bool_masked_pos": torch.zeros(2, 16, dtype=torch.bool),
+    }
+    levels = models.layout.chance_levels(batch)
+    assert levels["mlm"] == pytest.approx(_entropy(2, 1, 2))
+    assert levels["mlm_uniform"] == pytest.approx(math.log(VOCAB_SIZE))
+    assert levels["wpa"] == pytest.approx(_entropy(3, 1))  # not log 2
+    assert levels["mim"] == pytest.approx(0.0)  # a uniform patch normalises to zeros: the mean patch is exact
+    pixels = _models(mim_target="pixels").layout.chance_levels(batch)
+    assert pixels["mim"] == pytest.approx(0.5)  # half the patches 0, half 1: the median (0) is off by 0.5
+    # The aligners' stock models: RoBERTa's masked tokens; the ViT's masked pixels, all of the page of 0s and a
+    # quarter of the page of 1s (64 of 320 pixels per channel are 1s: median 0, mean error 0.2).
+    assert chance_levels(models.text, {"labels": batch["mlm_labels"]}) == pytest.approx(
+        {"mlm": _entropy(2, 1, 2), "mlm_uniform": math.log(VOCAB_SIZE)}
+    )
+    masked = torch.tensor([[True] * 16, [True] * 4 + [False] * 12])
+    level = chance_levels(models.vision, {"pixel_values": batch["pixel_values"], "bool_masked_pos": masked})
+    assert level == pytest.approx({"mim": 4 / 20})
+
+
+def test_losses_over_the_items_of_the_whole_step(models, batch):
+    """Split in two, with each objective's count over both halves, the halves' losses add up to the whole's."""
+    model = models.layout.train()
+    whole = model(**batch)
+    halves = [{key: value[rows] for key, value in batch.items()} for rows in (slice(0, 1), slice(1, 3))]
+    counts = [LayoutLMv3ForPreTraining.count_objective_items(half) for half in halves]
+    items = {name: counts[0][name] + counts[1][name] for name in counts[0]}
+    assert items == LayoutLMv3ForPreTraining.count_objective_items(batch)
+    outputs = [model(**half, num_items_per_objective=items) for half in halves]
+    for name in ("loss", "mlm_loss", "mim_loss", "wpa_loss"):
+        total = sum(getattr(output, name) for output in outputs)
+        assert total.item() == pytest.approx(getattr(whole, name).item(), rel=1e-5), name
 
 
 def test_locality_prior_of_the_spatial_tables(models):

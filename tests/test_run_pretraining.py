@@ -68,6 +68,18 @@ def test_every_component_is_saved_ready_for_the_example_scripts(pages, tmp_path,
             assert (folder / name).is_file(), f"{component}/{name}"
     assert {"loss_mlm", "loss_mim", "loss_wpa"} <= set(logged(output)[0])
     assert metrics["layoutlmv3"]["skipped_pages"] == 0
+    # The chance levels of the first batches, in each component's results (and drawn on its loss curves).
+    levels = {
+        "layoutlmv3": {"mlm", "mlm_uniform", "mim", "wpa"},
+        "vit": {"mim"},
+        "roberta": {"mlm", "mlm_uniform"},
+    }
+    for component, names in levels.items():
+        results = json.loads((output / component / "all_results.json").read_text())
+        assert {key[13:] for key in results if key.startswith("chance_level_")} == names, component
+        assert all(results[f"chance_level_{name}"] > 0 for name in names), component
+    layout = json.loads((output / "layoutlmv3" / "all_results.json").read_text())
+    assert layout["chance_level_mlm"] < layout["chance_level_mlm_uniform"]
     assert (output / "tokenizer" / "tokenizer.json").is_file() and (output / "processor").is_dir()
 
     from utils_aetnet import _pretrained_processor
@@ -114,16 +126,39 @@ def test_resumed_run_continues_masks_and_data_order(pages, tmp_path, monkeypatch
         assert [entry["loss"] for entry in resumed] == pytest.approx([entry["loss"] for entry in whole], rel=1e-5)
 
 
-def test_two_streaming_processes_read_each_page_once_and_match_one(pages, tmp_path, monkeypatch):
-    # 6 pages give about 24 windows: 8 steps of 4 windows cross an epoch boundary.
-    arguments = ["--train_dirs", pages, "--components", "layoutlmv3", "--streaming", "--max_steps", 8]
-    arguments += ["--save_strategy", "no"]
-    run(monkeypatch, *arguments, "--per_device_train_batch_size", 4, "--output_dir", tmp_path / "one")
-    beside = Path(sys.executable).parent / "torchrun"
-    torchrun = str(beside) if beside.exists() else shutil.which("torchrun") or "torchrun"
+# 6 pages give 21 windows: 8 global batches of 4 windows cross an epoch boundary after a last batch of 1, which the
+# launcher pads with a repeated window for the second process (that repeat must count for nothing). No dropout, so
+# that the processes' halves compute what one process computes on the whole batch.
+DISTRIBUTED = ["--components", "layoutlmv3", "--streaming", "--max_steps", 8, "--save_strategy", "no"]
+DISTRIBUTED += ["--config_overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0"]
+LAUNCHERS = {
+    "torchrun": ["torchrun", "--nproc_per_node", "2"],
+    # `--cpu` would start a single process; `--multi_gpu` starts DDP, over gloo on a machine without a GPU.
+    "accelerate": ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    + ["--mixed_precision", "no", "--dynamo_backend", "no"],
+}
+
+
+@pytest.fixture(scope="module")
+def one_streaming_process(pages, tmp_path_factory) -> list[dict]:
+    """The logs of one process with the global batch of the two-process runs (4 windows), for both launchers."""
+    output = tmp_path_factory.mktemp("one-process")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run(
+            monkeypatch, "--train_dirs", pages, *DISTRIBUTED, "--per_device_train_batch_size", 4, "--output_dir", output
+        )
+    return logged(output)
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_streaming_processes_read_each_page_once_and_match_one(launcher, pages, one_streaming_process, tmp_path):
+    beside = Path(sys.executable).parent / LAUNCHERS[launcher][0]
+    executable = str(beside) if beside.exists() else shutil.which(LAUNCHERS[launcher][0]) or LAUNCHERS[launcher][0]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    # Two processes of 2 windows each: the first reads each global batch of 4 from the stream and shares it.
+    arguments = [*COMMON, "--train_dirs", pages, *DISTRIBUTED, "--output_dir", "two"]
     result = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", str(SCRIPT), *COMMON, *map(str, arguments), "--output_dir", "two"],
+        [executable, *LAUNCHERS[launcher][1:], str(SCRIPT), *map(str, arguments)],
         capture_output=True,
         text=True,
         env=env,
@@ -131,12 +166,14 @@ def test_two_streaming_processes_read_each_page_once_and_match_one(pages, tmp_pa
         timeout=300,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    one, two = logged(tmp_path / "one"), logged(tmp_path / "two")
+    one, two = one_streaming_process, logged(tmp_path / "two")
     assert [entry["epoch"] for entry in two] == [entry["epoch"] for entry in one]
     assert one[-1]["epoch"] > 1
-    # The same batches and masks; each process averages its half, hence a mean of two means.
+    # The same windows and masks per step, and each objective normalised over both processes' items: the losses
+    # of one process, to float rounding.
     for a, b in zip(one, two):
-        assert b["loss"] == pytest.approx(a["loss"], rel=2e-2), a["step"]
+        for key in ("loss", "loss_mlm", "loss_mim", "loss_wpa", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4), (a["step"], key)
 
 
 def test_bad_input_names_the_argument_and_value(pages, tmp_path, monkeypatch):
@@ -146,6 +183,10 @@ def test_bad_input_names_the_argument_and_value(pages, tmp_path, monkeypatch):
         run(monkeypatch, "--train_dirs", tmp_path / "empty", *output)
     with pytest.raises(ValueError, match=r"--per_device_train_batch_size 64: the vit corpus has 6 example\(s\)"):
         run(monkeypatch, "--train_dirs", pages, "--components", "vit", *output, "--per_device_train_batch_size", 64)
+    with pytest.raises(ValueError, match=r"--config_overrides 'hidden_dropout_prob=0,nope=1': 'nope=1' is no"):
+        run(monkeypatch, "--train_dirs", pages, "--config_overrides", "hidden_dropout_prob=0,nope=1", *output)
+    with pytest.raises(ValueError, match="--chance_level_batches -1: give 0"):
+        run(monkeypatch, "--train_dirs", pages, "--chance_level_batches", -1, *output)
     with pytest.raises(ValueError, match="--streaming .* give --max_steps"):
         run(monkeypatch, "--train_dirs", pages, "--streaming", "--output_dir", tmp_path / "out")
     write_pages(tmp_path / "scans", count=1, words=None)

@@ -16,11 +16,13 @@ Pre-training on unlabelled pages: LayoutLMv3's own objectives (masked language m
 word-patch alignment) with [`LayoutLMv3ForPreTraining`] and its data collator, and the aligners' pre-training with
 stock `ViTForMaskedImageModeling` (SimMIM, [`DataCollatorForSimMIM`]) and `RobertaForMaskedLM` (transformers'
 `DataCollatorForLanguageModeling`); the three models of a size preset (`build_pretraining_models`) and a `Trainer`
-that logs each objective ([`PreTrainingTrainer`]). Nothing here ships with a checkpoint: what these models save are
+that normalises and logs each objective ([`PreTrainingTrainer`]), and the chance level of each objective
+(`chance_levels`). Nothing here ships with a checkpoint: what these models save are
 checkpoints of stock transformers classes.
 """
 
 from .aligners import DataCollatorForSimMIM, simmim_mask
+from .chance_levels import average_chance_levels, chance_levels, masked_token_entropy, simmim_chance_level
 from .configuration_layoutlmv3_pretraining import LayoutLMv3PreTrainingConfig
 from .data_collator_layoutlmv3_pretraining import DataCollatorForLayoutLMv3PreTraining, MaskingStepCallback
 from .masking import (
@@ -56,11 +58,15 @@ __all__ = [
     "PreTrainingModels",
     "PreTrainingTrainer",
     "WordPatchAlignmentHead",
+    "average_chance_levels",
     "block_patch_mask",
     "box_patch_coverage",
     "build_pretraining_models",
+    "chance_levels",
+    "masked_token_entropy",
     "mim_targets",
     "pretraining_configs",
+    "simmim_chance_level",
     "simmim_mask",
     "span_lengths",
     "span_mask",

@@ -30,6 +30,8 @@ that `forward` sets for the duration of the call. The encoder stays a stock `Lay
 outputs are untouched whenever no mask is given, and whose state dict keys are exactly the stock ones.
 """
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +45,9 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 
 from ..alignment import prior_entropy
-from ..loss_utils import special_token_ids
 from ..objective_xmm_text import TiedLMHead
 from ..spatial_bias import locality_bias_
+from .chance_levels import masked_token_entropy
 from .configuration_layoutlmv3_pretraining import LayoutLMv3PreTrainingConfig
 from .masking import mim_targets
 
@@ -59,7 +61,8 @@ class LayoutLMv3ForPreTrainingOutput(ModelOutput):
         mlm_loss, mim_loss, wpa_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Each objective's unweighted loss: MLM cross-entropy over the masked tokens, MIM regression over the masked
             patches (mean squared error for normalised pixels, L1 for pixels), WPA binary cross-entropy over the
-            labelled words.
+            labelled words. A mean over the batch's items, or their sum divided by the objective's entry of
+            `num_items_per_objective` when it was given.
         mlm_logits (`torch.FloatTensor` of shape `(num_masked_tokens, vocab_size)`, *optional*):
             Vocabulary scores at the masked tokens only (`mlm_labels != -100`, in batch then position order): all
             positions would be `B x L x vocab`, gigabytes at RoBERTa's vocabulary.
@@ -109,10 +112,18 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
     Each objective is computed when its labels are given and enters `loss` with its weight (`config.mlm_weight`,
     `mim_weight`, `wpa_weight`); its unweighted loss is returned on its own (`mlm_loss`, ...) for logging, and
     [`~LayoutLMv3ForPreTraining.chance_levels`] gives the loss of a model that ignores the page, per objective.
+
+    Each loss is a mean over its own items (masked tokens, masked patches, labelled words), whose numbers differ from
+    batch to batch: a mean of per-batch means is not the mean over the batches. To train on several processes or
+    micro-batches as on one batch, pass each objective's number of items over all of them
+    (`num_items_per_objective`, counted by [`~LayoutLMv3ForPreTraining.count_objective_items`]): each loss is then
+    the batch's sum divided by that number, and the sum over the processes and micro-batches is the mean over the
+    whole step ([`PreTrainingTrainer`] does so).
     """
 
     config: LayoutLMv3PreTrainingConfig
-    # The losses are per-batch means: the Trainer scales them for gradient accumulation and passes no loss kwargs.
+    # One `num_items_in_batch` cannot normalise three objectives: the Trainer's count of `labels` is not used, and
+    # `PreTrainingTrainer` passes `num_items_per_objective` itself.
     accepts_loss_kwargs = False
 
     def __init__(self, config: LayoutLMv3PreTrainingConfig):
@@ -167,6 +178,7 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
         bool_masked_pos: torch.BoolTensor | None = None,
         mlm_labels: torch.LongTensor | None = None,
         wpa_labels: torch.LongTensor | None = None,
+        num_items_per_objective: Mapping[str, torch.Tensor | int] | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> LayoutLMv3ForPreTrainingOutput:
         r"""
@@ -180,6 +192,12 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
                 The original ids at the masked tokens, -100 elsewhere; MLM is computed when given.
             wpa_labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
                 1 "unaligned", 0 "aligned", -100 no label (`word_patch_alignment_labels`); WPA is computed when given.
+            num_items_per_objective (`Mapping[str, torch.Tensor | int]`, *optional*):
+                For `"mlm"`, `"mim"`, `"wpa"`: the objective's number of items (masked tokens, masked patches,
+                labelled words) over every process and micro-batch of the optimizer step, as
+                `count_objective_items` counts them. An objective given here returns the sum of its batch's item
+                losses divided by that number (transformers' `num_items_in_batch`, one per objective); the others
+                the mean over their batch's items.
         """
         if bool_masked_pos is not None and pixel_values is None:
             raise ValueError("`bool_masked_pos` masks patches of `pixel_values`, which were not given")
@@ -193,15 +211,22 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
         hidden = outputs.last_hidden_state
         text_length = 0 if input_ids is None else input_ids.shape[1]
         text_states, patch_states = hidden[:, :text_length], hidden[:, text_length + 1 :]
+        num_items = dict(num_items_per_objective or {})
         logits, losses = {}, {}
         if mlm_labels is not None:
-            logits["mlm"], losses["mlm"] = self._mlm(text_states, mlm_labels)
+            logits["mlm"], item_losses = self._mlm(text_states, mlm_labels)
+            losses["mlm"] = _reduce(item_losses, num_items.get("mlm"))
         if bool_masked_pos is not None:
             targets = mim_targets(pixel_values, self.patch_size, self.config.mim_target)
-            logits["mim"], losses["mim"] = self._mim(patch_states, bool_masked_pos, targets)
+            logits["mim"], item_losses = self._mim(patch_states, bool_masked_pos, targets)
+            losses["mim"] = _reduce(item_losses, num_items.get("mim"))
         if wpa_labels is not None:
             logits["wpa"] = self.wpa_head(text_states)
-            losses["wpa"] = _masked_binary_cross_entropy(logits["wpa"], wpa_labels)
+            labelled = wpa_labels != -100
+            item_losses = F.binary_cross_entropy_with_logits(
+                logits["wpa"][labelled].float(), wpa_labels[labelled].float(), reduction="none"
+            )
+            losses["wpa"] = _reduce(item_losses, num_items.get("wpa"))
         weighted = [getattr(self.config, f"{name}_weight") * loss for name, loss in losses.items()]
         return LayoutLMv3ForPreTrainingOutput(
             loss=torch.stack(weighted).sum() if weighted else None,
@@ -212,28 +237,41 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
             attentions=outputs.attentions,
         )
 
+    @staticmethod
+    def count_objective_items(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """
+        The number of items each objective of `inputs` (a collated batch) averages its loss over: the masked tokens
+        (`mlm_labels != -100`), the masked patches (`bool_masked_pos`) and the labelled words (`wpa_labels != -100`),
+        for the objectives whose labels are there. Summed over the processes and micro-batches of a step, they are
+        the `num_items_per_objective` of `forward`.
+        """
+        items = {}
+        if inputs.get("mlm_labels") is not None:
+            items["mlm"] = (inputs["mlm_labels"] != -100).sum()
+        if inputs.get("bool_masked_pos") is not None:
+            items["mim"] = inputs["bool_masked_pos"].bool().sum()
+        if inputs.get("wpa_labels") is not None:
+            items["wpa"] = (inputs["wpa_labels"] != -100).sum()
+        return items
+
     def _mlm(self, text_states: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits at the masked tokens and their cross-entropy."""
+        """Logits at the masked tokens and their cross-entropies."""
         masked = labels != -100
         logits = self.mlm_head(text_states[masked], self.get_input_embeddings().weight)
-        if logits.shape[0] == 0:  # nothing masked: a zero that still reaches the head, for DDP
-            return logits, logits.sum() * 0.0
-        return logits, F.cross_entropy(logits.float(), labels[masked])
+        return logits, F.cross_entropy(logits.float(), labels[masked], reduction="none")
 
     def _mim(
         self, patch_states: torch.Tensor, bool_masked_pos: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictions of every patch and their loss over the masked ones."""
+        """Predictions of every patch and the loss of each masked one (averaged over its values)."""
         predictions = self.mim_head(patch_states)
         if predictions.shape != targets.shape:
             raise ValueError(f"MIM predicts {tuple(predictions.shape)} but the targets are {tuple(targets.shape)}")
         masked = bool_masked_pos.to(predictions.device).bool()
-        if not masked.any():
-            return predictions, predictions.sum() * 0.0
         prediction, target = predictions[masked].float(), targets.to(predictions.device)[masked].float()
         if self.config.mim_target == "pixels":
-            return predictions, F.l1_loss(prediction, target)
-        return predictions, F.mse_loss(prediction, target)
+            return predictions, F.l1_loss(prediction, target, reduction="none").mean(dim=-1)
+        return predictions, F.mse_loss(prediction, target, reduction="none").mean(dim=-1)
 
     @torch.no_grad()
     def chance_levels(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -241,19 +279,19 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
         Each objective's loss on `batch` (a collated batch) of the best prediction that ignores the document, for the
         objectives whose labels the batch has; a model whose loss falls clearly below it has learnt about the page.
 
-        MLM: the entropy of the batch's token frequencies over its maskable tokens (the originals, masked or not),
-        from which the masked ones are drawn: a model that predicts the unigram prior and reads no context. Not
-        `log(vocab_size)`, which a model reaches by learning the token frequencies alone. MIM: the loss of the mean
-        target (normalised pixels: their variance around the mean patch, at most 1.0 per value) or, for the L1 loss of
-        `"pixels"`, of the median target, over all the batch's patches (the masked ones are drawn from them). WPA:
-        the entropy of the batch's aligned / unaligned label frequencies (at most `log 2`).
+        MLM (`"mlm"`): the entropy of the frequencies of the batch's masked tokens, the loss of the best prediction
+        of their token frequencies alone (a model that learns the unigram prior and reads no context), and below it
+        for a small batch, whose frequencies are the best constant prediction of its own masked tokens; and
+        `"mlm_uniform"`, `log(vocab_size)`, the loss of a uniform guess, which a model reaches by learning nothing.
+        MIM: the loss of the mean target (normalised pixels: their variance around the mean patch, at most 1.0 per
+        value) or, for the L1 loss of `"pixels"`, of the median target, over all the batch's patches (the masked ones
+        are drawn from them). WPA: the entropy of the batch's aligned / unaligned label frequencies (at most `log 2`:
+        with most words under a masked patch, much less).
         """
         levels = {}
         if batch.get("mlm_labels") is not None:
-            labels, input_ids = batch["mlm_labels"], batch["input_ids"]
-            originals = torch.where(labels != -100, labels, input_ids)
-            real = batch["attention_mask"].bool() & ~torch.isin(originals, torch.tensor(special_token_ids(self.config)))
-            levels["mlm"] = prior_entropy(torch.bincount(originals[real].cpu()))
+            levels["mlm"] = masked_token_entropy(batch["mlm_labels"])
+            levels["mlm_uniform"] = math.log(self.config.vocab_size)
         if batch.get("bool_masked_pos") is not None:
             targets = mim_targets(batch["pixel_values"], self.patch_size, self.config.mim_target).flatten(0, 1)
             if self.config.mim_target == "pixels":
@@ -266,12 +304,16 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
         return levels
 
 
-def _masked_binary_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy over the labelled positions (`labels != -100`); a zero reaching the head if none is."""
-    labelled = labels != -100
-    if not labelled.any():
-        return logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(logits[labelled].float(), labels[labelled].float())
+def _reduce(item_losses: torch.Tensor, num_items: torch.Tensor | int | None) -> torch.Tensor:
+    """
+    The mean of `item_losses` (one per item of the batch), or their sum divided by `num_items` (the items of the
+    whole step) when it is given. No item gives a zero that still reaches the head, so that every process of a
+    distributed run backpropagates through the same parameters.
+    """
+    if num_items is None:
+        return item_losses.mean() if item_losses.numel() else item_losses.sum()
+    total = torch.as_tensor(num_items, device=item_losses.device, dtype=item_losses.dtype)
+    return item_losses.sum() / total.clamp(min=1)
 
 
 __all__ = ["LayoutLMv3ForPreTraining", "LayoutLMv3ForPreTrainingOutput", "WordPatchAlignmentHead"]

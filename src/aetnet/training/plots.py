@@ -35,11 +35,16 @@ def loss_curves(log_history: list[dict]) -> dict[str, tuple[list[int], list[floa
     return curves
 
 
-def plot_loss_curves(log_history: list[dict], path: str, title: str | None = None) -> str | None:
+def plot_loss_curves(
+    log_history: list[dict], path: str, title: str | None = None, levels: dict[str, float] | None = None
+) -> str | None:
     """
     Plot the training loss terms of a `Trainer` log history (`loss`, `loss_task`, `loss_ditc`, ... against the step)
-    to a PNG, one line per term, so that one can see which objectives learn. Returns the path, or None when the
-    history has no training loss. Needs matplotlib (`pip install 'aetnet[examples]'`).
+    to a PNG, one line per term, so that one can see which objectives learn. `title` names the plot (default
+    "AETNet training losses"); `levels` (e.g. chance levels, `{"mlm": 6.1, "mlm_uniform": 9.0}`) are drawn as
+    horizontal lines in the colour of the term they belong to (`loss_mlm` for both examples), dashed for the term's
+    own name and dotted for a variant. Returns the path, or None when the history has no training loss. Needs
+    matplotlib (`pip install 'aetnet[examples]'`).
     """
     curves = loss_curves(log_history)
     if not curves:
@@ -50,8 +55,17 @@ def plot_loss_curves(log_history: list[dict], path: str, title: str | None = Non
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4))
+    colours = {}
     for name, (steps, values) in sorted(curves.items()):
-        axis.plot(steps, values, marker="o", markersize=3, label="total (weighted)" if name == "loss" else name[5:])
+        (line,) = axis.plot(
+            steps, values, marker="o", markersize=3, label="total (weighted)" if name == "loss" else name[5:]
+        )
+        colours[name] = line.get_color()
+    for name, value in sorted((levels or {}).items()):
+        term = name if f"loss_{name}" in colours else name.split("_")[0]
+        style = "--" if term == name else ":"
+        colour = colours.get(f"loss_{term}", "0.4")
+        axis.axhline(value, color=colour, linestyle=style, linewidth=1, label=f"{name} chance {value:.3g}")
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("loss (alignment terms unweighted)")
     axis.set_yscale("log")
