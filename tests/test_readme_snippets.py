@@ -199,8 +199,9 @@ class ReadmeRun:
         """`scripts/demo.sh` without its set-up line (the venv is this suite's), traced to learn what it ran."""
         script = (self.copy / "scripts" / "demo.sh").read_text()
         assert SETUP_LINE in script.splitlines(), f"scripts/demo.sh no longer runs `{SETUP_LINE}`"
-        script = script.replace(SETUP_LINE, ":", 1)
-        outcome = self._execute(["bash", "-e", "-x", "-c", script, "scripts/demo.sh"], {**self.env, "PS4": "+[demo] "})
+        # (bash, run as root, ignores a PS4 from the environment: the script sets it.)
+        script = "PS4='+[demo] '; set -x\n" + script.replace(SETUP_LINE, ":", 1)
+        outcome = self._execute(["bash", "-e", "-c", script, "scripts/demo.sh"])
         traced = [match.group(1) for match in re.finditer(r"^\++\[demo\] (.*)$", outcome.output, re.MULTILINE)]
         self.already_ran.update(" ".join(command.split()) for command in traced)
         return outcome
