@@ -13,7 +13,8 @@
 # limitations under the License.
 """
 Pictures of page predictions: one colour per entity type, a box and a small tag per entity, and a legend. Tags
-are placed where they cover no word of the page ([`~aetnet.visualization.tag_layout.layout_tags`]).
+are placed where they cover no word of the page, touching their box or joined to it by a leader line; where neither
+fits, a number at the box refers to the legend ([`~aetnet.visualization.tag_layout.layout_tags`]).
 
 [`draw_prediction`] takes a page image and the dict that [`~aetnet.inference.DocumentPredictor`] returns for it
 (token classification, sequence classification or question answering) and returns an RGB image of the same size as
@@ -26,10 +27,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-import numpy as np
 from PIL import Image, ImageDraw
 
-from .tag_layout import TAG_PADDING, layout_tags, load_font
+from .tag_layout import TAG_PADDING, layout_badges, layout_tags, load_font
 
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), then tab10 for larger label sets.
@@ -91,9 +91,10 @@ def draw_prediction(
     Each entity (or answer) gets a translucent box in its label's colour and a small tag with its label (and
     confidence). Tags never cover a word of the page, an entity box, another tag or the legend: each goes to the
     first free place just above, below, left or right of its box, else to the free place nearest to it, along its
-    row or in the page margins (joined to its box by a thin line where that line crosses no word), with a shorter
-    text or a smaller font if needed; a tag that finds no free place is left out, and its box keeps its colour (see
-    the legend). See [`layout_tags`].
+    row or in the page margins, joined to its box by a thin leader line that crosses no word and no other tag, with a
+    shorter text or a smaller font if needed. A tag that finds no such place becomes a small number at its box, and
+    the legend lists its text under that number, so that every entity is labelled. See [`layout_tags`] and
+    [`layout_badges`].
 
     Args:
         image (`PIL.Image.Image`): the page. Boxes are rescaled when its size differs from the prediction's
@@ -119,10 +120,15 @@ def draw_prediction(
     if prediction.get("task", "token-classification") == "sequence-classification":
         drawn.append(_draw_banner(draw, prediction, height))
     words = [_scaled(w["box"], scale) for w in prediction.get("words", []) if w.get("box") is not None]
-    legend_box = _legend_layout(draw, legend, font, page.size, drawn + words)
-    obstacles = words + drawn + ([legend_box["box"]] if legend_box else [])
     tag_size = max(7, round(font_size * 0.6))
-    _draw_tags(draw, tags, drawn[: len(tags)], colors, words, obstacles, page.size, tag_size, show_confidence)
+    texts = [
+        [label] if confidence is None or not show_confidence else [f"{label} {confidence:.2f}", label]
+        for label, _, confidence in tags
+    ]
+    placements, legend, legend_box = _layout_tags_and_legend(
+        draw, tags, texts, drawn, words, legend, font, page.size, tag_size
+    )
+    _draw_tags(draw, tags, placements, colors)
     _draw_legend(draw, legend, colors, font, legend_box)
     return Image.alpha_composite(page.convert("RGBA"), overlay).convert("RGB")
 
@@ -175,24 +181,66 @@ def _draw_banner(draw, prediction: dict, height: int) -> list[float]:
     return [0, 0, text_width + 16, text_height + 16]
 
 
-def _draw_tags(draw, tags, boxes, colors, words, obstacles, size, tag_size: int, show_confidence: bool) -> None:
-    """Each tag where [`layout_tags`] finds it a free place (none where it finds none), joined to its box by a thin
-    line when it sits away from the box's row and the line crosses no word."""
-    texts = [
-        [label] if confidence is None or not show_confidence else [f"{label} {confidence:.2f}", label]
-        for label, _, confidence in tags
-    ]
-    placements = layout_tags(boxes, texts, size, obstacles=obstacles, font_sizes=(tag_size, 7))
-    word_array = np.asarray(words, dtype=float).reshape(-1, 4)
-    for (label, _, _), box, placement in zip(tags, boxes, placements):
-        if placement is None:
-            continue
+def _layout_tags_and_legend(
+    draw, tags, texts, drawn, words, legend, font, size, tag_size: int
+) -> tuple[list, list, dict]:
+    """Where each tag and the legend go. A tag that finds no free place touching its box or joined to it by a clear
+    leader line gets a number at its box instead, and its label goes to the legend under that number. The legend grows
+    by those entries and covers no tag, so the tags are laid out again around the larger legend until no new tag needs
+    a number (each round adds one at least, so this ends)."""
+    boxes = drawn[: len(tags)]
+    numbered: list[int] = []
+    while True:
+        entries = legend + _numbered_entries(draw, font, [tags[i][0] for i in numbered], max(size[0] // 3, 1))
+        legend_box = _legend_layout(draw, entries, font, size, drawn + words)
+        fixed = [legend_box["box"]] if legend_box else []
+        tried = [[] if i in numbered else text for i, text in enumerate(texts)]
+        placements = layout_tags(
+            boxes, tried, size, obstacles=words + drawn + fixed, leader_obstacles=words + fixed,
+            font_sizes=(tag_size, 7),
+        )  # fmt: skip
+        missing = [i for i, placement in enumerate(placements) if placement is None and i not in numbered]
+        if not missing:
+            break
+        numbered = sorted(numbered + missing)
+    badges = layout_badges(
+        [boxes[i] for i in numbered], [str(n) for n in range(1, len(numbered) + 1)], size,
+        obstacles=words + drawn + fixed, placed=[p["box"] for p in placements if p is not None], font_size=7,
+    )  # fmt: skip
+    drawn_tags = list(placements)
+    for index, badge in zip(numbered, badges):
+        drawn_tags[index] = {**badge, "number": int(badge["text"])}
+    return drawn_tags, entries, legend_box
+
+
+def _numbered_entries(draw, font, labels: list[str], max_width: int) -> list[tuple[str, str]]:
+    """The legend rows of the numbered tags (number `n` is `labels[n - 1]`): one row per label, `LABEL: 1, 4, 7`,
+    wrapped into more rows of the same label where wider than `max_width`, so that the legend stays small on a page
+    with many numbers (their confidences are left out, as tags leave them out where they do not fit)."""
+    numbers: dict[str, list[str]] = {}
+    for number, label in enumerate(labels, 1):
+        numbers.setdefault(label, []).append(str(number))
+    rows = []
+    for label, members in numbers.items():
+        text = f"{label}: {members[0]}"
+        for member in members[1:]:
+            if _text_size(draw, f"{text}, {member}", font)[0] > max_width:
+                rows.append((label, f"{text},"))
+                text = member
+            else:
+                text = f"{text}, {member}"
+        rows.append((label, text))
+    return rows
+
+
+def _draw_tags(draw, tags, placements, colors) -> None:
+    """Each tag (or number, for a tag listed in the legend) where [`_layout_tags_and_legend`] put it, joined to its
+    box by a thin line where it sits away from the box."""
+    for (label, _, _), placement in zip(tags, placements):
         color = colors.get(label, PALETTE[-1])
         rectangle, text, font_size = placement["box"], placement["text"], placement["font_size"]
-        leader = _leader(rectangle, box)
-        # A line to a tag further away, unless it would cross a word: tags at their box's row read without one.
-        if placement["leader"] and not _crosses(leader, word_array, box):
-            draw.line(leader, fill=(*color, 150), width=1)
+        if placement["leader"] is not None:
+            draw.line(placement["leader"], fill=(*color, 150), width=1)
         draw.rectangle(rectangle, fill=(*color, 230))
         origin = (rectangle[0] + TAG_PADDING, rectangle[1] + TAG_PADDING)
         draw.text(origin, text, fill=(255, 255, 255, 255), font=load_font(font_size))
@@ -213,34 +261,6 @@ def redact_page(image: Image.Image, prediction: dict) -> Image.Image:
         if box is not None:
             draw.rectangle(_scaled(box, scale), fill=(200, 200, 200))
     return page
-
-
-def _leader(tag: list[float], box: list[float]) -> list[float]:
-    """A line from the tag's side nearest the box to the nearest point of the box's edge."""
-    cx = min(max((tag[0] + tag[2]) / 2, box[0]), box[2])
-    cy = min(max((tag[1] + tag[3]) / 2, box[1]), box[3])
-    tx = tag[2] if tag[2] <= box[0] else tag[0] if tag[0] >= box[2] else (tag[0] + tag[2]) / 2
-    ty = tag[3] if tag[3] <= box[1] else tag[1] if tag[1] >= box[3] else (tag[1] + tag[3]) / 2
-    return [tx, ty, cx, cy]
-
-
-def _crosses(segment: list[float], rects: np.ndarray, own_box: list[float]) -> bool:
-    """Whether the segment passes through any of `rects` (n, 4) outside `own_box` (sampled every pixel)."""
-    if not len(rects):
-        return False
-    x0, y0, x1, y1 = segment
-    steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
-    t = np.linspace(0, 1, steps + 1)
-    xs, ys = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
-    outside = ~((xs >= own_box[0]) & (xs <= own_box[2]) & (ys >= own_box[1]) & (ys <= own_box[3]))
-    xs, ys = xs[outside], ys[outside]
-    inside = (
-        (xs[:, None] > rects[None, :, 0])
-        & (xs[:, None] < rects[None, :, 2])
-        & (ys[:, None] > rects[None, :, 1])
-        & (ys[:, None] < rects[None, :, 3])
-    )
-    return bool(inside.any())
 
 
 def _legend_layout(draw, entries, font, size, drawn) -> dict | None:
