@@ -116,7 +116,8 @@ class AlignmentObjective(nn.Module):
 
     Class attributes say what the model must provide: `needs_momentum` (momentum encoders, their features and the
     queues in `features`), `needs_generator` (a `draws` counter for `generator()`, the objective's own seeded
-    random masks) and `modalities` (the inputs its loss reads; a batch without one of them skips the objective). Keyword arguments of `__init__` after `config` are the objective's settings, given as
+    random masks) and `modalities` (the inputs its loss reads; a batch without one of them skips the objective).
+    Keyword arguments of `__init__` after `config` are the objective's settings, given as
     `AETNetConfig(alignment_objectives={"name": {...}})`; their defaults are the objective's defaults.
     """
 

@@ -106,9 +106,9 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
     layout `(embed_dim, queue_size)`, `queue_ptr` and `queue_filled`, the number of real entries so far; also readable
     as `model.image_queue` etc.).
 
-    In training mode `forward` first takes the momentum EMA step (ALBEF's rule) and then enqueues the batch's
-    momentum features. The training knobs (loss weights, distillation weight and ramp, when the EMA step runs, queue
-    length) are set through the methods of `modeling_aetnet_knobs.AETNetTrainingKnobsMixin`.
+    In training mode `forward` first takes the momentum EMA step (ALBEF's rule), then enqueues the momentum features
+    of a batch with both text and page images. The training knobs (loss weights, distillation weight and ramp, when
+    the EMA step runs, queue length) are set through the methods of `modeling_aetnet_knobs.AETNetTrainingKnobsMixin`.
     """
 
     momentum_module_names = ("vision_model", "vision_proj", "text_model", "text_proj")
@@ -325,9 +325,8 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
         return dict(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values)
 
     def _aligner_states(self, inputs: dict[str, torch.Tensor], for_objectives: bool) -> tuple[torch.Tensor | None, ...]:
-        """The online ViT's and RoBERTa's last hidden states, for the modalities the page has, and what of them
-        LayoutLMv3 is given unless `fusion_injection="none"`: the text, the image's [CLS] and patches (no DeiT
-        distillation token), via any gates. A missing modality gives None: LayoutLMv3 gets no aligned features of it."""
+        """The online ViT's and RoBERTa's last hidden states and what LayoutLMv3 is given of them (the text, the image's
+        [CLS] and patches, no DeiT token; via any gates), None for a modality the page lacks or the injection skips."""
         inject = self.config.fusion_injection != "none"
         image_embeds = text_embeds = aligned_text = aligned_image = None
         if not (for_objectives or inject):
