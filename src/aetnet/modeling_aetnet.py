@@ -210,22 +210,22 @@ class AETNetForQuestionAnswering(_AETNetHeadMixin, AETNetPreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         start_positions: torch.LongTensor | None = None,
         end_positions: torch.LongTensor | None = None,
-        image: torch.FloatTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> AETNetQuestionAnsweringModelOutput:
         r"""
         start_positions, end_positions (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Token indices of the answer span; positions outside the sequence are ignored.
-        image (`torch.FloatTensor`, *optional*):
-            Not read. transformers' stock `document-question-answering` pipeline passes the page under LayoutLMv2's
-            name `image` and decodes start / end logits over the text tokens alone, while LayoutLMv3's head (this
-            one) scores every position, text and page patches alike; so that pipeline's answers come from the text
-            and layout, as with stock LayoutLMv3, which drops the argument silently. Here a warning says so once.
-            `AETNetDocumentQuestionAnsweringPipeline` (`pipeline_aetnet.py`) reads the page.
 
         See `AETNetModel.forward` for the other arguments (`pixel_values_aug`, `return_alignment_losses`).
+
+        A keyword `image` is not read. transformers' stock `document-question-answering` pipeline passes the page
+        under that name (LayoutLMv2's) and decodes start / end logits over the text tokens alone, while LayoutLMv3's
+        head (this one) scores every position, text and page patches alike; so that pipeline's answers come from the
+        text and layout, as with stock LayoutLMv3, which drops the argument silently. Here a warning says so once.
+        `AETNetDocumentQuestionAnsweringPipeline` (`pipeline_aetnet.py`) reads the page. (No `image` parameter: the
+        Trainer would then keep a dataset's `image` column for the model.)
         """
-        if image is not None:
+        if kwargs.pop("image", None) is not None:
             logger.warning_once(
                 "AETNetForQuestionAnswering does not read `image` (LayoutLMv2's name for the page, which the stock "
                 "`document-question-answering` pipeline passes): it answers from the text and layout, as LayoutLMv3 "
