@@ -70,11 +70,6 @@ for _name in ("use_reentrant_false", "use_reentrant_true"):
     AETNET_PARTIAL_SKIPS[f"test_training_gradient_checkpointing_{_name}"] = AETNET_PARTIAL_SKIPS[
         "test_training_gradient_checkpointing"
     ]
-# Adaptations through the mixin's own hooks (no test body changes):
-# - `additional_model_inputs`: `bbox` and `pixel_values` travel with `input_ids` where a test sends the main input alone
-#   (the aligners need the page);
-# - `_prepare_config_and_inputs_for_retain_grad_hidden_states_attentions` adds `return_alignment_losses=False`, so
-#   that `outputs[0]` of the base model in training mode is its hidden state, not its (alignment) loss.
 
 
 class AETNetCommonModelTester:
@@ -155,7 +150,6 @@ class AETNetModelCommonTest(ModelTesterMixin, unittest.TestCase):
     )
     _is_composite = True
     test_torchscript = False
-    additional_model_inputs = ["bbox", "pixel_values"]
 
     def setUp(self):
         name = self._testMethodName
@@ -180,10 +174,6 @@ class AETNetModelCommonTest(ModelTesterMixin, unittest.TestCase):
                 shape = (batch_size, self.model_tester.text_seq_length)
                 inputs_dict["labels"] = torch.zeros(shape, dtype=torch.long, device=torch_device)
         return inputs_dict
-
-    def _prepare_config_and_inputs_for_retain_grad_hidden_states_attentions(self):
-        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
-        return config, {**inputs, "return_alignment_losses": False}
 
     def test_config(self):
         self.config_tester.run_common_tests()

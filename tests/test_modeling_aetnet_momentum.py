@@ -114,11 +114,13 @@ def test_objectives_can_be_switched_off(tester):
     assert not hasattr(model.aetnet, "vision_model_m") and model.aetnet.momentum_pairs() == []
 
 
-def test_aligners_need_pixels_and_ids(tester):
+def test_aligners_run_on_the_modalities_given(tester):
     model = AETNetModel(tester.get_config()).eval()
     inputs = tester.prepare_inputs()
-    with pytest.raises(ValueError, match="pixel_values"):
-        model(input_ids=inputs["input_ids"], bbox=inputs["bbox"])
+    text_only = model(input_ids=inputs["input_ids"], bbox=inputs["bbox"])  # as LayoutLMv3: the page is optional
+    assert text_only.image_embeds is None and text_only.text_embeds is not None
+    with pytest.raises(ValueError, match="`input_ids`.*`pixel_values`.*got neither"):
+        model(bbox=inputs["bbox"])
 
 
 def test_special_and_boxless_tokens_are_not_aligned(tester):

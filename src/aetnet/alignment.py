@@ -21,6 +21,7 @@ An objective is one file (`objective_<name>.py` for the built-in ones) with a cl
 @register_objective("my_term")
 class MyTerm(AlignmentObjective):
     needs_momentum = False  # True: the model builds momentum encoders and feature queues for it
+    modalities = ("image", "text")  # what it reads: skipped (and reported) on a batch without one of them
     trains = ("vision_model", "vision_proj", "text_model", "text_proj")  # what its loss reaches (no `temp`)
 
     def __init__(self, config, scale: float = 1.0):  # keyword settings: `alignment_objectives={"my_term": {...}}`
@@ -33,6 +34,9 @@ class MyTerm(AlignmentObjective):
 
 `AETNetConfig(alignment_objectives=["ditc", "my_term"])` (or a dict of settings per name) then computes it, the
 models add it to `loss` with its weight (`alignment_loss_weights`), and `AETNetTrainer` logs it as `loss_my_term`.
+On a batch that lacks a modality the objective reads (a page without its image, an image without text) the model
+does not compute it: the term is absent from `alignment_losses`, named in `skipped_objectives`, and the trainer logs
+`skipped_my_term`, the number of micro-batches that skipped it, instead of a loss.
 Registering also declares the name and its settings to the configuration (`alignment_schema.py`), which validates
 them without importing any objective. The built-in objectives register when `objectives.py`, their index, is imported
 (the model imports it).
@@ -43,7 +47,7 @@ as files of one folder when it saves remote code.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -54,6 +58,8 @@ from .alignment_schema import ObjectiveSchema, declare_objective
 
 
 _OBJECTIVES: dict[str, type[AlignmentObjective]] = {}
+# What a page can hold, by the inputs that carry it: "image" (`pixel_values`) and "text" (`input_ids`).
+MODALITIES = ("image", "text")
 # What of `AETNetModel` besides LayoutLMv3 an objective's loss can train (see `AlignmentObjective.trains`).
 SHARED_PARTS = ("temp", "vision_model", "vision_proj", "text_model", "text_proj")
 
@@ -66,6 +72,10 @@ def register_objective(name: str):
     def decorate(cls: type[AlignmentObjective]) -> type[AlignmentObjective]:
         if not (isinstance(cls, type) and issubclass(cls, AlignmentObjective)):
             raise TypeError(f"`register_objective({name!r})` decorates AlignmentObjective subclasses, got {cls!r}")
+        if not cls.modalities or not set(cls.modalities) <= set(MODALITIES):
+            raise ValueError(
+                f"`{cls.__name__}.modalities` must name one or more of {MODALITIES}, got {cls.modalities!r}"
+            )
         cls.name = name
         _OBJECTIVES[name] = cls
         declare_objective(name, ObjectiveSchema.of(cls))
@@ -77,6 +87,20 @@ def register_objective(name: str):
 def registered_objectives() -> tuple[str, ...]:
     """The names of every registered objective, in registration order (the built-in four first)."""
     return tuple(_OBJECTIVES)
+
+
+def page_modalities(input_ids: torch.Tensor | None, pixel_values: torch.Tensor | None) -> frozenset[str]:
+    """The modalities a batch holds: "text" with `input_ids`, "image" with `pixel_values`."""
+    return frozenset(name for name, value in zip(MODALITIES, (pixel_values, input_ids)) if value is not None)
+
+
+def split_by_modalities(
+    objectives: Mapping[str, AlignmentObjective], modalities: frozenset[str]
+) -> tuple[dict[str, AlignmentObjective], tuple[str, ...]]:
+    """The objectives whose `modalities` the batch holds, and the names of the others (in the given order): the one
+    rule that decides which terms a forward computes and which it reports as skipped."""
+    runs = {name: objective for name, objective in objectives.items() if set(objective.modalities) <= modalities}
+    return runs, tuple(name for name in objectives if name not in runs)
 
 
 def get_objective(name: str) -> type[AlignmentObjective]:
@@ -91,8 +115,9 @@ class AlignmentObjective(nn.Module):
     One alignment objective: `forward(features) -> scalar tensor`, unweighted (the weight is the config's).
 
     Class attributes say what the model must provide: `needs_momentum` (momentum encoders, their features and the
-    queues in `features`) and `needs_generator` (a `draws` counter for `generator()`, the objective's own seeded
-    random masks). Keyword arguments of `__init__` after `config` are the objective's settings, given as
+    queues in `features`), `needs_generator` (a `draws` counter for `generator()`, the objective's own seeded
+    random masks) and `modalities` (the inputs its loss reads; a batch without one of them skips the objective).
+    Keyword arguments of `__init__` after `config` are the objective's settings, given as
     `AETNetConfig(alignment_objectives={"name": {...}})`; their defaults are the objective's defaults.
     """
 
@@ -100,6 +125,10 @@ class AlignmentObjective(nn.Module):
     needs_momentum: ClassVar[bool] = False
     # True: the objective draws random masks / covers with `generator()`, and keeps a `draws` counter buffer for it.
     needs_generator: ClassVar[bool] = False
+    # The modalities (of `MODALITIES`) its loss reads. On a batch without one of them the model does not call the
+    # objective and reports it in `skipped_objectives`: a term computed on half of its inputs, or a zero standing in
+    # for it, would read as a measurement in the training log. Every built-in objective declares its own.
+    modalities: ClassVar[tuple[str, ...]] = MODALITIES
     # The model's shared parts its loss reaches; parts no enabled objective (nor the feature injection) reaches are
     # frozen, so that DDP without `find_unused_parameters` never meets a parameter without a gradient. The default,
     # all of them, is the safe one: an objective that reaches fewer says so (an instance may narrow it in `__init__`).
@@ -177,7 +206,8 @@ class AlignmentFeatures:
     """
     What the model computed once for this step, for the objectives to share. Shapes: B documents, L tokens, P patches
     (without prefix tokens), E the contrastive `embed_dim`, H the aligners' hidden size, Q the queue size. Frozen:
-    every objective reads the same bundle, so none may change it for the ones after it.
+    every objective reads the same bundle, so none may change it for the ones after it. On a batch without the page
+    image (text) the fields computed from it are None; only objectives whose `modalities` allow that ever see them.
 
     Args:
         input_ids, bbox, attention_mask: the text inputs, `(B, L)`, `(B, L, 4)` in 0-1000 units, `(B, L)`.
@@ -208,17 +238,17 @@ class AlignmentFeatures:
             (`AETNetModel.distill_ramp`, which `AETNetTrainer` ramps from 0 over the first epoch as ALBEF does).
     """
 
-    input_ids: torch.Tensor
-    bbox: torch.Tensor
-    attention_mask: torch.Tensor
-    pixel_values: torch.Tensor
-    real_tokens: torch.Tensor
-    boxed_tokens: torch.Tensor
-    image_embeds: torch.Tensor
-    patch_embeds: torch.Tensor
-    text_embeds: torch.Tensor
-    image_feat: torch.Tensor
-    text_feat: torch.Tensor
+    input_ids: torch.Tensor | None
+    bbox: torch.Tensor | None
+    attention_mask: torch.Tensor | None
+    pixel_values: torch.Tensor | None
+    real_tokens: torch.Tensor | None
+    boxed_tokens: torch.Tensor | None
+    image_embeds: torch.Tensor | None
+    patch_embeds: torch.Tensor | None
+    text_embeds: torch.Tensor | None
+    image_feat: torch.Tensor | None
+    text_feat: torch.Tensor | None
     vision_proj: nn.Module
     text_proj: nn.Module
     temp: torch.Tensor
@@ -240,11 +270,14 @@ class AlignmentFeatures:
 
 
 __all__ = [
+    "MODALITIES",
     "SHARED_PARTS",
     "AlignmentFeatures",
     "AlignmentObjective",
     "get_objective",
+    "page_modalities",
     "prior_entropy",
     "register_objective",
     "registered_objectives",
+    "split_by_modalities",
 ]

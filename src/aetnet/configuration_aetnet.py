@@ -140,7 +140,7 @@ class AETNetConfig(PreTrainedConfig):
         "text_config": RobertaConfig,
     }
     # The Trainer's prediction loop collects every output field except these as "logits".
-    keys_to_ignore_at_inference: ClassVar[list[str]] = ["alignment_losses"]
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["alignment_losses", "skipped_objectives"]
 
     layout_config: dict | PreTrainedConfig | None = None
     vision_config: dict | PreTrainedConfig | None = None

@@ -31,7 +31,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 
 from .configuration_aetnet import AETNetConfig
 from .modeling_aetnet_base import AETNetModel, AETNetPreTrainedModel
@@ -41,6 +41,9 @@ from .modeling_aetnet_outputs import (
     AETNetSequenceClassifierOutput,
     AETNetTokenClassifierOutput,
 )
+
+
+logger = logging.get_logger(__name__)
 
 
 class _AETNetHeadMixin:
@@ -97,6 +100,7 @@ class _AETNetHeadMixin:
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             alignment_losses=outputs.alignment_losses,
+            skipped_objectives=outputs.skipped_objectives,
             **predictions,
         )
 
@@ -137,8 +141,12 @@ class AETNetForTokenClassification(_AETNetHeadMixin, AETNetPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
             Token labels in `[0, num_labels)`, -100 for ignored tokens.
 
-        See `AETNetModel.forward` for the other arguments (`pixel_values_aug`, `return_alignment_losses`).
+        See `AETNetModel.forward` for the other arguments (`pixel_values_aug`, `return_alignment_losses`). The page
+        image is optional, as for LayoutLMv3 (the stock `token-classification` pipeline passes text alone); the text
+        is not: the head labels its tokens.
         """
+        if input_ids is None:
+            raise ValueError("AETNetForTokenClassification labels text tokens: `input_ids` is required, got None")
         outputs = self.aetnet(
             input_ids, bbox, attention_mask, token_type_ids, position_ids, pixel_values, return_dict=True, **kwargs
         )
@@ -209,7 +217,20 @@ class AETNetForQuestionAnswering(_AETNetHeadMixin, AETNetPreTrainedModel):
             Token indices of the answer span; positions outside the sequence are ignored.
 
         See `AETNetModel.forward` for the other arguments (`pixel_values_aug`, `return_alignment_losses`).
+
+        A keyword `image` is not read. transformers' stock `document-question-answering` pipeline passes the page
+        under that name (LayoutLMv2's) and decodes start / end logits over the text tokens alone, while LayoutLMv3's
+        head (this one) scores every position, text and page patches alike; so that pipeline's answers come from the
+        text and layout, as with stock LayoutLMv3, which drops the argument silently. Here a warning says so once.
+        `AETNetDocumentQuestionAnsweringPipeline` (`pipeline_aetnet.py`) reads the page. (No `image` parameter: the
+        Trainer would then keep a dataset's `image` column for the model.)
         """
+        if kwargs.pop("image", None) is not None:
+            logger.warning_once(
+                "AETNetForQuestionAnswering does not read `image` (LayoutLMv2's name for the page, which the stock "
+                "`document-question-answering` pipeline passes): it answers from the text and layout, as LayoutLMv3 "
+                "does there. Pass the page as `pixel_values`, e.g. with AETNetDocumentQuestionAnsweringPipeline."
+            )
         outputs = self.aetnet(
             input_ids, bbox, attention_mask, token_type_ids, position_ids, pixel_values, return_dict=True, **kwargs
         )

@@ -31,7 +31,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutpu
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 
-from .alignment import SHARED_PARTS, AlignmentFeatures, AlignmentObjective, get_objective
+from .alignment import (
+    SHARED_PARTS,
+    AlignmentFeatures,
+    AlignmentObjective,
+    get_objective,
+    page_modalities,
+    split_by_modalities,
+)
 from .configuration_aetnet import TEMPERATURE_RANGE, AETNetConfig
 from .modeling_aetnet_knobs import AETNetTrainingKnobsMixin
 from .modeling_aetnet_layoutlmv3 import AETNetLayoutLMv3Model
@@ -99,9 +106,9 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
     layout `(embed_dim, queue_size)`, `queue_ptr` and `queue_filled`, the number of real entries so far; also readable
     as `model.image_queue` etc.).
 
-    In training mode `forward` first takes the momentum EMA step (ALBEF's rule) and then enqueues the batch's
-    momentum features. The training knobs (loss weights, distillation weight and ramp, when the EMA step runs, queue
-    length) are set through the methods of `modeling_aetnet_knobs.AETNetTrainingKnobsMixin`.
+    In training mode `forward` first takes the momentum EMA step (ALBEF's rule), then enqueues the momentum features
+    of a batch with both text and page images. The training knobs (loss weights, distillation weight and ramp, when
+    the EMA step runs, queue length) are set through the methods of `modeling_aetnet_knobs.AETNetTrainingKnobsMixin`.
     """
 
     momentum_module_names = ("vision_model", "vision_proj", "text_model", "text_proj")
@@ -245,13 +252,13 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
     ) -> AETNetModelOutput:
         r"""
         Args:
-            input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
+            input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
                 Token ids, read by LayoutLMv3 and by the RoBERTa aligner.
-            bbox (`torch.LongTensor` of shape `(batch_size, text_length, 4)`):
-                Token boxes in 0-1000 units (x0, y0, x1, y1); special tokens have `[0, 0, 0, 0]`.
+            bbox (`torch.LongTensor` of shape `(batch_size, text_length, 4)`, *optional*):
+                Token boxes in 0-1000 units (x0, y0, x1, y1); special tokens have `[0, 0, 0, 0]`. Default: all zero.
             attention_mask (`torch.Tensor` of shape `(batch_size, text_length)`, *optional*):
                 1 for real tokens, 0 for padding.
-            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
                 The page, as prepared by the processor; read by LayoutLMv3 and by the online ViT aligner.
             pixel_values_aug (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
                 An augmented view of the page for the momentum ViT (IMC's image positive). Defaults to
@@ -262,19 +269,27 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
                 transformers' output options for LayoutLMv3 (`output_hidden_states`, `output_attentions`, the
                 latter with `attn_implementation="eager"`), and `return_dict`.
 
+        As LayoutLMv3, AETNet runs on the modalities it is given: text and layout without `pixel_values`, or the page
+        image alone. The aligner of a missing modality does not run and injects nothing; the objectives that read it
+        (`AlignmentObjective.modalities`) are not computed and are named in `skipped_objectives`.
+
         In training mode `loss` is the weighted sum of the alignment objectives and, unless
         `set_momentum_update("step")` was called, the momentum encoders take their EMA step first (ALBEF's rule, so
         that a plain training loop trains what `AETNetTrainer` trains).
         """
+        if input_ids is None and pixel_values is None:
+            raise ValueError("AETNet needs `input_ids` (text), `pixel_values` (the page image) or both; got neither")
+        if pixel_values_aug is not None and pixel_values is None:
+            raise ValueError("`pixel_values_aug` is an augmented view of `pixel_values`; got it without `pixel_values`")
         if return_alignment_losses is None:
             return_alignment_losses = self.training
-        compute_losses = return_alignment_losses and bool(self.config.alignment_objectives)
-        use_aligners = compute_losses or self.config.fusion_injection != "none"
-        inputs = self._page_inputs(input_ids, bbox, attention_mask, pixel_values, use_aligners)
-        if compute_losses and self.training and self.momentum_update_in_forward:
+        asked = return_alignment_losses and bool(self.config.alignment_objectives)
+        inputs = self._page_inputs(input_ids, bbox, attention_mask, pixel_values)
+        runs, skipped = split_by_modalities(self.objectives if asked else {}, page_modalities(input_ids, pixel_values))
+        if asked and self.training and self.momentum_update_in_forward:
             self.momentum_update()
-        image_embeds, text_embeds, aligned_text, aligned_image = self._aligner_states(inputs, use_aligners)
-        fusion_inputs, prepared = self._fusion_inputs(inputs) if compute_losses else (inputs, {})
+        image_embeds, text_embeds, aligned_text, aligned_image = self._aligner_states(inputs, bool(runs))
+        fusion_inputs, prepared = self._fusion_inputs(inputs, runs)
         outputs = self.layoutlmv3(
             **fusion_inputs,
             token_type_ids=token_type_ids,
@@ -284,12 +299,11 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             return_dict=True,
             **kwargs,
         )
-        alignment_losses = None
-        if compute_losses:
+        alignment_losses = {} if asked else None
+        if runs:
             pixel_values_m = pixel_values if pixel_values_aug is None else pixel_values_aug
-            alignment_losses = self._alignment_losses(
-                inputs, prepared, image_embeds, text_embeds, outputs.last_hidden_state, pixel_values_m
-            )
+            states = (image_embeds, text_embeds, outputs.last_hidden_state, pixel_values_m)
+            alignment_losses = self._alignment_losses(runs, inputs, prepared, *states)
         return AETNetModelOutput(
             loss=self.weighted_loss(None, alignment_losses),
             last_hidden_state=outputs.last_hidden_state,
@@ -298,88 +312,73 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             image_embeds=image_embeds,
             text_embeds=text_embeds,
             alignment_losses=alignment_losses,
+            skipped_objectives=skipped or None,
         )
 
     @staticmethod
-    def _page_inputs(input_ids, bbox, attention_mask, pixel_values, use_aligners: bool) -> dict[str, torch.Tensor]:
+    def _page_inputs(input_ids, bbox, attention_mask, pixel_values) -> dict[str, torch.Tensor | None]:
         """The page as every part reads it (all tokens attended to and unboxed unless told otherwise)."""
-        if use_aligners and (input_ids is None or pixel_values is None):
-            raise ValueError(
-                "AETNet's aligners need both `input_ids` and `pixel_values` (got input_ids="
-                f"{None if input_ids is None else tuple(input_ids.shape)}, pixel_values="
-                f"{None if pixel_values is None else tuple(pixel_values.shape)})"
-            )
         if attention_mask is None and input_ids is not None:
             attention_mask = torch.ones_like(input_ids)
         if bbox is None and input_ids is not None:
             bbox = torch.zeros(*input_ids.shape, 4, dtype=torch.long, device=input_ids.device)
         return dict(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values)
 
-    def _aligner_states(self, inputs: dict[str, torch.Tensor], use_aligners: bool) -> tuple[torch.Tensor | None, ...]:
-        """The online ViT's and RoBERTa's last hidden states, and what of them LayoutLMv3 is given unless
-        `fusion_injection="none"`: the text, the image's [CLS] and patches (no DeiT distillation token), via any gates."""
-        if not use_aligners:
-            return None, None, None, None
-        image_embeds = self.vision_model(inputs["pixel_values"], return_dict=True).last_hidden_state
-        text_embeds = self.text_model(
-            inputs["input_ids"], attention_mask=inputs["attention_mask"], return_dict=True
-        ).last_hidden_state
-        aligned_text = aligned_image = None
-        if self.config.fusion_injection != "none":
-            aligned_text = text_embeds
-            aligned_image = torch.cat([image_embeds[:, :1], image_embeds[:, self.vision_prefix_tokens :]], dim=1)
-            if self.config.fusion_injection == "gated":
-                aligned_text, aligned_image = aligned_text * self.text_gate, aligned_image * self.image_gate
+    def _aligner_states(self, inputs: dict[str, torch.Tensor], for_objectives: bool) -> tuple[torch.Tensor | None, ...]:
+        """The online ViT's and RoBERTa's last hidden states and what LayoutLMv3 is given of them (the text, the image's
+        [CLS] and patches, no DeiT token; via any gates), None for a modality the page lacks or the injection skips."""
+        inject = self.config.fusion_injection != "none"
+        image_embeds = text_embeds = aligned_text = aligned_image = None
+        if not (for_objectives or inject):
+            return image_embeds, text_embeds, aligned_text, aligned_image
+        if inputs["pixel_values"] is not None:
+            image_embeds = self.vision_model(inputs["pixel_values"], return_dict=True).last_hidden_state
+            if inject:
+                aligned_image = torch.cat([image_embeds[:, :1], image_embeds[:, self.vision_prefix_tokens :]], dim=1)
+                aligned_image = aligned_image * self.image_gate if self.image_gate is not None else aligned_image
+        if inputs["input_ids"] is not None:
+            text_embeds = self.text_model(
+                inputs["input_ids"], attention_mask=inputs["attention_mask"], return_dict=True
+            ).last_hidden_state
+            if inject:
+                aligned_text = text_embeds * self.text_gate if self.text_gate is not None else text_embeds
         return image_embeds, text_embeds, aligned_text, aligned_image
 
-    def _fusion_inputs(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
-        """What LayoutLMv3 sees in this forward, and what each objective prepared for its loss: objectives that change
-        it (e.g. TIA covers text regions of the page) do it here; the aligners and the momentum view keep `inputs`."""
+    def _fusion_inputs(self, inputs: dict[str, torch.Tensor], runs: dict[str, nn.Module]) -> tuple[dict, dict]:
+        """What LayoutLMv3 sees in this forward, and what each objective of `runs` prepared for its loss (e.g. TIA
+        covers text regions of the page); the aligners and the momentum view keep `inputs`."""
         fusion_inputs, prepared = inputs, {}
-        for name, objective in self.objectives.items():
+        for name, objective in runs.items():
             fusion_inputs, prepared[name] = objective.prepare_fusion_inputs(fusion_inputs)
         return fusion_inputs, prepared
 
     def _alignment_losses(
-        self, inputs: dict[str, torch.Tensor], prepared, image_embeds, text_embeds, fusion_hidden_states, pixel_values_m
+        self, runs, inputs, prepared, image_embeds, text_embeds, fusion_hidden_states, pixel_values_m
     ) -> dict[str, torch.Tensor]:
-        """Build the `AlignmentFeatures` bundle once, run every enabled objective on it, then enqueue (training)."""
+        """Build the `AlignmentFeatures` bundle once, run the objectives `runs` on it, then enqueue (training)."""
         input_ids, bbox, attention_mask = inputs["input_ids"], inputs["bbox"], inputs["attention_mask"]
-        real_tokens = attention_mask.bool() & ~self._special_tokens(input_ids)
+        real_tokens = None if input_ids is None else attention_mask.bool() & ~self._special_tokens(input_ids)
 
         def fusion(**overrides) -> ModelOutput:
             # A further LayoutLMv3 forward for an objective: the step's inputs with some replaced, no aligned features
             # injected (they were computed from the unchanged inputs and would leak what an objective hides).
             return self.layoutlmv3(**{**inputs, **overrides}, return_dict=True)
 
-        momentum = {}  # the momentum side first, so that the bundle is built in one go
-        if self.has_momentum:
-            with torch.no_grad():
-                image_m = self.vision_model_m(pixel_values_m, return_dict=True).last_hidden_state
-                text_m = self.text_model_m(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
-                momentum = dict(
-                    patch_embeds_m=image_m[:, self.vision_prefix_tokens :],
-                    text_embeds_m=text_m,
-                    image_feat_m=F.normalize(self.vision_proj_m(image_m[:, 0]), dim=-1),
-                    text_feat_m=F.normalize(self.text_proj_m(text_m[:, 0]), dim=-1),
-                    vision_proj_m=self.vision_proj_m,
-                    text_proj_m=self.text_proj_m,
-                    image_queue=self.queues.image_queue.clone(),  # clones: enqueue overwrites them before backward
-                    text_queue=self.queues.text_queue.clone(),
-                    queue_valid=self.queues.valid(),  # a new tensor: the uint8 buffer read as bool
-                )
+        momentum, image, text = {}, image_embeds is not None, text_embeds is not None
+        if any(objective.needs_momentum for objective in runs.values()):
+            momentum = self.momentum_features(input_ids, attention_mask, pixel_values_m, self.vision_prefix_tokens)
         features = AlignmentFeatures(
             input_ids=input_ids,
             bbox=bbox,
             attention_mask=attention_mask,
             pixel_values=inputs["pixel_values"],
             real_tokens=real_tokens,
-            boxed_tokens=real_tokens & (bbox != 0).any(dim=-1),
+            boxed_tokens=None if real_tokens is None else real_tokens & (bbox != 0).any(dim=-1),
             image_embeds=image_embeds,
-            patch_embeds=image_embeds[:, self.vision_prefix_tokens :],
+            patch_embeds=image_embeds[:, self.vision_prefix_tokens :] if image else None,
             text_embeds=text_embeds,
-            image_feat=F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1),
-            text_feat=F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1),
+            image_feat=F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1) if image else None,
+            text_feat=F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1) if text else None,
             vision_proj=self.vision_proj,
             text_proj=self.text_proj,
             temp=self._clamped_temperature(),
@@ -391,8 +390,8 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             distill_ramp=self.distill_ramp,
             **momentum,
         )
-        losses = {name: objective(features) for name, objective in self.objectives.items()}
-        if self.has_momentum and self.training:
+        losses = {name: objective(features) for name, objective in runs.items()}
+        if self.training and momentum:
             self.queues.enqueue(features.image_feat_m, features.text_feat_m)
         return losses
 

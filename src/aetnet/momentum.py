@@ -26,6 +26,7 @@ This module imports only torch and its siblings, so that it ships as Hub remote 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .loss_utils import concat_all_gather
@@ -81,6 +82,37 @@ class MomentumEncodersMixin:
             momentum.requires_grad_(False)
 
     @torch.no_grad()
+    def momentum_features(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        pixel_values_m: torch.Tensor | None,
+        prefix_tokens: int = 1,
+    ) -> dict[str, torch.Tensor | nn.Module]:
+        """
+        What the momentum side gives the objectives (`AlignmentFeatures`' `_m` fields and the queues), for ALBEF's
+        `vision_model_m` / `text_model_m` pair: the momentum ViT's patches (after `prefix_tokens`) and normalised
+        projected [CLS] on `pixel_values_m`, the momentum RoBERTa's states and [CLS] feature on `input_ids`, each
+        only when its input is given, and copies of the queues taken before this step writes them.
+        """
+        momentum = dict(
+            vision_proj_m=self.vision_proj_m,
+            text_proj_m=self.text_proj_m,
+            image_queue=self.queues.image_queue.clone(),  # clones: enqueue overwrites them before backward
+            text_queue=self.queues.text_queue.clone(),
+            queue_valid=self.queues.valid(),  # a new tensor: the uint8 buffer read as bool
+        )
+        if pixel_values_m is not None:
+            image_m = self.vision_model_m(pixel_values_m, return_dict=True).last_hidden_state
+            momentum["patch_embeds_m"] = image_m[:, prefix_tokens:]
+            momentum["image_feat_m"] = F.normalize(self.vision_proj_m(image_m[:, 0]), dim=-1)
+        if input_ids is not None:
+            text_m = self.text_model_m(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+            momentum["text_embeds_m"] = text_m
+            momentum["text_feat_m"] = F.normalize(self.text_proj_m(text_m[:, 0]), dim=-1)
+        return momentum
+
+    @torch.no_grad()
     def momentum_update(self) -> None:
         """
         EMA step `param_m = m * param_m + (1 - m) * param` for every momentum parameter, `m = config.momentum`, as
@@ -122,11 +154,18 @@ class FeatureQueues(nn.Module):
         return self.queue_valid.bool()
 
     @torch.no_grad()
-    def enqueue(self, image_feat_m: torch.Tensor, text_feat_m: torch.Tensor) -> None:
+    def enqueue(self, image_feat_m: torch.Tensor | None, text_feat_m: torch.Tensor | None) -> None:
         """
         Write the batch's momentum features (gathered over ranks) into the ring buffers at `queue_ptr`. Any batch
-        size works: a batch larger than the queue keeps its last `queue_size` features.
+        size works: a batch larger than the queue keeps its last `queue_size` features. A batch without one modality
+        (None) writes nothing.
         """
+        if image_feat_m is None or text_feat_m is None:
+            # The queues hold image and text features in pairs: slot i of both is one page, and the contrastive
+            # objectives read them as matched negatives. Writing one half would leave a stale feature of another
+            # page beside it, so a batch without its page images (or its text) is not enqueued at all. (In a
+            # distributed run every rank must then skip together: the write gathers over the ranks.)
+            return
         image_feats, text_feats = concat_all_gather(image_feat_m), concat_all_gather(text_feat_m)
         queue_size, num_new = self.queue_size, image_feats.shape[0]
         skipped = max(0, num_new - queue_size)

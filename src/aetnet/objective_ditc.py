@@ -74,6 +74,7 @@ class DocumentImageTextContrast(AlignmentObjective):
     similarity distribution in the targets, scaled per step by the model's ramp (`features.distill_ramp`).
     """
 
+    modalities = ("image", "text")  # image [CLS] against text [CLS]
     needs_momentum = True
 
     def __init__(self, config, distill_alpha: float | None = None):

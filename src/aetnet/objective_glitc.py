@@ -66,6 +66,7 @@ class GlobalLocalContrast(AlignmentObjective):
     token features of the real tokens (no `<s>`, `</s>` or padding), averaged over the two modalities.
     """
 
+    modalities = ("image", "text")  # image and text global-local terms, averaged
     needs_momentum = True
 
     def __init__(self, config):

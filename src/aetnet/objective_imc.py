@@ -56,6 +56,7 @@ class IntraModalContrastiveLoss(nn.Module):
 class IntraModalContrast(AlignmentObjective):
     """IMC: online image (text) [CLS] feature against the momentum image (text) features of the batch and queue."""
 
+    modalities = ("image", "text")  # an image and a text term, averaged: half of it would be another loss
     needs_momentum = True
 
     def __init__(self, config):

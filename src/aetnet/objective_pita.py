@@ -163,6 +163,8 @@ class PatchTokenAlignment(AlignmentObjective):
             segment-level boxes), `"all"` the token counts in every cell it overlaps.
     """
 
+    modalities = ("image", "text")  # patches against the tokens inside them
+
     def __init__(self, config, loss: str = "infonce", span_policy: str = "center"):
         super().__init__(config)
         for setting, value, choices in (("loss", loss, PITA_LOSSES), ("span_policy", span_policy, PITA_SPAN_POLICIES)):

@@ -120,6 +120,7 @@ class PseudoKeywordPrediction(AlignmentObjective):
     one extra no-grad LayoutLMv3 forward.
     """
 
+    modalities = ("image", "text")  # the image predicts words of its text
     needs_momentum = True  # the momentum ViT gives the soft targets; the attention-free rule reads the momentum RoBERTa
     trains = ("vision_model", "vision_proj")
 

@@ -110,6 +110,7 @@ class TextImageAlignment(AlignmentObjective):
         seed (`int`, defaults to 0): the seed of the covers' generator.
     """
 
+    modalities = ("image", "text")  # covers the image regions of text segments
     needs_generator = True
     trains = ()  # only LayoutLMv3 and its own head
 

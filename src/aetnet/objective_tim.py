@@ -73,6 +73,7 @@ class TextImageMatching(AlignmentObjective):
         seed (`int`, defaults to 0): the seed of the negatives' generator.
     """
 
+    modalities = ("image", "text")  # matches a page's text with its image
     needs_generator = True
     trains = ()  # only LayoutLMv3 and its own head
 

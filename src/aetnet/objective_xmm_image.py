@@ -106,6 +106,7 @@ class CrossModalMaskedImage(AlignmentObjective):
     parameters (the head and the mask embedding).
     """
 
+    modalities = ("image", "text")  # the text conditions the masked patches
     needs_generator = True
     trains = ()  # only LayoutLMv3 and its own head
 

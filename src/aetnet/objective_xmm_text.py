@@ -145,6 +145,7 @@ class CrossModalMaskedText(AlignmentObjective):
     the head.
     """
 
+    modalities = ("image", "text")  # the page conditions the masked text; without it this is plain masked-LM
     needs_generator = True
     trains = ()  # only LayoutLMv3 and its own head
 

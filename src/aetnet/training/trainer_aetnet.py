@@ -67,7 +67,8 @@ class AETNetTrainer(Trainer):
     [`Trainer`] for AETNet models: the loss is the model's `loss`, the task loss plus the weighted alignment
     objectives (`config.alignment_loss_weights`, which `AETNetTrainingArguments.loss_weights` sets through the
     model's `set_alignment_loss_weights`), and `loss_task` and `loss_<objective>` for every enabled objective
-    (unweighted) are logged next to `loss`, in training and, prefixed, in evaluation (`eval_loss_ditc`, ...).
+    (unweighted) are logged next to `loss`, in training and, prefixed, in evaluation (`eval_loss_ditc`, ...), or
+    `skipped_<objective>` (how many micro-batches lacked a modality it reads) in place of a loss none computed.
 
     It also:
 
@@ -233,10 +234,11 @@ class AETNetTrainer(Trainer):
             inputs = {**inputs, "return_alignment_losses": True}
         outputs = model(**inputs)
         loss, components = self._loss_and_terms(model, outputs, labels)
+        skipped = _get(outputs, "skipped_objectives") or ()
         if loss is None:
             raise ValueError(
                 "The model returned neither a task loss nor alignment losses; pass `labels` (got inputs "
-                f"{sorted(inputs)})."
+                f"{sorted(inputs)}; objectives skipped for a missing modality: {list(skipped)})."
             )
         if mode == "train" and self._argument("skip_nonfinite_loss") and not torch.isfinite(loss.detach()).item():
             bad = [name for name, value in components.items() if not torch.isfinite(value.detach()).item()]
@@ -249,7 +251,7 @@ class AETNetTrainer(Trainer):
             # NaNs that reach the gradients anyway are removed by NonFiniteGradientGuard on every rank alike.
             loss = torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0) * 0.0
         else:
-            self._loss_terms.add(mode, components)
+            self._loss_terms.add(mode, components, skipped)
         return (loss, outputs) if return_outputs else loss
 
     def _loss_and_terms(
