@@ -160,6 +160,7 @@ def pretrained_model(args: argparse.Namespace, name: str) -> AETNetModel:
         queue_size=args.queue_size,
         spatial_bias_init=args.spatial_bias_init,
         **({} if args.distill_alpha is None else {"distill_alpha": args.distill_alpha}),
+        feature_centering=args.feature_centering,
     ).train()
 
 
@@ -191,6 +192,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--distill-alpha",
         type=float,
         help="with --pretrained: AETNetConfig.distill_alpha, the momentum distillation weight (default: the config's)",
+    )
+    parser.add_argument(
+        "--feature-centering",
+        type=float,
+        help="with --pretrained: AETNetConfig.feature_centering, the running centre's momentum (default: none)",
     )
     parser.add_argument(
         "--random-encoders",

@@ -40,7 +40,7 @@ one thing each:
 - from pre-trained encoders (`-- --layout_model ... --vision_model ... --text_model ...`), `layoutlmv3-random`: the
   plain LayoutLMv3 baseline with random weights of the same sizes and the same tokenizer (`--random_encoders layout
   vision text`): what the pre-training buys; `aetnet-random-aligners`: AETNet on the pre-trained LayoutLMv3 with
-  random aligners (`--random_encoders vision text`).
+  random aligners (`--random_encoders vision text`); `aetnet-centered`: AETNet with `--feature_centering 0.9`.
 
 The script writes, under `--out`: `runs/<variant>-seed<seed>/` (each run's output folder and `log.txt`),
 `summary.json` (every run's scores, times, hardware and loss history, plus the command), `summary.md` (the task's
@@ -105,9 +105,9 @@ VARIANTS = {
     "aetnet-no-injection": ["--fusion_injection", "none"],
     # The Trainer's joint gradient clip instead of AETNet's clip by part (gradient_clipping.py).
     "aetnet-joint-clip": ["--grad_clipping", "global"],
-    # From pre-trained encoders (`-- --layout_model ... --vision_model ... --text_model ...`): what pre-training buys.
     "layoutlmv3-random": ["--baseline", "layoutlmv3", "--random_encoders", "layout", "vision", "text"],
     "aetnet-random-aligners": ["--random_encoders", "vision", "text"],
+    "aetnet-centered": ["--feature_centering", "0.9"],
     **{f"+{name}": ["--alignment_objectives", *OBJECTIVES, name] for name in EXTRA_OBJECTIVES},
     **{
         f"{name}-only": ["--alignment_objectives", *OBJECTIVES, name, *VARIANTS_NO_ALIGNMENT]
@@ -124,6 +124,7 @@ OWNED_ARGUMENTS = (
     "--fusion_injection",
     "--grad_clipping",
     "--random_encoders",
+    "--feature_centering",
 )
 
 

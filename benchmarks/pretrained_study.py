@@ -21,13 +21,14 @@ rerun continues where an interrupted one stopped and results can be committed as
 1. `pretrain`: `examples/run_pretraining.py` at the `study` size on the unlabeled pages of `--data` that no benchmark
    evaluates on (vrdu-pages, FUNSD training forms, rvlcdip3 train, SROIE train; docvqa-text for the RoBERTa), into
    `--pretrained`; skipped when each component there has its `all_results.json`.
-2. `learnability`: `bench_learnability.py` from the pre-trained encoders, and with random aligners: does each
-   alignment objective fall below its chance level on real pages once the aligners are pre-trained?
+2. `learnability`: `bench_learnability.py` from the pre-trained encoders, with random aligners, and with the
+   aligners' [CLS] states centred (`--feature_centering`): does each alignment objective fall below its chance level
+   on real pages once the aligners are pre-trained?
 3. `funsd`, `sroie`, `funsd_re`, `rvlcdip`: `compare.py` runs of the task's example from the same pre-trained
    weights. `headline` summary: `layoutlmv3-random` (the same model and tokenizer with random weights: what the
    pre-training buys), `layoutlmv3` and `aetnet` (both pre-trained: the paper's question), 5 seeds on FUNSD and SROIE,
-   3 elsewhere; `variants` summary, 3 seeds: those three and `aetnet-random-aligners` and each objective off
-   (`no-ditc` ...), paired against `layoutlmv3` by the compare harness's verdict rule.
+   3 elsewhere; `variants` summary, 3 seeds: those three, `aetnet-random-aligners`, `aetnet-centered` and each
+   objective off (`no-ditc` ...), paired against `layoutlmv3` by the compare harness's verdict rule.
 
 Results go under `--out` (`<task>/headline.{json,md,png}`, `<task>/variants.*`, `learnability-*.json`).
 
@@ -49,7 +50,7 @@ import compare
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("pretrain", "learnability", "funsd", "sroie", "funsd_re", "rvlcdip")
 HEADLINE = ["layoutlmv3-random", "layoutlmv3", "aetnet"]
-VARIANTS = [*HEADLINE, "aetnet-random-aligners", *(f"no-{name}" for name in compare.OBJECTIVES)]
+VARIANTS = [*HEADLINE, "aetnet-random-aligners", "aetnet-centered", *(f"no-{name}" for name in compare.OBJECTIVES)]
 # Per task: the example's arguments (besides the weights) and the seeds of the headline summary.
 TASK_ARGUMENTS = {
     "funsd": (lambda data: ["--dataset_dir", f"{data}/funsd", "--num_train_epochs", "8"], 5),
@@ -69,6 +70,12 @@ TASK_ARGUMENTS = {
     ),
 }
 COMPONENT_FOLDERS = ("layoutlmv3", "vit", "roberta")
+# The learnability runs: from the pre-trained encoders, with random aligners, and with the aligners' [CLS] centred.
+LEARNABILITY_RUNS = {
+    "pretrained": [],
+    "random-aligners": ["--random-encoders", "vision,text"],
+    "pretrained-centered": ["--feature-centering", "0.9"],
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,16 +137,16 @@ def pretrain(args: argparse.Namespace) -> None:
 
 
 def learnability(args: argparse.Namespace) -> None:
-    """Each alignment objective alone on real FUNSD training pages, from the pre-trained encoders and with random
-    aligners (the same LayoutLMv3 and tokenizer), against its chance level."""
-    for name, random in (("pretrained", ""), ("random-aligners", "vision,text")):
+    """Each alignment objective alone on real FUNSD training pages (`LEARNABILITY_RUNS`: from the pre-trained
+    encoders, with random aligners, with the aligners' [CLS] centred), against its chance level."""
+    for name, extra in LEARNABILITY_RUNS.items():
         out = args.out / f"learnability-{name}.json"
         if out.exists():
             print(f"learnability: {out} exists, skipped", flush=True)
             continue
         options = ["--dataset_dir", str(args.data / "funsd"), "--pretrained", str(args.pretrained)]
         options += ["--spatial-bias-init", "locality", "--objectives", ",".join(compare.OBJECTIVES), "--out", str(out)]
-        bench_learnability.main(options + (["--random-encoders", random] if random else []))
+        bench_learnability.main(options + extra)
 
 
 def task_arguments(args: argparse.Namespace, task: str) -> list[str]:

@@ -54,8 +54,6 @@ from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 from utils_aetnet import (
     ExampleTrainingArguments,
-    ModelArguments,
-    build_processor_and_model,
     finish_run,
     parse_arguments,
     setup_logging_and_seed,
@@ -71,6 +69,7 @@ from utils_aetnet_data import (
     script_window_arguments,
     window_kwargs,
 )
+from utils_aetnet_model import ModelArguments, build_processor_and_model
 
 from aetnet import AETNetForQuestionAnswering, AETNetTrainer
 from aetnet.data import (

@@ -56,8 +56,6 @@ from transformers.utils import check_min_version
 from transformers.utils.versions import require_version
 from utils_aetnet import (
     ExampleTrainingArguments,
-    ModelArguments,
-    build_processor_and_model,
     finish_run,
     parse_arguments,
     setup_logging_and_seed,
@@ -73,6 +71,7 @@ from utils_aetnet_data import (
     seqeval_scores,
     write_word_predictions,
 )
+from utils_aetnet_model import ModelArguments, build_processor_and_model
 
 from aetnet import AETNetForTokenClassification, AETNetTrainer
 from aetnet.data import load_funsd_like, load_synthetic_funsd

@@ -48,8 +48,6 @@ from transformers import HfArgumentParser
 from transformers.utils import check_min_version
 from utils_aetnet import (
     ExampleTrainingArguments,
-    ModelArguments,
-    build_processor_and_model,
     finish_run,
     parse_arguments,
     setup_logging_and_seed,
@@ -58,6 +56,7 @@ from utils_aetnet import (
     warn_if_from_scratch_learning_rate,
 )
 from utils_aetnet_data import script_window_arguments
+from utils_aetnet_model import ModelArguments, build_processor_and_model
 
 from aetnet import AETNetForRelationExtraction, AETNetTrainer
 from aetnet.data import add_bio_relations, load_funsd_relations, load_synthetic_funsd, union_bbox

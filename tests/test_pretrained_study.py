@@ -62,7 +62,7 @@ def test_stages_skip_what_is_finished_and_need_a_complete_pretraining(tmp_path, 
 
     monkeypatch.setattr(pretrained_study.subprocess, "run", no_run)
     monkeypatch.setattr(pretrained_study.bench_learnability, "main", no_run)
-    for name in ("pretrained", "random-aligners"):
+    for name in pretrained_study.LEARNABILITY_RUNS:
         (tmp_path / "out" / f"learnability-{name}.json").parent.mkdir(exist_ok=True)
         (tmp_path / "out" / f"learnability-{name}.json").write_text("{}")
     pretrained_study.main([*argv, "--stages", "pretrain,learnability"])

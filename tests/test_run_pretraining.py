@@ -82,7 +82,7 @@ def test_every_component_is_saved_ready_for_the_example_scripts(pages, tmp_path,
     assert layout["chance_level_mlm"] < layout["chance_level_mlm_uniform"]
     assert (output / "tokenizer" / "tokenizer.json").is_file() and (output / "processor").is_dir()
 
-    from utils_aetnet import _pretrained_processor
+    from utils_aetnet_model import _pretrained_processor
 
     from aetnet import AETNetForTokenClassification
 

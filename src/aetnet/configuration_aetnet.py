@@ -118,6 +118,11 @@ class AETNetConfig(PreTrainedConfig):
             `"random"`: transformers' initialisation (a pretrained checkpoint's tables replace it). `"locality"`: a
             prior to attend to what lies near a token's box (`spatial_bias.py`), for training from random weights:
             without it, objectives that need a token to find its page region (TIA, TIM) do not learn from scratch.
+        feature_centering (`float`, *optional*):
+            Momentum of a running mean subtracted from the aligners' [CLS] states before the contrastive projections
+            (`feature_centering.FeatureCenter`, online and momentum states alike), e.g. 0.9; `None` (the default):
+            no centring, as ALBEF and the paper. Encoders pre-trained without a [CLS] objective (SimMIM, MLM) give
+            all pages nearly the same [CLS] state, and DITC then stays at chance until the common part is removed.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the initialisation of the projections.
 
@@ -155,6 +160,7 @@ class AETNetConfig(PreTrainedConfig):
     fusion_injection: str = "gated"
     alignment_loss_weights: dict[str, float] | None = None
     spatial_bias_init: str = "random"
+    feature_centering: float | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -212,6 +218,8 @@ class AETNetConfig(PreTrainedConfig):
                 raise ValueError(f"Objective {name!r} has no setting {unknown}; its settings: {list(known)}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum}")
+        if self.feature_centering is not None and not 0.0 <= self.feature_centering < 1.0:
+            raise ValueError(f"`feature_centering` must be None or a momentum in [0, 1), got {self.feature_centering}")
         if self.queue_size <= 0:
             raise ValueError(f"`queue_size` must be positive, got {self.queue_size}")
         if self.embed_dim <= 0:

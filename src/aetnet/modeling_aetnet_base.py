@@ -23,11 +23,10 @@ remote code (`trust_remote_code=True`).
 import zlib
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
+from transformers.modeling_outputs import ModelOutput
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 
@@ -40,6 +39,7 @@ from .alignment import (
     split_by_modalities,
 )
 from .configuration_aetnet import TEMPERATURE_RANGE, AETNetConfig
+from .modeling_aetnet_features import DocumentFeaturesMixin, feature_center
 from .modeling_aetnet_knobs import AETNetTrainingKnobsMixin
 from .modeling_aetnet_layoutlmv3 import AETNetLayoutLMv3Model
 from .modeling_aetnet_loading import AETNetCheckpointMixin
@@ -98,7 +98,7 @@ class AETNetPreTrainedModel(AETNetTrainingKnobsMixin, AETNetCheckpointMixin, Pre
                     init.copy_(param_m, param)
 
 
-class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
+class AETNetModel(MomentumEncodersMixin, DocumentFeaturesMixin, AETNetPreTrainedModel):
     """
     The AETNet encoder: LayoutLMv3 (`layoutlmv3`), the ViT and RoBERTa aligners (`vision_model`, `text_model`) with
     their projections into the contrastive space (`vision_proj`, `text_proj`), the frozen momentum copies (`_m`
@@ -120,6 +120,8 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
         self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
         self.vision_proj = nn.Linear(config.vision_config.hidden_size, config.embed_dim)
         self.text_proj = nn.Linear(config.text_config.hidden_size, config.embed_dim)
+        self.image_center = feature_center(config.vision_config.hidden_size, config.feature_centering)
+        self.text_center = feature_center(config.text_config.hidden_size, config.feature_centering)
         self.temp = nn.Parameter(torch.tensor(config.temperature))
         gated = config.fusion_injection == "gated"
         self.text_gate = nn.Parameter(torch.zeros(config.layout_config.hidden_size)) if gated else None
@@ -206,36 +208,6 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             device=input_ids.device,
         )
         return torch.isin(input_ids, special)
-
-    @can_return_tuple
-    def get_image_features(
-        self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
-    ) -> BaseModelOutputWithPooling:
-        """
-        The ViT aligner on `pixel_values`: its output (`last_hidden_state`, and `hidden_states` / `attentions` when
-        asked for) with `pooler_output` the L2-normalised projected [CLS] feature, `(batch_size, embed_dim)`, that
-        DITC compares with `get_text_features`.
-        """
-        outputs = self.vision_model(pixel_values, return_dict=True, **kwargs)
-        return self._with_projected_cls(outputs, self.vision_proj)
-
-    @can_return_tuple
-    def get_text_features(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
-    ) -> BaseModelOutputWithPooling:
-        """The RoBERTa aligner on `input_ids`: its output with `pooler_output` the L2-normalised projected [CLS]
-        feature, `(batch_size, embed_dim)`."""
-        outputs = self.text_model(input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
-        return self._with_projected_cls(outputs, self.text_proj)
-
-    @staticmethod
-    def _with_projected_cls(outputs: ModelOutput, projection: nn.Linear) -> BaseModelOutputWithPooling:
-        return BaseModelOutputWithPooling(
-            last_hidden_state=outputs.last_hidden_state,
-            pooler_output=F.normalize(projection(outputs.last_hidden_state[:, 0]), dim=-1),
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
 
     @can_return_tuple
     def forward(
@@ -365,6 +337,8 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             return self.layoutlmv3(**{**inputs, **overrides}, return_dict=True)
 
         momentum, image, text = {}, image_embeds is not None, text_embeds is not None
+        if self.training:
+            self.update_feature_centers(image_embeds, text_embeds)  # before any feature: online and momentum alike
         if any(objective.needs_momentum for objective in runs.values()):
             momentum = self.momentum_features(input_ids, attention_mask, pixel_values_m, self.vision_prefix_tokens)
         features = AlignmentFeatures(
@@ -377,8 +351,8 @@ class AETNetModel(MomentumEncodersMixin, AETNetPreTrainedModel):
             image_embeds=image_embeds,
             patch_embeds=image_embeds[:, self.vision_prefix_tokens :] if image else None,
             text_embeds=text_embeds,
-            image_feat=F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1) if image else None,
-            text_feat=F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1) if text else None,
+            image_feat=self.document_feature(image_embeds, "image") if image else None,
+            text_feat=self.document_feature(text_embeds, "text") if text else None,
             vision_proj=self.vision_proj,
             text_proj=self.text_proj,
             temp=self._clamped_temperature(),

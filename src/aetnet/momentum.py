@@ -26,7 +26,6 @@ This module imports only torch and its siblings, so that it ships as Hub remote 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .loss_utils import concat_all_gather
@@ -105,11 +104,11 @@ class MomentumEncodersMixin:
         if pixel_values_m is not None:
             image_m = self.vision_model_m(pixel_values_m, return_dict=True).last_hidden_state
             momentum["patch_embeds_m"] = image_m[:, prefix_tokens:]
-            momentum["image_feat_m"] = F.normalize(self.vision_proj_m(image_m[:, 0]), dim=-1)
+            momentum["image_feat_m"] = self.document_feature(image_m, "image", momentum=True)
         if input_ids is not None:
             text_m = self.text_model_m(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
             momentum["text_embeds_m"] = text_m
-            momentum["text_feat_m"] = F.normalize(self.text_proj_m(text_m[:, 0]), dim=-1)
+            momentum["text_feat_m"] = self.document_feature(text_m, "text", momentum=True)
         return momentum
 
     @torch.no_grad()
