@@ -26,9 +26,10 @@ rerun continues where an interrupted one stopped and results can be committed as
    on real pages once the aligners are pre-trained?
 3. `funsd`, `sroie`, `funsd_re`, `rvlcdip`: `compare.py` runs of the task's example from the same pre-trained
    weights. `headline` summary: `layoutlmv3-random` (the same model and tokenizer with random weights: what the
-   pre-training buys), `layoutlmv3` and `aetnet` (both pre-trained: the paper's question), 5 seeds on FUNSD and SROIE,
-   3 elsewhere; `variants` summary, 3 seeds: those three, `aetnet-random-aligners`, `aetnet-centered` and each
-   objective off (`no-ditc` ...), paired against `layoutlmv3` by the compare harness's verdict rule.
+   pre-training buys), `layoutlmv3` and `aetnet` (both pre-trained: the paper's question) and `aetnet-centered`
+   (the aligners' [CLS] states centred, which DITC needs after this pre-training), 5 seeds on FUNSD and SROIE, 3
+   elsewhere; `variants` summary, 3 seeds: those four, `aetnet-random-aligners` and each objective off (`no-ditc`
+   ...), paired against `layoutlmv3` by the compare harness's verdict rule.
 
 Results go under `--out` (`<task>/headline.{json,md,png}`, `<task>/variants.*`, `learnability-*.json`).
 
@@ -49,8 +50,8 @@ import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("pretrain", "learnability", "funsd", "sroie", "funsd_re", "rvlcdip")
-HEADLINE = ["layoutlmv3-random", "layoutlmv3", "aetnet"]
-VARIANTS = [*HEADLINE, "aetnet-random-aligners", "aetnet-centered", *(f"no-{name}" for name in compare.OBJECTIVES)]
+HEADLINE = ["layoutlmv3-random", "layoutlmv3", "aetnet", "aetnet-centered"]
+VARIANTS = [*HEADLINE, "aetnet-random-aligners", *(f"no-{name}" for name in compare.OBJECTIVES)]
 # Per task: the example's arguments (besides the weights) and the seeds of the headline summary.
 TASK_ARGUMENTS = {
     "funsd": (lambda data: ["--dataset_dir", f"{data}/funsd", "--num_train_epochs", "8"], 5),

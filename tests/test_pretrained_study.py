@@ -28,7 +28,7 @@ import pretrained_study  # noqa: E402
 
 def test_every_variant_of_the_protocol_is_a_compare_variant():
     assert set(pretrained_study.VARIANTS) <= set(compare.VARIANTS)
-    assert pretrained_study.HEADLINE == ["layoutlmv3-random", "layoutlmv3", "aetnet"]
+    assert pretrained_study.HEADLINE[:3] == ["layoutlmv3-random", "layoutlmv3", "aetnet"]
     assert compare.VARIANTS["layoutlmv3-random"][-3:] == ["layout", "vision", "text"]
 
 
