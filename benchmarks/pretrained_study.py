@@ -71,11 +71,16 @@ TASK_ARGUMENTS = {
     ),
 }
 COMPONENT_FOLDERS = ("layoutlmv3", "vit", "roberta")
-# The learnability runs: from the pre-trained encoders, with random aligners, and with the aligners' [CLS] centred.
+# The learnability runs: from the pre-trained encoders, with random aligners, with the aligners' [CLS] centred; at
+# the benchmark's learning rate and at a fifth of it.
 LEARNABILITY_RUNS = {
     "pretrained": [],
     "random-aligners": ["--random-encoders", "vision,text"],
     "pretrained-centered": ["--feature-centering", "0.9"],
+    # The default learning rate (5e-3) suits random weights; pre-trained encoders at a fifth of it.
+    "pretrained-lr1e-3": ["--learning-rate", "1e-3"],
+    "pretrained-centered-lr1e-3": ["--feature-centering", "0.9", "--learning-rate", "1e-3"],
+    "random-aligners-lr1e-3": ["--random-encoders", "vision,text", "--learning-rate", "1e-3"],
 }
 
 
