@@ -287,7 +287,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python " + shlex.join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
+            # Called from another script (`argv` given), the command is still this script's.
+            "command": "python "
+            + shlex.join(sys.argv if argv is None else ["benchmarks/bench_learnability.py", *argv]),
             "hardware": hardware(torch.device("cpu")),
             "software": f"torch {torch.__version__}, transformers {transformers.__version__}",
         },
