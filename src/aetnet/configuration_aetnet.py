@@ -121,8 +121,9 @@ class AETNetConfig(PreTrainedConfig):
         feature_centering (`float`, *optional*):
             Momentum of a running mean subtracted from the aligners' [CLS] states before the contrastive projections
             (`feature_centering.FeatureCenter`, online and momentum states alike), e.g. 0.9; `None` (the default):
-            no centring, as ALBEF and the paper. Encoders pre-trained without a [CLS] objective (SimMIM, MLM) give
-            all pages nearly the same [CLS] state, and DITC then stays at chance until the common part is removed.
+            no centring, as ALBEF and the paper. Meant for encoders pre-trained without a [CLS] objective (SimMIM,
+            MLM), which give all pages nearly the same [CLS] state; in this repository's pre-trained study it did not
+            make DITC learn (BENCHMARKS.md), so it is off by default.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the initialisation of the projections.
 

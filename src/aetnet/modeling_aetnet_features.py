@@ -21,9 +21,9 @@ With `AETNetConfig.feature_centering` a running centre is subtracted from the [C
 
 Encoders pre-trained without an objective on their first token (SimMIM for a ViT, masked language modelling for a
 RoBERTa) give every page nearly the same [CLS] state: one direction common to all pages carries almost all of it, so
-the cosine similarities that DITC and IMC compare are all close to 1 and their losses stay at chance, while the
-states with that common part removed differ from page to page. Subtracting a running mean keeps the per-page part, as
-DINO centres its teacher's outputs. The centre is a buffer updated in training only (an exponential moving average
+the cosine similarities that DITC and IMC compare are all close to 1 at the start, while the states with that common
+part removed differ from page to page. Subtracting a running mean keeps the per-page part, as DINO centres its
+teacher's outputs; whether training then keeps the features apart is an empirical question (BENCHMARKS.md). The centre is a buffer updated in training only (an exponential moving average
 of the online states' batch means, the first batch copied), saved with the model and used unchanged in evaluation, so
 that a page's feature never depends on the batch it comes in. Under DDP the buffer follows process 0, as BatchNorm's
 running statistics do.
