@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -25,25 +24,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_tiny_encoders
+from conftest import load_example, save_tiny_encoders
 from PIL import Image
-from transformers import (
-    AutoModel,
-    AutoModelForTokenClassification,
-    AutoProcessor,
-    LayoutLMv3Config,
-    LayoutLMv3ImageProcessorPil,
-    LayoutLMv3Model,
-    RobertaConfig,
-    RobertaModel,
-    ViTConfig,
-    ViTModel,
-)
+from transformers import AutoModel, AutoModelForTokenClassification, AutoProcessor, LayoutLMv3Model, RobertaModel
 
 import aetnet  # noqa: F401  (registers the Auto classes)
 from aetnet import AETNetForTokenClassification, AETNetProcessor
 from aetnet.data import FUNSD_LABELS, load_synthetic_funsd
-from aetnet.data.tokenizer_training import train_layoutlmv3_tokenizer
 from aetnet.windowing import default_stride
 
 
@@ -203,47 +190,29 @@ def make_encoders(root: Path) -> list[str]:
     return save_tiny_encoders(root, words)
 
 
-def test_starts_from_three_encoder_checkpoints(tmp_path, monkeypatch):
-    layout, vision, text = make_encoders(tmp_path)
+def run_from_encoders(tmp_path: Path, *options: str) -> tuple[list[str], Path, dict, object]:
+    """`run_funsd.py` in-process (a second interpreter start costs more than the run) from tiny encoder checkpoints,
+    one step on synthetic forms: the checkpoints' paths, the output folder, the metrics and the script's module."""
+    encoders = make_encoders(tmp_path)
     output_dir = tmp_path / "out"
-    argv = [
-        str(SCRIPT),
-        "--output_dir",
-        str(output_dir),
-        "--layout_model",
-        layout,
-        "--vision_model",
-        vision,
-        "--text_model",
-        text,
-        "--synthetic_train_size",
-        str(NUM_TRAIN),
-        "--synthetic_test_size",
-        "1",
-        "--seed",
-        str(SEED),
-        "--max_steps",
-        "1",
-        "--per_device_train_batch_size",
-        "2",
-        "--do_predict",
-        "False",
-        "--disable_tqdm",
-        "True",
-        "--dataloader_pin_memory",
-        "False",
-    ]
-    # In-process (a second interpreter start costs more than the run); the script sets the torch thread count.
-    spec = importlib.util.spec_from_file_location("run_funsd", SCRIPT)
-    run_funsd = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "run_funsd", run_funsd)  # dataclasses look their module up
-    spec.loader.exec_module(run_funsd)
-    monkeypatch.setattr(sys, "argv", argv)
-    threads = torch.get_num_threads()
+    flags = ("--layout_model", "--vision_model", "--text_model")
+    argv = [str(SCRIPT), "--output_dir", str(output_dir), *(x for pair in zip(flags, encoders) for x in pair)]
+    argv += ["--synthetic_train_size", str(NUM_TRAIN), "--synthetic_test_size", "1", "--seed", str(SEED)]
+    argv += ["--max_steps", "1", "--per_device_train_batch_size", "2", "--do_predict", "False"]
+    argv += ["--disable_tqdm", "True", "--dataloader_pin_memory", "False", *options]
+    run_funsd = load_example("run_funsd")
+    sys_argv, threads = sys.argv, torch.get_num_threads()  # the script sets the torch thread count
+    sys.argv = argv
     try:
         metrics = run_funsd.main()
     finally:
+        sys.argv = sys_argv
         torch.set_num_threads(threads)
+    return encoders, output_dir, metrics, run_funsd
+
+
+def test_starts_from_three_encoder_checkpoints(tmp_path):
+    (layout, vision, text), output_dir, metrics, _ = run_from_encoders(tmp_path)
     assert 0.0 <= metrics["eval_f1"] <= 1.0 and not (output_dir / "predictions.jsonl").exists()
     model = AutoModelForTokenClassification.from_pretrained(output_dir)
     assert model.config.text_config.num_hidden_layers == 1 and model.config.num_labels == len(FUNSD_LABELS)
@@ -324,46 +293,9 @@ print(type(labeller).__name__, len(results), json.dumps([w["label"] for w in res
 def test_random_encoders_keep_only_the_named_checkpoints_weights(tmp_path, monkeypatch):
     """`--random_encoders vision text`: the pre-trained LayoutLMv3's weights, random aligners of the same sizes
     (learning rate 0: nothing moves); without encoder checkpoints the option is an error that names it."""
-    layout, vision, text = make_encoders(tmp_path)
-    output_dir = tmp_path / "out"
-    argv = [
-        str(SCRIPT),
-        "--output_dir",
-        str(output_dir),
-        "--layout_model",
-        layout,
-        "--vision_model",
-        vision,
-        "--text_model",
-        text,
-        "--random_encoders",
-        "vision",
-        "text",
-        "--synthetic_train_size",
-        str(NUM_TRAIN),
-        "--synthetic_test_size",
-        "1",
-        "--max_steps",
-        "1",
-        "--learning_rate",
-        "0",
-        "--per_device_train_batch_size",
-        "2",
-        "--do_predict",
-        "False",
-        "--disable_tqdm",
-        "True",
-    ]
-    spec = importlib.util.spec_from_file_location("run_funsd", SCRIPT)
-    run_funsd = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "run_funsd", run_funsd)
-    spec.loader.exec_module(run_funsd)
-    monkeypatch.setattr(sys, "argv", argv)
-    threads = torch.get_num_threads()
-    try:
-        run_funsd.main()
-    finally:
-        torch.set_num_threads(threads)
+    (layout, _, text), output_dir, _, run_funsd = run_from_encoders(
+        tmp_path, "--random_encoders", "vision", "text", "--learning_rate", "0"
+    )
     model = AutoModelForTokenClassification.from_pretrained(output_dir)
 
     def same(module, source):
