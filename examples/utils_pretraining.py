@@ -45,7 +45,7 @@ from aetnet.data import (
     train_layoutlmv3_tokenizer,
     with_page_pixels,
 )
-from aetnet.pretraining import MaskingGenerators
+from aetnet.pretraining import MaskingGenerators, SeededMasksMixin
 
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class PreTrainingArguments(TrainingArguments):
 
 
 @dataclass
-class DataCollatorForSeededLanguageModeling(DataCollatorForLanguageModeling):
+class DataCollatorForSeededLanguageModeling(SeededMasksMixin, DataCollatorForLanguageModeling):
     """
     transformers' `DataCollatorForLanguageModeling` (for `RobertaForMaskedLM`) whose masks come from one seeded
     generator per batch ([`MaskingGenerators`]), as those of the other pre-training collators: with its
@@ -154,18 +154,6 @@ class DataCollatorForSeededLanguageModeling(DataCollatorForLanguageModeling):
     def __post_init__(self):
         super().__post_init__()
         self.generators = MaskingGenerators(0 if self.seed is None else self.seed)
-
-    def set_batch_index(self, batch_index: int) -> None:
-        """Number the next batch `batch_index`."""
-        self.generators.set_batch_index(batch_index)
-
-    def state_dict(self) -> dict[str, int]:
-        """The masking state to save with a checkpoint."""
-        return self.generators.state_dict()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume the masks from `state_dict()`."""
-        self.generators.load_state_dict(state)
 
     def torch_call(self, examples):
         self.generator = self.generators.next_batch()[0]

@@ -28,6 +28,7 @@ from .data_collator_layoutlmv3_pretraining import DataCollatorForLayoutLMv3PreTr
 from .masking import (
     MIM_TARGETS,
     MaskingGenerators,
+    SeededMasksMixin,
     block_patch_mask,
     box_patch_coverage,
     mim_targets,
@@ -57,6 +58,7 @@ __all__ = [
     "PreTrainingConfigs",
     "PreTrainingModels",
     "PreTrainingTrainer",
+    "SeededMasksMixin",
     "WordPatchAlignmentHead",
     "average_chance_levels",
     "block_patch_mask",

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .masking import IMAGE_STREAM, MaskingGenerators
+from .masking import IMAGE_STREAM, MaskingGenerators, SeededMasksMixin
 
 
 def simmim_mask(
@@ -50,7 +50,7 @@ def simmim_mask(
 
 
 @dataclass
-class DataCollatorForSimMIM:
+class DataCollatorForSimMIM(SeededMasksMixin):
     """
     Stack `pixel_values` and add SimMIM's `bool_masked_pos` (`simmim_mask`), for `ViTForMaskedImageModeling`. The
     masks come from seeded per-batch generators ([`MaskingGenerators`]) that resume exactly, as those of
@@ -89,18 +89,6 @@ class DataCollatorForSimMIM:
     def from_config(cls, config, **kwargs) -> DataCollatorForSimMIM:
         """The collator for a ViT config (its image and patch sizes); `kwargs` are the other arguments."""
         return cls(image_size=int(config.image_size), patch_size=int(config.patch_size), **kwargs)
-
-    def set_batch_index(self, batch_index: int) -> None:
-        """Number the next batch `batch_index` (see `MaskingGenerators.set_batch_index`)."""
-        self.generators.set_batch_index(batch_index)
-
-    def state_dict(self) -> dict[str, int]:
-        """The masking state to save with a checkpoint."""
-        return self.generators.state_dict()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume the masks from `state_dict()`."""
-        self.generators.load_state_dict(state)
 
     def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not features:

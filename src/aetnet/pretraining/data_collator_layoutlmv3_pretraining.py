@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 
 from ..loss_utils import special_token_ids
 from ..objective_xmm_text import corrupt_tokens, default_mask_token_id
-from .masking import MaskingGenerators, block_patch_mask, span_mask, word_patch_alignment_labels
+from .masking import MaskingGenerators, SeededMasksMixin, block_patch_mask, span_mask, word_patch_alignment_labels
 
 
 # Per-token inputs and their padding values (`pad_token_id` for the ids).
@@ -36,7 +36,7 @@ _TOKEN_KEYS = {"input_ids": None, "attention_mask": 0, "bbox": [0, 0, 0, 0], "wo
 
 
 @dataclass
-class DataCollatorForLayoutLMv3PreTraining:
+class DataCollatorForLayoutLMv3PreTraining(SeededMasksMixin):
     """
     Collate pages processed for LayoutLMv3 (e.g. rows of `AETNetProcessor` or `LayoutLMv3Processor` output with
     `return_tensors=None`: `input_ids`, `bbox`, optionally `attention_mask`, `pixel_values`, and `word_index`, each
@@ -119,18 +119,6 @@ class DataCollatorForLayoutLMv3PreTraining:
             vocab_size=config.vocab_size,
         )
         return cls(**{**defaults, **kwargs})
-
-    def set_batch_index(self, batch_index: int) -> None:
-        """Number the next batch `batch_index` (see `MaskingGenerators.set_batch_index`)."""
-        self.generators.set_batch_index(batch_index)
-
-    def state_dict(self) -> dict[str, int]:
-        """The masking state to save with a checkpoint: the seed and the number of the next batch."""
-        return self.generators.state_dict()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume the masks from `state_dict()`."""
-        self.generators.load_state_dict(state)
 
     def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         batch = self._pad(features)

@@ -272,11 +272,33 @@ class MaskingGenerators:
         return tuple(generators)
 
 
+class SeededMasksMixin:
+    """
+    What a collator with seeded per-batch masks (`self.generators`, a [`MaskingGenerators`]) shows
+    [`PreTrainingTrainer`], which keeps it in step and saves it with each checkpoint.
+    """
+
+    generators: MaskingGenerators
+
+    def set_batch_index(self, batch_index: int) -> None:
+        """Number the next batch `batch_index` (see `MaskingGenerators.set_batch_index`)."""
+        self.generators.set_batch_index(batch_index)
+
+    def state_dict(self) -> dict[str, int]:
+        """The masking state to save with a checkpoint: the seed and the number of the next batch."""
+        return self.generators.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume the masks from `state_dict()`."""
+        self.generators.load_state_dict(state)
+
+
 __all__ = [
     "IMAGE_STREAM",
     "MIM_TARGETS",
     "TEXT_STREAM",
     "MaskingGenerators",
+    "SeededMasksMixin",
     "block_patch_mask",
     "box_patch_coverage",
     "masked_patches_under_boxes",
