@@ -159,7 +159,6 @@ def pretrained_model(args: argparse.Namespace, name: str) -> AETNetModel:
         alignment_objectives=[name],
         queue_size=args.queue_size,
         spatial_bias_init=args.spatial_bias_init,
-        **({} if args.distill_alpha is None else {"distill_alpha": args.distill_alpha}),
         feature_centering=args.feature_centering,
     ).train()
 
@@ -187,11 +186,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="a run_pretraining.py output folder (layoutlmv3/, vit/, roberta/): start from its encoders and tokenizer "
         "instead of random weights of --size",
-    )
-    parser.add_argument(
-        "--distill-alpha",
-        type=float,
-        help="with --pretrained: AETNetConfig.distill_alpha, the momentum distillation weight (default: the config's)",
     )
     parser.add_argument(
         "--feature-centering",

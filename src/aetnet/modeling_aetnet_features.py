@@ -61,9 +61,10 @@ class FeatureCenter(nn.Module):
     @torch.no_grad()
     def update(self, states: torch.Tensor) -> None:
         """Move the centre towards the batch mean of `states` (the first update copies it)."""
-        mean = states.detach().float().mean(dim=0)
-        momentum = self.momentum if int(self.updates) > 0 else 0.0
-        self.center.mul_(momentum).add_(mean.to(self.center.dtype), alpha=1.0 - momentum)
+        mean = states.detach().float().mean(dim=0).to(self.center.dtype)
+        # A tensor weight, not a Python branch on `updates`: no device-to-host sync in the training step.
+        weight = torch.where(self.updates > 0, 1.0 - self.momentum, 1.0).to(self.center.dtype)
+        self.center.lerp_(mean, weight)
         self.updates += 1
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
