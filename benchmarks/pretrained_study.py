@@ -20,20 +20,22 @@ rerun continues where an interrupted one stopped and results can be committed as
 
 1. `pretrain`: `examples/run_pretraining.py` at the `study` size on the unlabeled pages of `--data` that no benchmark
    evaluates on (vrdu-pages, FUNSD training forms, rvlcdip3 train, SROIE train; docvqa-text for the RoBERTa), into
-   `--pretrained`; skipped when each component there has its `all_results.json`.
+   `--pretrained`; skipped when each component there has its `all_results.json`, resumed from its last checkpoint
+   otherwise. With `--jobs 2` or more, LayoutLMv3 trains in one process and the two aligners in another.
 2. `learnability`: `bench_learnability.py` from the pre-trained encoders, with random aligners, and with the
    aligners' [CLS] states centred (`--feature_centering`): does each alignment objective fall below its chance level
    on real pages once the aligners are pre-trained?
 3. `funsd`, `sroie`, `funsd_re`, `rvlcdip`: `compare.py` runs of the task's example from the same pre-trained
    weights. `headline` summary: `layoutlmv3-random` (the same model and tokenizer with random weights: what the
-   pre-training buys), `layoutlmv3` and `aetnet` (both pre-trained: the paper's question) and `aetnet-centered`
-   (the aligners' [CLS] states centred, which DITC needs after this pre-training), 5 seeds on FUNSD and SROIE, 3
-   elsewhere; `variants` summary, 3 seeds: those four, `aetnet-random-aligners` and each objective off (`no-ditc`
-   ...), paired against `layoutlmv3` by the compare harness's verdict rule.
+   pre-training buys), `layoutlmv3` and `aetnet` (both pre-trained: the paper's question), 5 seeds on FUNSD and
+   SROIE, 3 elsewhere; `variants` summary, 3 seeds: those three, `aetnet-centered` (the aligners' [CLS] states
+   centred), `aetnet-random-aligners` and each objective off (`no-ditc` ...), paired against `layoutlmv3` by the
+   compare harness's verdict rule. Arguments after `--` go to every fine-tuning run (a learning rate, say).
 
 Results go under `--out` (`<task>/headline.{json,md,png}`, `<task>/variants.*`, `learnability-*.json`).
 
     python benchmarks/pretrained_study.py --jobs 2 --out benchmarks/results/pretrained-study-cpu
+    python benchmarks/pretrained_study.py --stages funsd --out ... -- --learning_rate 3e-4
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import bench_learnability
@@ -50,8 +53,10 @@ import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("pretrain", "learnability", "funsd", "sroie", "funsd_re", "rvlcdip")
-HEADLINE = ["layoutlmv3-random", "layoutlmv3", "aetnet", "aetnet-centered"]
-VARIANTS = [*HEADLINE, "aetnet-random-aligners", *(f"no-{name}" for name in compare.OBJECTIVES)]
+HEADLINE = ["layoutlmv3-random", "layoutlmv3", "aetnet"]
+VARIANTS = [*HEADLINE, "aetnet-centered", "aetnet-random-aligners", *(f"no-{name}" for name in compare.OBJECTIVES)]
+# The pretrain stage's processes with `--jobs 2` or more: LayoutLMv3 beside the two aligners (one torch thread each).
+PRETRAIN_GROUPS = (("layoutlmv3",), ("vit", "roberta"))
 # Per task: the example's arguments (besides the weights) and the seeds of the headline summary.
 TASK_ARGUMENTS = {
     "funsd": (lambda data: ["--dataset_dir", f"{data}/funsd", "--num_train_epochs", "8"], 5),
@@ -71,6 +76,8 @@ TASK_ARGUMENTS = {
     ),
 }
 COMPONENT_FOLDERS = ("layoutlmv3", "vit", "roberta")
+# The fine-tuning scripts' options that read the pre-trained components.
+WEIGHT_FLAGS = {"--layout_model": "layoutlmv3", "--vision_model": "vit", "--text_model": "roberta"}
 # The learnability runs: from the pre-trained encoders, with random aligners, with the aligners' [CLS] centred; at
 # the benchmark's learning rate and at a fifth of it.
 LEARNABILITY_RUNS = {
@@ -85,6 +92,8 @@ LEARNABILITY_RUNS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else argv
+    own, finetune_args = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, among {list(STAGES)}")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="the shared data folder")
@@ -97,7 +106,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pretrain_epochs", type=int, default=4, help="epochs of the pretrain stage")
     parser.add_argument("--out", type=Path, required=True, help="folder of the results")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (compare.py --jobs)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(own)
+    args.finetune_args = finetune_args
+    fixed = sorted({arg.split("=", 1)[0] for arg in finetune_args} & {"--dataset_dir", *WEIGHT_FLAGS})
+    if fixed:
+        parser.error(f"after `--`: {fixed} are set by this script from --data and --pretrained; leave them out")
     args.stages = [stage for stage in args.stages.split(",") if stage]
     unknown = sorted(set(args.stages) - set(STAGES))
     if unknown or not args.stages:
@@ -138,8 +151,21 @@ def pretrain(args: argparse.Namespace) -> None:
         "--save_steps",
         "100",
     ]
-    print("pretrain:", " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    groups = PRETRAIN_GROUPS if args.jobs > 1 else (COMPONENT_FOLDERS,)
+    commands = [[*command, "--components", *group] for group in groups]
+    for one in commands:
+        print("pretrain:", " ".join(one), flush=True)
+    # Each process resumes its components from their last checkpoints. The first trains the tokenizer (once: a
+    # later process reads it from the folder), so the others start when it is saved, which the processor, saved
+    # after it, tells.
+    processes = [subprocess.Popen(commands[0])]
+    saved = args.pretrained / "processor" / "processor_config.json"
+    while len(commands) > 1 and processes[0].poll() is None and not saved.exists():
+        time.sleep(5)
+    processes += [subprocess.Popen(one) for one in commands[1:]]
+    failed = [" ".join(group) for group, process in zip(groups, processes) if process.wait() != 0]
+    if failed:
+        raise SystemExit(f"pretrain: the pre-training of {failed} failed; rerun the stage to resume it")
 
 
 def learnability(args: argparse.Namespace) -> None:
@@ -157,13 +183,10 @@ def learnability(args: argparse.Namespace) -> None:
 
 def task_arguments(args: argparse.Namespace, task: str) -> list[str]:
     """The example's arguments of `task`: its data and epochs, and the pre-trained weights every variant starts from."""
-    weights = {"--layout_model": "layoutlmv3", "--vision_model": "vit", "--text_model": "roberta"}
     own = TASK_ARGUMENTS[task][0](args.data)
+    weights = [x for flag, name in WEIGHT_FLAGS.items() for x in (flag, str(args.pretrained / name))]
     # The pre-trained LayoutLMv3's relative-position tables start as locality biases: so do the random variant's.
-    return [*own, *(x for flag, name in weights.items() for x in (flag, str(args.pretrained / name)))] + [
-        "--spatial_bias_init",
-        "locality",
-    ]
+    return [*own, *weights, "--spatial_bias_init", "locality", *args.finetune_args]
 
 
 def run_task(args: argparse.Namespace, task: str) -> None:

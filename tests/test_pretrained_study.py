@@ -72,3 +72,52 @@ def test_unknown_stage_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         pretrained_study.parse_args(["--out", str(tmp_path), "--stages", "funsd,pretraining"])
     assert "--stages: unknown ['pretraining']" in capsys.readouterr().err
+
+
+def test_arguments_after_the_separator_reach_every_run_and_weights_stay_the_protocols(tmp_path, capsys):
+    argv = ["--out", str(tmp_path), "--stages", "funsd", "--", "--learning_rate", "3e-4"]
+    args = pretrained_study.parse_args(argv)
+    for task in pretrained_study.TASK_ARGUMENTS:
+        assert pretrained_study.task_arguments(args, task)[-2:] == ["--learning_rate", "3e-4"]
+    with pytest.raises(SystemExit):
+        pretrained_study.parse_args(["--out", str(tmp_path), "--", "--layout_model=elsewhere"])
+    assert "after `--`: ['--layout_model'] are set by this script" in capsys.readouterr().err
+
+
+class FakePretraining:
+    """Stands for one `run_pretraining.py` process. The first saves the processor (after the tokenizer) only after
+    a while, here at its third `poll`, as the script does after reading the pages and training the tokenizer."""
+
+    started: list[list[str]] = []
+
+    def __init__(self, command):
+        self.components = command[command.index("--components") + 1 :]
+        self.output_dir = Path(command[command.index("--output_dir") + 1])
+        self.polls = 0
+        if "layoutlmv3" not in self.components:
+            # A later group starts only once the first has saved the tokenizer and, after it, the processor.
+            assert (self.output_dir / "processor" / "processor_config.json").exists()
+        FakePretraining.started.append(self.components)
+
+    def poll(self):
+        self.polls += 1
+        if self.polls == 3:
+            (self.output_dir / "processor").mkdir(parents=True)
+            (self.output_dir / "processor" / "processor_config.json").write_text("{}")
+        return None
+
+    def wait(self):
+        return 0
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_pretrain_stage_runs_layoutlmv3_beside_the_aligners_with_two_jobs(jobs, tmp_path, monkeypatch):
+    FakePretraining.started = []
+    monkeypatch.setattr(pretrained_study.subprocess, "Popen", FakePretraining)
+    monkeypatch.setattr(pretrained_study.time, "sleep", lambda seconds: None)
+    folder = tmp_path / "pt"
+    pretrained_study.main(
+        ["--out", str(tmp_path / "out"), "--pretrained", str(folder), "--stages", "pretrain", "--jobs", str(jobs)]
+    )
+    expected = [["layoutlmv3"], ["vit", "roberta"]] if jobs > 1 else [["layoutlmv3", "vit", "roberta"]]
+    assert FakePretraining.started == expected
