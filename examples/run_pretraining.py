@@ -47,8 +47,10 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterator
 
 import datasets
+import torch
 from transformers import (
     HfArgumentParser,
     RobertaForMaskedLM,
@@ -85,6 +87,7 @@ from aetnet.pretraining import (
     PreTrainingTrainer,
     average_chance_levels,
     pretraining_configs,
+    token_log_frequencies,
 )
 from aetnet.training import plot_loss_curves
 
@@ -188,9 +191,21 @@ def check_batch(dataset, streaming: bool, items: list, training_args, component:
         )
 
 
+def corpus_token_ids(dataset, batches: list[dict]) -> Iterator:
+    """The token ids of the training corpus: the `input_ids` of the dataset in memory, or of a stream the original
+    tokens (masked ones restored from the labels) of the batches read for the chance levels."""
+    if isinstance(dataset, datasets.Dataset) and "input_ids" in dataset.column_names:
+        yield from dataset.with_format(None).select_columns(["input_ids"])["input_ids"]
+        return
+    for batch in batches:
+        labels = batch.get("mlm_labels", batch.get("labels"))
+        yield torch.where(labels != -100, labels, batch["input_ids"])
+
+
 def component_chance_levels(component: str, trainer, tokenizer, data_args, training_args) -> dict[str, float]:
     """Each objective's chance level, averaged over the first `--chance_level_batches` training batches, masked as
-    the run's first batches are (a fresh collator of the run's seed): the loss of a model that ignores the page."""
+    the run's first batches are (a fresh collator of the run's seed): the loss of a model that ignores the page; for
+    MLM, a model that learns the training corpus' token frequencies."""
     if data_args.chance_level_batches <= 0 or not trainer.is_world_process_zero():
         return {}
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -201,7 +216,11 @@ def component_chance_levels(component: str, trainer, tokenizer, data_args, train
         training_args.per_device_train_batch_size,
         data_args.chance_level_batches,
     )
-    levels = average_chance_levels(model, batches)
+    frequencies = None
+    if component != "vit":
+        tokens = corpus_token_ids(trainer.train_dataset, batches)
+        frequencies = token_log_frequencies(tokens, model.config.vocab_size, tokenizer.all_special_ids)
+    levels = average_chance_levels(model, batches, frequencies)
     logger.info(f"{component}: chance levels over {len(batches)} batch(es): {levels}")
     return levels
 

@@ -43,7 +43,9 @@ from aetnet.pretraining import (
     PreTrainingTrainer,
     build_pretraining_models,
     chance_levels,
+    mlm_chance_level,
     pretraining_configs,
+    token_log_frequencies,
 )
 
 
@@ -202,6 +204,25 @@ def test_chance_levels_of_a_hand_built_batch(models):
     masked = torch.tensor([[True] * 16, [True] * 4 + [False] * 12])
     level = chance_levels(models.vision, {"pixel_values": batch["pixel_values"], "bool_masked_pos": masked})
     assert level == pytest.approx({"mim": 4 / 20})
+
+
+def test_mlm_chance_level_from_the_corpus_frequencies(models):
+    # A corpus of tokens 5 (x6), 7 (x2), 9 (x1) and the special tokens 0 and 2, which are never masked and so not
+    # counted; add-one smoothing over the rest of the vocabulary.
+    corpus = [[0, 5, 5, 5, 7, 2], [0, 5, 5, 5, 7, 9, 2, 1, 1]]
+    log_frequencies = token_log_frequencies(corpus, VOCAB_SIZE, special_ids=[0, 1, 2])
+    total = 6 + 2 + 1 + (VOCAB_SIZE - 3)
+    assert log_frequencies.exp()[[0, 1, 2]].tolist() == [0.0, 0.0, 0.0]
+    assert log_frequencies.exp().sum().item() == pytest.approx(1.0)
+    assert log_frequencies[5].item() == pytest.approx(math.log(7 / total))
+    labels = torch.tensor([[-100, 5, 5, -100], [7, -100, 9, 9]])
+    expected = -(2 * math.log(7 / total) + math.log(3 / total) + 2 * math.log(2 / total)) / 5
+    assert mlm_chance_level(labels, log_frequencies) == pytest.approx(expected)
+    # The corpus' frequencies fit the batch worse than its own: the corpus level is the higher, the honest one.
+    assert mlm_chance_level(labels, log_frequencies) > mlm_chance_level(labels) == pytest.approx(_entropy(2, 1, 2))
+    batch = {"mlm_labels": labels, "input_ids": torch.zeros_like(labels)}
+    assert models.layout.chance_levels(batch, log_frequencies)["mlm"] == pytest.approx(expected)
+    assert chance_levels(models.text, {"labels": labels}, log_frequencies)["mlm"] == pytest.approx(expected)
 
 
 def test_losses_over_the_items_of_the_whole_step(models, batch):

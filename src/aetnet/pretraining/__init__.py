@@ -22,7 +22,14 @@ checkpoints of stock transformers classes.
 """
 
 from .aligners import DataCollatorForSimMIM, simmim_mask
-from .chance_levels import average_chance_levels, chance_levels, masked_token_entropy, simmim_chance_level
+from .chance_levels import (
+    average_chance_levels,
+    chance_levels,
+    masked_token_entropy,
+    mlm_chance_level,
+    simmim_chance_level,
+    token_log_frequencies,
+)
 from .configuration_layoutlmv3_pretraining import LayoutLMv3PreTrainingConfig
 from .data_collator_layoutlmv3_pretraining import DataCollatorForLayoutLMv3PreTraining, MaskingStepCallback
 from .masking import (
@@ -67,10 +74,12 @@ __all__ = [
     "chance_levels",
     "masked_token_entropy",
     "mim_targets",
+    "mlm_chance_level",
     "pretraining_configs",
     "simmim_chance_level",
     "simmim_mask",
     "span_lengths",
     "span_mask",
+    "token_log_frequencies",
     "word_patch_alignment_labels",
 ]

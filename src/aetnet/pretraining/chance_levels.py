@@ -22,7 +22,7 @@ them over batches.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
@@ -30,9 +30,39 @@ from ..alignment import prior_entropy
 
 
 def masked_token_entropy(labels: torch.Tensor) -> float:
-    """The entropy (nats) of the frequencies of the masked tokens (`labels != -100`): the masked-language-modelling
-    loss of the best prediction of token frequencies alone, a model that reads no context."""
+    """The entropy (nats) of the frequencies of the masked tokens (`labels != -100`) of one batch: the loss of the
+    best constant prediction of *these* tokens, below what a model that learns the corpus' token frequencies can
+    reach (a small sample's frequencies fit it better than the corpus'); [`token_log_frequencies`] gives that level."""
     return prior_entropy(torch.bincount(labels[labels != -100].flatten().cpu()))
+
+
+def token_log_frequencies(
+    sequences: Iterable[Sequence[int]], vocab_size: int, special_ids: Iterable[int] = ()
+) -> torch.Tensor:
+    """
+    The log-frequency of each token of the vocabulary in a corpus of token-id `sequences` (a training set's
+    `input_ids`), special tokens (never masked) left out, add-one smoothed: the prediction of a masked-language model
+    that learns the unigram prior of its training corpus and reads no context. Its cross-entropy on the masked tokens
+    ([`mlm_chance_level`]) is the MLM chance level.
+    """
+    counts = torch.ones(vocab_size, dtype=torch.float64)
+    for sequence in sequences:
+        counts += torch.bincount(torch.as_tensor(sequence, dtype=torch.long).flatten(), minlength=vocab_size)[
+            :vocab_size
+        ]
+    special = torch.as_tensor(sorted(set(special_ids)), dtype=torch.long)
+    counts[special] = 0
+    return (counts / counts.sum()).log()
+
+
+def mlm_chance_level(labels: torch.Tensor, log_frequencies: torch.Tensor | None = None) -> float:
+    """The MLM loss, on the masked tokens of `labels`, of a model that predicts token frequencies alone: the
+    cross-entropy under the corpus' `log_frequencies` ([`token_log_frequencies`]) when given, otherwise the batch's
+    own frequency entropy ([`masked_token_entropy`], lower)."""
+    if log_frequencies is None:
+        return masked_token_entropy(labels)
+    masked = labels[labels != -100].flatten().cpu()
+    return float(-log_frequencies[masked].mean()) if masked.numel() else 0.0
 
 
 def simmim_chance_level(pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor) -> float:
@@ -51,32 +81,46 @@ def simmim_chance_level(pixel_values: torch.Tensor, bool_masked_pos: torch.Tenso
 
 
 @torch.no_grad()
-def chance_levels(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+def chance_levels(
+    model: torch.nn.Module, batch: Mapping[str, torch.Tensor], log_frequencies: torch.Tensor | None = None
+) -> dict[str, float]:
     """
     The chance levels of `model`'s objectives on `batch`: the model's own `chance_levels` when it has one
     ([`LayoutLMv3ForPreTraining`]); for a masked language model (`labels`, e.g. `RobertaForMaskedLM`), `"mlm"`
-    (the masked tokens' frequency entropy) and `"mlm_uniform"` (`log(vocab_size)`, a uniform guess); for a masked
-    image model (`bool_masked_pos` and `pixel_values`, e.g. `ViTForMaskedImageModeling`), `"mim"`
-    ([`simmim_chance_level`]). `{}` for another batch.
+    ([`mlm_chance_level`] with the corpus' `log_frequencies`) and `"mlm_uniform"` (`log(vocab_size)`, a uniform
+    guess); for a masked image model (`bool_masked_pos` and `pixel_values`, e.g. `ViTForMaskedImageModeling`),
+    `"mim"` ([`simmim_chance_level`]). `{}` for another batch.
     """
     if hasattr(model, "chance_levels"):
-        return dict(model.chance_levels(batch))
+        return dict(model.chance_levels(batch, log_frequencies))
     if torch.is_tensor(batch.get("labels")):
-        return {"mlm": masked_token_entropy(batch["labels"]), "mlm_uniform": math.log(model.config.vocab_size)}
+        level = mlm_chance_level(batch["labels"], log_frequencies)
+        return {"mlm": level, "mlm_uniform": math.log(model.config.vocab_size)}
     if torch.is_tensor(batch.get("bool_masked_pos")) and torch.is_tensor(batch.get("pixel_values")):
         return {"mim": simmim_chance_level(batch["pixel_values"], batch["bool_masked_pos"])}
     return {}
 
 
-def average_chance_levels(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, float]:
+def average_chance_levels(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    log_frequencies: torch.Tensor | None = None,
+) -> dict[str, float]:
     """[`chance_levels`] of each batch, averaged over `batches` (each level over the batches that have it)."""
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for batch in batches:
-        for name, value in chance_levels(model, batch).items():
+        for name, value in chance_levels(model, batch, log_frequencies).items():
             sums[name] = sums.get(name, 0.0) + value
             counts[name] = counts.get(name, 0) + 1
     return {name: sums[name] / counts[name] for name in sums}
 
 
-__all__ = ["average_chance_levels", "chance_levels", "masked_token_entropy", "simmim_chance_level"]
+__all__ = [
+    "average_chance_levels",
+    "chance_levels",
+    "masked_token_entropy",
+    "mlm_chance_level",
+    "simmim_chance_level",
+    "token_log_frequencies",
+]

@@ -47,7 +47,7 @@ from transformers.utils import TransformersKwargs
 from ..alignment import prior_entropy
 from ..objective_xmm_text import TiedLMHead
 from ..spatial_bias import locality_bias_
-from .chance_levels import masked_token_entropy
+from .chance_levels import mlm_chance_level
 from .configuration_layoutlmv3_pretraining import LayoutLMv3PreTrainingConfig
 from .masking import mim_targets
 
@@ -274,14 +274,16 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
         return predictions, F.mse_loss(prediction, target, reduction="none").mean(dim=-1)
 
     @torch.no_grad()
-    def chance_levels(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def chance_levels(
+        self, batch: dict[str, torch.Tensor], log_frequencies: torch.Tensor | None = None
+    ) -> dict[str, float]:
         """
         Each objective's loss on `batch` (a collated batch) of the best prediction that ignores the document, for the
         objectives whose labels the batch has; a model whose loss falls clearly below it has learnt about the page.
 
-        MLM (`"mlm"`): the entropy of the frequencies of the batch's masked tokens, the loss of the best prediction
-        of their token frequencies alone (a model that learns the unigram prior and reads no context), and below it
-        for a small batch, whose frequencies are the best constant prediction of its own masked tokens; and
+        MLM (`"mlm"`): the loss of a model that learns the unigram prior and reads no context, the masked tokens'
+        cross-entropy under the training corpus' token `log_frequencies` (`token_log_frequencies`); without them the
+        entropy of the batch's own masked-token frequencies, lower (a small sample fits its own frequencies); and
         `"mlm_uniform"`, `log(vocab_size)`, the loss of a uniform guess, which a model reaches by learning nothing.
         MIM: the loss of the mean target (normalised pixels: their variance around the mean patch, at most 1.0 per
         value) or, for the L1 loss of `"pixels"`, of the median target, over all the batch's patches (the masked ones
@@ -290,7 +292,7 @@ class LayoutLMv3ForPreTraining(LayoutLMv3PreTrainedModel):
         """
         levels = {}
         if batch.get("mlm_labels") is not None:
-            levels["mlm"] = masked_token_entropy(batch["mlm_labels"])
+            levels["mlm"] = mlm_chance_level(batch["mlm_labels"], log_frequencies)
             levels["mlm_uniform"] = math.log(self.config.vocab_size)
         if batch.get("bool_masked_pos") is not None:
             targets = mim_targets(batch["pixel_values"], self.patch_size, self.config.mim_target).flatten(0, 1)
