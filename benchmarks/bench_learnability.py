@@ -56,7 +56,7 @@ from transformers import LayoutLMv3ImageProcessorPil
 
 from aetnet import AETNetConfig, AETNetModel, AETNetProcessor
 from aetnet.alignment import registered_objectives
-from aetnet.configuration_aetnet import SPATIAL_BIAS_INITS
+from aetnet.configuration_aetnet import IMAGE_FEATURE_POOLINGS, SPATIAL_BIAS_INITS
 from aetnet.data import load_funsd, train_layoutlmv3_tokenizer
 
 
@@ -160,6 +160,7 @@ def pretrained_model(args: argparse.Namespace, name: str) -> AETNetModel:
         queue_size=args.queue_size,
         spatial_bias_init=args.spatial_bias_init,
         feature_centering=args.feature_centering,
+        image_feature_pooling=args.image_feature_pooling,
     ).train()
 
 
@@ -191,6 +192,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--feature-centering",
         type=float,
         help="with --pretrained: AETNetConfig.feature_centering, the running centre's momentum (default: none)",
+    )
+    parser.add_argument(
+        "--image-feature-pooling",
+        default="cls",
+        choices=IMAGE_FEATURE_POOLINGS,
+        help="with --pretrained: AETNetConfig.image_feature_pooling, the ViT's [CLS] or its mean patch state",
     )
     parser.add_argument(
         "--random-encoders",

@@ -40,7 +40,8 @@ one thing each:
 - from pre-trained encoders (`-- --layout_model ... --vision_model ... --text_model ...`), `layoutlmv3-random`: the
   plain LayoutLMv3 baseline with random weights of the same sizes and the same tokenizer (`--random_encoders layout
   vision text`): what the pre-training buys; `aetnet-random-aligners`: AETNet on the pre-trained LayoutLMv3 with
-  random aligners (`--random_encoders vision text`); `aetnet-centered`: AETNet with `--feature_centering 0.9`.
+  random aligners (`--random_encoders vision text`); `aetnet-centered`: AETNet with `--feature_centering 0.9`;
+  `aetnet-mean-pooled`: the image's document feature from the ViT's mean patch state (`--image_feature_pooling mean`).
 
 The script writes, under `--out`: `runs/<variant>-seed<seed>/` (each run's output folder and `log.txt`),
 `summary.json` (every run's scores, times, hardware and loss history, plus the command), `summary.md` (the task's
@@ -108,6 +109,7 @@ VARIANTS = {
     "layoutlmv3-random": ["--baseline", "layoutlmv3", "--random_encoders", "layout", "vision", "text"],
     "aetnet-random-aligners": ["--random_encoders", "vision", "text"],
     "aetnet-centered": ["--feature_centering", "0.9"],
+    "aetnet-mean-pooled": ["--image_feature_pooling", "mean"],
     **{f"+{name}": ["--alignment_objectives", *OBJECTIVES, name] for name in EXTRA_OBJECTIVES},
     **{
         f"{name}-only": ["--alignment_objectives", *OBJECTIVES, name, *VARIANTS_NO_ALIGNMENT]
@@ -125,6 +127,7 @@ OWNED_ARGUMENTS = (
     "--grad_clipping",
     "--random_encoders",
     "--feature_centering",
+    "--image_feature_pooling",
 )
 
 

@@ -23,13 +23,15 @@ rerun continues where an interrupted one stopped and results can be committed as
    `--pretrained`; skipped when each component there has its `all_results.json`, resumed from its last checkpoint
    otherwise. With `--jobs 2` or more, LayoutLMv3 trains in one process and the two aligners in another.
 2. `learnability`: `bench_learnability.py` from the pre-trained encoders, with random aligners, and with the
-   aligners' [CLS] states centred (`--feature_centering`): does each alignment objective fall below its chance level
-   on real pages once the aligners are pre-trained?
+   aligners' [CLS] states centred (`--feature_centering`), with the ViT's mean patch state as the image's document
+   feature (`--image_feature_pooling mean`): does each alignment objective fall below its chance level on real
+   pages once the aligners are pre-trained?
 3. `funsd`, `sroie`, `funsd_re`, `rvlcdip`: `compare.py` runs of the task's example from the same pre-trained
    weights. `headline` summary: `layoutlmv3-random` (the same model and tokenizer with random weights: what the
    pre-training buys), `layoutlmv3` and `aetnet` (both pre-trained: the paper's question), 5 seeds on FUNSD and
    SROIE, 3 elsewhere; `variants` summary, 3 seeds: those three, `aetnet-centered` (the aligners' [CLS] states
-   centred), `aetnet-random-aligners` and each objective off (`no-ditc` ...), paired against `layoutlmv3` by the
+   centred), `aetnet-mean-pooled` (the ViT's mean patch state as the image's feature), `aetnet-random-aligners`
+   and each objective off (`no-ditc` ...), paired against `layoutlmv3` by the
    compare harness's verdict rule. Arguments after `--` go to every fine-tuning run (a learning rate, say).
 
 Results go under `--out` (`<task>/headline.{json,md,png}`, `<task>/variants.*`, `learnability-*.json`).
@@ -54,7 +56,13 @@ import compare
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("pretrain", "learnability", "funsd", "sroie", "funsd_re", "rvlcdip")
 HEADLINE = ["layoutlmv3-random", "layoutlmv3", "aetnet"]
-VARIANTS = [*HEADLINE, "aetnet-centered", "aetnet-random-aligners", *(f"no-{name}" for name in compare.OBJECTIVES)]
+VARIANTS = [
+    *HEADLINE,
+    "aetnet-centered",
+    "aetnet-mean-pooled",
+    "aetnet-random-aligners",
+    *(f"no-{name}" for name in compare.OBJECTIVES),
+]
 # The pretrain stage's processes with `--jobs 2` or more: LayoutLMv3 beside the two aligners (one torch thread each).
 PRETRAIN_GROUPS = (("layoutlmv3",), ("vit", "roberta"))
 # Per task: the example's arguments (besides the weights) and the seeds of the headline summary.
@@ -88,6 +96,9 @@ LEARNABILITY_RUNS = {
     "pretrained-lr1e-3": ["--learning-rate", "1e-3"],
     "pretrained-centered-lr1e-3": ["--feature-centering", "0.9", "--learning-rate", "1e-3"],
     "random-aligners-lr1e-3": ["--random-encoders", "vision,text", "--learning-rate", "1e-3"],
+    # The ViT's document feature from its mean patch state: SimMIM never trains its [CLS] state.
+    "pretrained-mean-pooled": ["--image-feature-pooling", "mean"],
+    "pretrained-mean-pooled-lr1e-3": ["--image-feature-pooling", "mean", "--learning-rate", "1e-3"],
 }
 
 

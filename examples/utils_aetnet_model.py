@@ -101,6 +101,14 @@ class ModelArguments:
             "projections (new model; e.g. 0.9; default none, as the paper)."
         },
     )
+    image_feature_pooling: str | None = field(
+        default=None,
+        metadata={
+            "help": "The image's document feature from the ViT's [CLS] state (the paper) or its mean patch state "
+            "(new model; 'mean' for a ViT pre-trained with SimMIM, which never trains its [CLS]).",
+            "choices": ["cls", "mean"],
+        },
+    )
     baseline: str | None = field(
         default=None,
         metadata={
@@ -144,7 +152,7 @@ def build_processor_and_model(
         if new_config:
             raise ValueError(
                 "--queue_size, --alignment_objectives, --fusion_injection, --spatial_bias_init, "
-                "--feature_centering and "
+                "--feature_centering, --image_feature_pooling and "
                 f"{sorted(head_config or {})} configure "
                 f"a new model; the checkpoint {model_args.model_name_or_path} keeps its own."
             )
@@ -190,6 +198,7 @@ def _new_model_config(model_args: ModelArguments, head_config: dict | None) -> d
         ("fusion_injection", model_args.fusion_injection),
         ("spatial_bias_init", model_args.spatial_bias_init),
         ("feature_centering", model_args.feature_centering),
+        ("image_feature_pooling", model_args.image_feature_pooling),
         *(head_config or {}).items(),
     )
     return {key: value for key, value in fields if value is not None}

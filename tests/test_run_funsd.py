@@ -292,11 +292,13 @@ print(type(labeller).__name__, len(results), json.dumps([w["label"] for w in res
 
 def test_random_encoders_keep_only_the_named_checkpoints_weights(tmp_path, monkeypatch):
     """`--random_encoders vision text`: the pre-trained LayoutLMv3's weights, random aligners of the same sizes
-    (learning rate 0: nothing moves); without encoder checkpoints the option is an error that names it."""
+    (learning rate 0: nothing moves); without encoder checkpoints the option is an error that names it. A new
+    model's `--image_feature_pooling` reaches its config."""
     (layout, _, text), output_dir, _, run_funsd = run_from_encoders(
-        tmp_path, "--random_encoders", "vision", "text", "--learning_rate", "0"
+        tmp_path, "--random_encoders", "vision", "text", "--learning_rate", "0", "--image_feature_pooling", "mean"
     )
     model = AutoModelForTokenClassification.from_pretrained(output_dir)
+    assert model.config.image_feature_pooling == "mean"
 
     def same(module, source):
         return all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), source.state_dict().values()))

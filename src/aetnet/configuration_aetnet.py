@@ -30,6 +30,8 @@ ALIGNMENT_OBJECTIVES = ("ditc", "imc", "glitc", "pita")
 FUSION_INJECTIONS = ("add", "gated", "none")
 # `"locality"`: the prior of `spatial_bias.locality_bias_`.
 SPATIAL_BIAS_INITS = ("random", "locality")
+# How the ViT's states become the image's document feature: its [CLS] state or the mean of its patch states.
+IMAGE_FEATURE_POOLINGS = ("cls", "mean")
 # The learnable temperature's range (ALBEF's clamp): the model keeps `temp` in it, the config's initial value too.
 TEMPERATURE_RANGE = (0.001, 0.5)
 
@@ -124,6 +126,10 @@ class AETNetConfig(PreTrainedConfig):
             no centring, as ALBEF and the paper. Meant for encoders pre-trained without a [CLS] objective (SimMIM,
             MLM), which give all pages nearly the same [CLS] state; in this repository's pre-trained study it did not
             make DITC learn (BENCHMARKS.md), so it is off by default.
+        image_feature_pooling (`str`, *optional*, defaults to `"cls"`):
+            Which ViT states make the image's document feature (DITC, IMC, GLITC): `"cls"`, the [CLS] state, as
+            the paper and ALBEF; `"mean"`, the mean of the patch states, for a ViT pre-trained by masked image
+            modelling (SimMIM), whose loss never reaches the [CLS] state, so that it barely differs between pages.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the initialisation of the projections.
 
@@ -162,6 +168,7 @@ class AETNetConfig(PreTrainedConfig):
     alignment_loss_weights: dict[str, float] | None = None
     spatial_bias_init: str = "random"
     feature_centering: float | None = None
+    image_feature_pooling: str = "cls"
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -221,6 +228,10 @@ class AETNetConfig(PreTrainedConfig):
             raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum}")
         if self.feature_centering is not None and not 0.0 <= self.feature_centering < 1.0:
             raise ValueError(f"`feature_centering` must be None or a momentum in [0, 1), got {self.feature_centering}")
+        if self.image_feature_pooling not in IMAGE_FEATURE_POOLINGS:
+            raise ValueError(
+                f"`image_feature_pooling` must be one of {list(IMAGE_FEATURE_POOLINGS)}, got {self.image_feature_pooling!r}"
+            )
         if self.queue_size <= 0:
             raise ValueError(f"`queue_size` must be positive, got {self.queue_size}")
         if self.embed_dim <= 0:
@@ -318,6 +329,7 @@ __all__ = [
     "AETNetConfig",
     "ALIGNMENT_OBJECTIVES",
     "FUSION_INJECTIONS",
+    "IMAGE_FEATURE_POOLINGS",
     "SPATIAL_BIAS_INITS",
     "TEMPERATURE_RANGE",
 ]

@@ -16,14 +16,16 @@ Document features: how `AETNetModel` turns an aligner's states into the L2-norma
 DITC and IMC compare, that the feature queues store and that `get_image_features` / `get_text_features` return. One
 rule for the online side, the momentum side and inference (`DocumentFeaturesMixin.document_feature`).
 
-With `AETNetConfig.feature_centering` a running centre is subtracted from the [CLS] state before the projection
-(`FeatureCenter`).
+The document state is the aligner's [CLS] state, or for the ViT with `AETNetConfig.image_feature_pooling="mean"`
+the mean of its patch states (`document_state`). With `AETNetConfig.feature_centering` a running centre is
+subtracted from it before the projection (`FeatureCenter`).
 
 Encoders pre-trained without an objective on their first token (SimMIM for a ViT, masked language modelling for a
 RoBERTa) give every page nearly the same [CLS] state: one direction common to all pages carries almost all of it, so
 the cosine similarities that DITC and IMC compare are all close to 1 at the start, while the states with that common
 part removed differ from page to page. Subtracting a running mean keeps the per-page part, as DINO centres its
-teacher's outputs; whether training then keeps the features apart is an empirical question (BENCHMARKS.md). The centre is a buffer updated in training only (an exponential moving average
+teacher's outputs; whether training then keeps the features apart is an empirical question (BENCHMARKS.md). Mean
+pooling reads the patch states instead, which a masked-image-modelling loss does train. The centre is a buffer updated in training only (an exponential moving average
 of the online states' batch means, the first batch copied), saved with the model and used unchanged in evaluation, so
 that a page's feature never depends on the batch it comes in. Under DDP the buffer follows process 0, as BatchNorm's
 running statistics do.
@@ -85,20 +87,31 @@ class DocumentFeaturesMixin:
     copies, and `image_center` / `text_center` from `feature_center`).
     """
 
+    def document_state(self, states: torch.Tensor, modality: str) -> torch.Tensor:
+        """`(batch, hidden)`: the state of an aligner's `(batch, length, hidden)` `states` that stands for the whole
+        document: the [CLS] state, or for the image with `image_feature_pooling="mean"` the mean of the patch
+        states."""
+        if modality == "image" and self.config.image_feature_pooling == "mean":
+            return states[:, 1:].mean(dim=1)
+        return states[:, 0]
+
     def document_feature(self, states: torch.Tensor, modality: str, momentum: bool = False) -> torch.Tensor:
-        """`(batch, embed_dim)`: the [CLS] state of an aligner's `(batch, length, hidden)` `states`, centred (if
-        configured), projected by the online or (`momentum=True`) momentum projection of `modality` ("image" or
+        """`(batch, embed_dim)`: the `document_state` of an aligner's `(batch, length, hidden)` `states`, centred
+        (if configured), projected by the online or (`momentum=True`) momentum projection of `modality` ("image" or
         "text"), L2-normalised."""
         center = self.image_center if modality == "image" else self.text_center
         projection = getattr(self, ("vision_proj" if modality == "image" else "text_proj") + ("_m" if momentum else ""))
-        return F.normalize(projection(center(states[:, 0])), dim=-1)
+        return F.normalize(projection(center(self.document_state(states, modality))), dim=-1)
 
     def update_feature_centers(self, image_embeds: torch.Tensor | None, text_embeds: torch.Tensor | None) -> None:
-        """One training step's update of the running centres from the online [CLS] states given (a no-op without
-        `feature_centering`)."""
-        for center, states in ((self.image_center, image_embeds), (self.text_center, text_embeds)):
+        """One training step's update of the running centres from the online document states given (a no-op
+        without `feature_centering`)."""
+        for modality, center, states in (
+            ("image", self.image_center, image_embeds),
+            ("text", self.text_center, text_embeds),
+        ):
             if isinstance(center, FeatureCenter) and states is not None:
-                center.update(states[:, 0])
+                center.update(self.document_state(states, modality))
 
     @can_return_tuple
     def get_image_features(
