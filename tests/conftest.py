@@ -102,6 +102,16 @@ def tiny_documents(count: int = 4, seq_len: int = 10, image: int = 16, num_label
     return documents
 
 
+def random_pages(config, count: int = 4, seq_len: int = 12, seed: int = 0) -> dict:
+    """`count` pages of random token ids and random pixels for an `AETNetConfig` (the aligners' document features)."""
+    generator = torch.Generator().manual_seed(seed)
+    side = config.layout_config.input_size
+    return dict(
+        input_ids=torch.randint(5, config.layout_config.vocab_size, (count, seq_len), generator=generator),
+        pixel_values=torch.randn(count, 3, side, side, generator=generator),
+    )
+
+
 def save_tiny_encoders(root: Path, words: list[str]) -> list[str]:
     """Tiny local LayoutLMv3 (with a tokenizer trained on `words` and a 16 px image processor), ViT and RoBERTa
     checkpoints in `root/layoutlmv3`, `root/vit` and `root/roberta` (`run_pretraining.py`'s layout); their paths."""

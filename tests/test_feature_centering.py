@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_pages
 
 from aetnet import AETNetConfig, AETNetModel
 from aetnet.modeling_aetnet_features import FeatureCenter
@@ -65,20 +66,11 @@ def test_config_rejects_a_momentum_outside_0_1(value):
     assert AETNetConfig.from_preset("tiny").feature_centering is None
 
 
-def _pages(config, count=4):
-    generator = torch.Generator().manual_seed(0)
-    side = config.layout_config.input_size
-    return dict(
-        input_ids=torch.randint(5, config.layout_config.vocab_size, (count, 12), generator=generator),
-        pixel_values=torch.randn(count, 3, side, side, generator=generator),
-    )
-
-
 def test_the_model_centres_online_and_momentum_features_and_updates_only_in_training(tmp_path):
     torch.manual_seed(0)
     config = AETNetConfig.from_preset("tiny", vocab_size=99, queue_size=8, feature_centering=0.9)
     model = AETNetModel(config).train()
-    inputs = _pages(config)
+    inputs = random_pages(config)
     model(**inputs)
     assert int(model.image_center.updates) == int(model.text_center.updates) == 1
     cls = model.vision_model(inputs["pixel_values"]).last_hidden_state[:, 0]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_pages
 
 from aetnet import AETNetConfig, AETNetModel
 
@@ -26,15 +27,6 @@ from aetnet import AETNetConfig, AETNetModel
 def _model(**kwargs) -> AETNetModel:
     torch.manual_seed(0)
     return AETNetModel(AETNetConfig.from_preset("tiny", vocab_size=99, queue_size=8, **kwargs)).train()
-
-
-def _pages(config, count=4):
-    generator = torch.Generator().manual_seed(0)
-    side = config.layout_config.input_size
-    return dict(
-        input_ids=torch.randint(5, config.layout_config.vocab_size, (count, 12), generator=generator),
-        pixel_values=torch.randn(count, 3, side, side, generator=generator),
-    )
 
 
 def test_config_names_an_unknown_pooling_and_defaults_to_cls():
@@ -46,7 +38,7 @@ def test_config_names_an_unknown_pooling_and_defaults_to_cls():
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_the_image_feature_is_the_pooled_state_online_in_the_queue_and_at_inference(pooling, tmp_path):
     model = _model(image_feature_pooling=pooling)
-    inputs = _pages(model.config)
+    inputs = random_pages(model.config)
     model(**inputs)
     states = model.vision_model(inputs["pixel_values"]).last_hidden_state
     pooled = states[:, 1:].mean(dim=1) if pooling == "mean" else states[:, 0]
@@ -70,7 +62,7 @@ def test_the_image_feature_is_the_pooled_state_online_in_the_queue_and_at_infere
 
 def test_centring_follows_the_pooled_state():
     model = _model(image_feature_pooling="mean", feature_centering=0.9)
-    inputs = _pages(model.config)
+    inputs = random_pages(model.config)
     model(**inputs)
     states = model.vision_model(inputs["pixel_values"]).last_hidden_state
     torch.testing.assert_close(model.image_center.center, states[:, 1:].mean(dim=1).mean(0), rtol=1e-4, atol=1e-5)
