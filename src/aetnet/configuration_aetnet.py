@@ -230,7 +230,8 @@ class AETNetConfig(PreTrainedConfig):
             raise ValueError(f"`feature_centering` must be None or a momentum in [0, 1), got {self.feature_centering}")
         if self.image_feature_pooling not in IMAGE_FEATURE_POOLINGS:
             raise ValueError(
-                f"`image_feature_pooling` must be one of {list(IMAGE_FEATURE_POOLINGS)}, got {self.image_feature_pooling!r}"
+                f"`image_feature_pooling` must be one of {list(IMAGE_FEATURE_POOLINGS)}, "
+                f"got {self.image_feature_pooling!r}"
             )
         if self.queue_size <= 0:
             raise ValueError(f"`queue_size` must be positive, got {self.queue_size}")

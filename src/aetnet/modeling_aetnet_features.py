@@ -25,10 +25,10 @@ RoBERTa) give every page nearly the same [CLS] state: one direction common to al
 the cosine similarities that DITC and IMC compare are all close to 1 at the start, while the states with that common
 part removed differ from page to page. Subtracting a running mean keeps the per-page part, as DINO centres its
 teacher's outputs; whether training then keeps the features apart is an empirical question (BENCHMARKS.md). Mean
-pooling reads the patch states instead, which a masked-image-modelling loss does train. The centre is a buffer updated in training only (an exponential moving average
-of the online states' batch means, the first batch copied), saved with the model and used unchanged in evaluation, so
-that a page's feature never depends on the batch it comes in. Under DDP the buffer follows process 0, as BatchNorm's
-running statistics do.
+pooling reads the patch states instead, which a masked-image-modelling loss does train. The centre is a buffer
+updated in training only (an exponential moving average of the online states' batch means, the first batch copied),
+saved with the model and used unchanged in evaluation, so that a page's feature never depends on the batch it comes
+in. Under DDP the buffer follows process 0, as BatchNorm's running statistics do.
 """
 
 from __future__ import annotations
