@@ -86,8 +86,8 @@ TASK_ARGUMENTS = {
 COMPONENT_FOLDERS = ("layoutlmv3", "vit", "roberta")
 # The fine-tuning scripts' options that read the pre-trained components.
 WEIGHT_FLAGS = {"--layout_model": "layoutlmv3", "--vision_model": "vit", "--text_model": "roberta"}
-# The learnability runs: from the pre-trained encoders, with random aligners, with the aligners' [CLS] centred; at
-# the benchmark's learning rate and at a fifth of it.
+# The learnability runs: from the pre-trained encoders, with random aligners, with the aligners' [CLS] centred, with
+# the ViT's mean patch state; at the benchmark's learning rate and lower ones.
 LEARNABILITY_RUNS = {
     "pretrained": [],
     "random-aligners": ["--random-encoders", "vision,text"],
@@ -99,6 +99,8 @@ LEARNABILITY_RUNS = {
     # The ViT's document feature from its mean patch state: SimMIM never trains its [CLS] state.
     "pretrained-mean-pooled": ["--image-feature-pooling", "mean"],
     "pretrained-mean-pooled-lr1e-3": ["--image-feature-pooling", "mean", "--learning-rate", "1e-3"],
+    "pretrained-mean-pooled-lr3e-4": ["--image-feature-pooling", "mean", "--learning-rate", "3e-4"],
+    "pretrained-mean-pooled-lr1e-4": ["--image-feature-pooling", "mean", "--learning-rate", "1e-4"],
 }
 
 
