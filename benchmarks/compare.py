@@ -32,26 +32,24 @@ one thing each:
   objective alone, as the four plus it with the four's weights at 0, so that the model and its initial weights are
   AETNet's (objectives draw their own weights apart from the global random stream, so every shared weight and the
   task head start as in `aetnet` and `layoutlmv3`); every registered objective outside the defaults gets both;
-- `aetnet-gated`, `aetnet-add`, `aetnet-no-injection`: AETNet with `--fusion_injection gated` (zero-initialised
-  gates, so that the model starts as its baseline; the default, so the same as `aetnet`), `add` (the paper's
-  full-scale addition) or `none` (the aligners are trained but never read by LayoutLMv3);
+- `aetnet-gated`, `aetnet-add`, `aetnet-no-injection`: AETNet with `--fusion_injection gated` (zero-initialised gates,
+  so that the model starts as its baseline; the default, so the same as `aetnet`), `add` (the paper's full-scale
+  addition) or `none` (the aligners are trained but never read by LayoutLMv3);
 - `aetnet-joint-clip`: AETNet with `--grad_clipping global`, the Trainer's clip of all gradients together instead
   of the task's and the alignment side's each on their own;
 - from pre-trained encoders (`-- --layout_model ... --vision_model ... --text_model ...`), `layoutlmv3-random`: the
   plain LayoutLMv3 baseline with random weights of the same sizes and the same tokenizer (`--random_encoders layout
   vision text`): what the pre-training buys; `aetnet-random-aligners`: AETNet on the pre-trained LayoutLMv3 with
-  random aligners (`--random_encoders vision text`); `aetnet-centered`: AETNet with `--feature_centering 0.9`;
-  `aetnet-mean-pooled`: the image's document feature from the ViT's mean patch state (`--image_feature_pooling mean`).
+  random aligners (`--random_encoders vision text`); `aetnet-centered`: `--feature_centering 0.9`; `aetnet-mean-pooled`:
+  `--image_feature_pooling mean`.
 
 The script writes, under `--out`: `runs/<variant>-seed<seed>/` (each run's output folder and `log.txt`),
-`summary.json` (every run's scores, times, hardware and loss history, plus the command), `summary.md` (the task's
-scores, mean and sample standard deviation per variant; with `layoutlmv3` and two or more seeds, each variant's
-paired difference from it and the verdict of `verdicts`) and `summary.png` (task and alignment losses against the
-step, mean over seeds with the min-max band); `--summary NAME` names these three files, so that several summaries
-can share one folder of runs. Runs whose folder already holds `all_results.json` are read, not rerun, so an
-interrupted comparison continues where it stopped (`--rerun` to start over; `--rewrite` runs nothing and writes
-the `.md` and `.png` again from the `.json`). `--jobs N` runs N at a time (each run
-uses one CPU thread by default, so `--jobs 2` fills a 2-core machine).
+`summary.json` (every run's scores, times, hardware, loss history and the command), `summary.md` (mean and sample
+standard deviation per variant; with `layoutlmv3` and two or more seeds, each variant's paired difference from it and
+the verdict of `verdicts`) and `summary.png` (task and alignment losses per step, mean over seeds with the min-max
+band); `--summary NAME` names the three, so that summaries can share one folder of runs. A run whose folder holds
+`all_results.json` is read, not rerun (`--rerun` to start over; `--rewrite` only writes the `.md` and `.png` again
+from the `.json`). `--jobs N` runs N at a time, one CPU thread each by default.
 
     python benchmarks/compare.py --task funsd --variants aetnet,layoutlmv3 --seeds 1,2,3 \
         --out benchmarks/results/funsd-tiny-cpu -- --dataset_dir ../shared/data/funsd --model_size tiny
@@ -99,12 +97,9 @@ VARIANTS = {
     "layoutlmv3": ["--baseline", "layoutlmv3"],
     **{f"no-{name}": ["--loss_weights", f"{name}=0"] for name in OBJECTIVES},
     "no-alignment": VARIANTS_NO_ALIGNMENT,
-    # How the aligners' features enter LayoutLMv3: zero-initialised gates (the default: starts as the baseline), the
-    # paper's full-scale addition, or not at all.
     "aetnet-gated": ["--fusion_injection", "gated"],
     "aetnet-add": ["--fusion_injection", "add"],
     "aetnet-no-injection": ["--fusion_injection", "none"],
-    # The Trainer's joint gradient clip instead of AETNet's clip by part (gradient_clipping.py).
     "aetnet-joint-clip": ["--grad_clipping", "global"],
     "layoutlmv3-random": ["--baseline", "layoutlmv3", "--random_encoders", "layout", "vision", "text"],
     "aetnet-random-aligners": ["--random_encoders", "vision", "text"],
