@@ -47,9 +47,8 @@ def token_log_frequencies(
     """
     counts = torch.ones(vocab_size, dtype=torch.float64)
     for sequence in sequences:
-        counts += torch.bincount(torch.as_tensor(sequence, dtype=torch.long).flatten(), minlength=vocab_size)[
-            :vocab_size
-        ]
+        # An id outside the vocabulary is an upstream bug: the shapes then differ and this raises.
+        counts += torch.bincount(torch.as_tensor(sequence, dtype=torch.long).flatten(), minlength=vocab_size)
     special = torch.as_tensor(sorted(set(special_ids)), dtype=torch.long)
     counts[special] = 0
     return (counts / counts.sum()).log()
