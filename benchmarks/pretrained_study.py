@@ -20,8 +20,9 @@ rerun continues where an interrupted one stopped and results can be committed as
 
 1. `pretrain`: `examples/run_pretraining.py` at the `study` size on the unlabeled pages of `--data` that no benchmark
    evaluates on (vrdu-pages, FUNSD training forms, rvlcdip3 train, SROIE train; docvqa-text for the RoBERTa), into
-   `--pretrained`; skipped when each component there has its `all_results.json`, resumed from its last checkpoint
-   otherwise. With `--jobs 2` or more, LayoutLMv3 trains in one process and the two aligners in another.
+   `--pretrained` (the ViT by SimMIM and the page contrast, the script's default); skipped when each component there
+   has its `all_results.json`, resumed from its last checkpoint otherwise. With `--jobs 2` or more, LayoutLMv3
+   trains in one process and the two aligners in another.
 2. `learnability`: `bench_learnability.py` from the pre-trained encoders, with random aligners, and with the
    aligners' [CLS] states centred (`--feature_centering`), with the ViT's mean patch state as the image's document
    feature (`--image_feature_pooling mean`): does each alignment objective fall below its chance level on real
@@ -96,7 +97,8 @@ LEARNABILITY_RUNS = {
     "pretrained-lr1e-3": ["--learning-rate", "1e-3"],
     "pretrained-centered-lr1e-3": ["--feature-centering", "0.9", "--learning-rate", "1e-3"],
     "random-aligners-lr1e-3": ["--random-encoders", "vision,text", "--learning-rate", "1e-3"],
-    # The ViT's document feature from its mean patch state: SimMIM never trains its [CLS] state.
+    # The ViT's document feature from its mean patch state (for a ViT pre-trained by SimMIM alone, whose [CLS] state
+    # never trains).
     "pretrained-mean-pooled": ["--image-feature-pooling", "mean"],
     "pretrained-mean-pooled-lr1e-3": ["--image-feature-pooling", "mean", "--learning-rate", "1e-3"],
     "pretrained-mean-pooled-lr3e-4": ["--image-feature-pooling", "mean", "--learning-rate", "3e-4"],

@@ -23,7 +23,8 @@
 """
 Pre-train the three encoders of AETNet on unlabelled pages, in the shape of transformers' `run_mlm.py` /
 `run_mim.py`: LayoutLMv3 with its own objectives (masked language and image modelling, word-patch alignment), the ViT
-aligner with SimMIM and the RoBERTa aligner with masked language modelling. Each component named in `--components`
+aligner with SimMIM and a page contrast that trains its [CLS] state (`--page_contrast_weight`, 0 for SimMIM alone)
+and the RoBERTa aligner with masked language modelling. Each component named in `--components`
 is trained in turn and saved in its own folder of `--output_dir` (`layoutlmv3/`, `vit/`, `roberta/`, with the
 tokenizer and processor), ready for `--layout_model / --vision_model / --text_model` of the other example scripts and
 for `from_encoders_pretrained`.
@@ -45,6 +46,7 @@ level of each of its objectives (the loss of a model that ignores the page), ave
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -85,6 +87,8 @@ from aetnet.pretraining import (
     DataCollatorForSimMIM,
     LayoutLMv3ForPreTraining,
     PreTrainingTrainer,
+    ViTForPagePreTraining,
+    ViTPagePreTrainingConfig,
     average_chance_levels,
     pretraining_configs,
     token_log_frequencies,
@@ -100,7 +104,7 @@ logger = logging.getLogger(__name__)
 # The title of each component's loss-curve plot.
 PLOT_TITLES = {
     "layoutlmv3": "LayoutLMv3 pre-training losses (MLM, MIM, WPA)",
-    "vit": "ViT pre-training loss (SimMIM)",
+    "vit": "ViT pre-training losses (SimMIM, page contrast)",
     "roberta": "RoBERTa pre-training loss (MLM)",
 }
 
@@ -120,6 +124,9 @@ def check_arguments(model_args, data_args, training_args) -> list[str]:
         )
     if not has_pages and not data_args.text_files:
         raise ValueError("No input: give --train_dirs, --dataset_name or --text_files")
+    weight = model_args.page_contrast_weight
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"--page_contrast_weight {weight}: give a finite number >= 0 (0: SimMIM alone)")
     if data_args.chance_level_batches < 0:
         raise ValueError(f"--chance_level_batches {data_args.chance_level_batches}: give 0 (none) or more batches")
     if data_args.streaming and training_args.max_steps <= 0:
@@ -157,8 +164,14 @@ def component_model(component: str, model_args, configs):
     """The model of `component`: from its checkpoint (continued pre-training) or new, of the `--model_size` preset."""
     if component == "layoutlmv3":
         start, model_class, config = model_args.layout_model, LayoutLMv3ForPreTraining, configs.layout
-    elif component == "vit":
+    elif component == "vit" and model_args.page_contrast_weight == 0:
         start, model_class, config = model_args.vision_model, ViTForMaskedImageModeling, configs.vision
+    elif component == "vit":
+        settings = {"page_contrast_weight": model_args.page_contrast_weight}
+        if model_args.vision_model:  # the checkpoint's own ViT, with the page contrast's settings
+            return ViTForPagePreTraining.from_pretrained(model_args.vision_model, **settings), [model_args.vision_model]
+        start, model_class = None, ViTForPagePreTraining
+        config = ViTPagePreTrainingConfig.from_vit_config(configs.vision, **settings)
     else:
         start, model_class, config = model_args.text_model, RobertaForMaskedLM, configs.text
     return (model_class.from_pretrained(start), [start]) if start else (model_class(config), [])

@@ -105,7 +105,7 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "The image's document feature from the ViT's [CLS] state (the paper) or its mean patch state "
-            "(new model; 'mean' for a ViT pre-trained with SimMIM, which never trains its [CLS]).",
+            "(new model; 'mean' for a ViT pre-trained with SimMIM alone, which never trains its [CLS]).",
             "choices": ["cls", "mean"],
         },
     )

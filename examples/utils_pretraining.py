@@ -68,6 +68,13 @@ class PreTrainingModelArguments:
     layout_model: str | None = field(default=None, metadata={"help": "LayoutLMv3 checkpoint to continue from."})
     vision_model: str | None = field(default=None, metadata={"help": "ViT checkpoint to continue from."})
     text_model: str | None = field(default=None, metadata={"help": "RoBERTa checkpoint to continue from."})
+    page_contrast_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "ViT: weight of the page contrast beside SimMIM (ViTForPagePreTraining), which trains the [CLS] "
+            "state that AETNet's DITC reads; 0: SimMIM alone (stock ViTForMaskedImageModeling)."
+        },
+    )
     tokenizer_name: str | None = field(
         default=None,
         metadata={"help": "Tokenizer folder or Hub id; default: --layout_model's, else one trained on the corpus."},

@@ -67,11 +67,12 @@ def test_every_component_is_saved_ready_for_the_example_scripts(pages, tmp_path,
         for name in ("config.json", "model.safetensors", "README.md", "loss_curves.png", "all_results.json"):
             assert (folder / name).is_file(), f"{component}/{name}"
     assert {"loss_mlm", "loss_mim", "loss_wpa"} <= set(logged(output)[0])
+    assert {"loss_mim", "loss_page_contrast"} <= set(logged(output, "vit")[0])
     assert metrics["layoutlmv3"]["skipped_pages"] == 0
     # The chance levels of the first batches, in each component's results (and drawn on its loss curves).
     levels = {
         "layoutlmv3": {"mlm", "mlm_uniform", "mim", "wpa"},
-        "vit": {"mim"},
+        "vit": {"mim", "page_contrast"},
         "roberta": {"mlm", "mlm_uniform"},
     }
     for component, names in levels.items():
@@ -185,6 +186,8 @@ def test_bad_input_names_the_argument_and_value(pages, tmp_path, monkeypatch):
         run(monkeypatch, "--train_dirs", pages, "--components", "vit", *output, "--per_device_train_batch_size", 64)
     with pytest.raises(ValueError, match=r"--config_overrides 'hidden_dropout_prob=0,nope=1': 'nope=1' is no"):
         run(monkeypatch, "--train_dirs", pages, "--config_overrides", "hidden_dropout_prob=0,nope=1", *output)
+    with pytest.raises(ValueError, match=r"--page_contrast_weight -1.0: give a finite number >= 0"):
+        run(monkeypatch, "--train_dirs", pages, "--components", "vit", "--page_contrast_weight", -1, *output)
     with pytest.raises(ValueError, match="--chance_level_batches -1: give 0"):
         run(monkeypatch, "--train_dirs", pages, "--chance_level_batches", -1, *output)
     with pytest.raises(ValueError, match="--streaming .* give --max_steps"):
@@ -206,5 +209,21 @@ def test_datasets_dataset_of_pages_is_read(tmp_path, monkeypatch):
     metrics = run(monkeypatch, *arguments, "--output_dir", output)
     assert metrics["vit"]["train_examples"] == 4
     assert (output / "vit" / "model.safetensors").is_file()
+    config = json.loads((output / "vit" / "config.json").read_text())
+    assert config["architectures"] == ["ViTForPagePreTraining"] and config["model_type"] == "vit"
+    # Without the page contrast, stock SimMIM.
+    simmim = [
+        "--dataset_name",
+        tmp_path / "forms",
+        "--components",
+        "vit",
+        "--max_steps",
+        1,
+        "--page_contrast_weight",
+        0,
+    ]
+    run(monkeypatch, *simmim, "--output_dir", tmp_path / "simmim")
+    config = json.loads((tmp_path / "simmim" / "vit" / "config.json").read_text())
+    assert config["architectures"] == ["ViTForMaskedImageModeling"]
     with pytest.raises(UnlabeledPagesError, match="--dataset_split 'test': an evaluated split"):
         run(monkeypatch, *arguments, "--dataset_split", "test", "--output_dir", output)

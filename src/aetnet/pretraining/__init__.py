@@ -13,12 +13,13 @@
 # limitations under the License.
 """
 Pre-training on unlabelled pages: LayoutLMv3's own objectives (masked language modelling, masked image modelling and
-word-patch alignment) with [`LayoutLMv3ForPreTraining`] and its data collator, and the aligners' pre-training with
-stock `ViTForMaskedImageModeling` (SimMIM, [`DataCollatorForSimMIM`]) and `RobertaForMaskedLM` (transformers'
-`DataCollatorForLanguageModeling`); the three models of a size preset (`build_pretraining_models`) and a `Trainer`
-that normalises and logs each objective ([`PreTrainingTrainer`]), and the chance level of each objective
-(`chance_levels`). Nothing here ships with a checkpoint: what these models save are
-checkpoints of stock transformers classes.
+word-patch alignment) with [`LayoutLMv3ForPreTraining`] and its data collator, and the aligners' pre-training: the
+ViT by SimMIM ([`DataCollatorForSimMIM`]) with the page contrast that trains its [CLS] state
+([`ViTForPagePreTraining`]; stock `ViTForMaskedImageModeling` for SimMIM alone), the RoBERTa by `RobertaForMaskedLM`
+(transformers' `DataCollatorForLanguageModeling`); the three models of a size preset (`build_pretraining_models`)
+and a `Trainer` that normalises and logs each objective ([`PreTrainingTrainer`]), and the chance level of each
+objective (`chance_levels`). Nothing here ships with a checkpoint: what these models save load into stock
+transformers classes (`LayoutLMv3Model`, `ViTModel`, `RobertaModel`).
 """
 
 from .aligners import DataCollatorForSimMIM, simmim_mask
@@ -31,6 +32,7 @@ from .chance_levels import (
     token_log_frequencies,
 )
 from .configuration_layoutlmv3_pretraining import LayoutLMv3PreTrainingConfig
+from .configuration_vit_pretraining import ViTPagePreTrainingConfig
 from .data_collator_layoutlmv3_pretraining import DataCollatorForLayoutLMv3PreTraining, MaskingStepCallback
 from .masking import (
     MIM_TARGETS,
@@ -48,6 +50,7 @@ from .modeling_layoutlmv3_pretraining import (
     LayoutLMv3ForPreTrainingOutput,
     WordPatchAlignmentHead,
 )
+from .modeling_vit_pretraining import ViTForPagePreTraining, ViTForPagePreTrainingOutput
 from .presets import PreTrainingConfigs, PreTrainingModels, build_pretraining_models, pretraining_configs
 from .trainer_pretraining import OBJECTIVE_LOSSES, PreTrainingTrainer
 
@@ -66,6 +69,9 @@ __all__ = [
     "PreTrainingModels",
     "PreTrainingTrainer",
     "SeededMasksMixin",
+    "ViTForPagePreTraining",
+    "ViTForPagePreTrainingOutput",
+    "ViTPagePreTrainingConfig",
     "WordPatchAlignmentHead",
     "average_chance_levels",
     "block_patch_mask",

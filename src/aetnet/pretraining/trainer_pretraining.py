@@ -27,8 +27,9 @@ from transformers import Trainer
 from .data_collator_layoutlmv3_pretraining import MaskingStepCallback
 
 
-# The per-objective losses of `LayoutLMv3ForPreTrainingOutput`, logged as `loss_<name>`.
-OBJECTIVE_LOSSES = ("mlm", "mim", "wpa")
+# The per-objective losses of `LayoutLMv3ForPreTrainingOutput` and `ViTForPagePreTrainingOutput`, logged as
+# `loss_<name>`.
+OBJECTIVE_LOSSES = ("mlm", "mim", "wpa", "page_contrast")
 
 
 class PreTrainingTrainer(Trainer):
@@ -38,14 +39,16 @@ class PreTrainingTrainer(Trainer):
     - each objective is normalised by its number of items over the whole optimizer step, across the processes and
       the gradient-accumulation micro-batches (transformers' `num_items_in_batch` and `average_tokens_across_devices`,
       one count per objective): the masked tokens, masked patches and labelled words of [`LayoutLMv3ForPreTraining`]
-      (`count_objective_items`, passed as `num_items_per_objective`), the masked tokens (`labels != -100`) of a masked
+      and the masked patches and contrasted pages of [`ViTForPagePreTraining`] (`count_objective_items`, passed as
+      `num_items_per_objective`), the masked tokens (`labels != -100`) of a masked
       language model such as `RobertaForMaskedLM`, the masked patches (`bool_masked_pos`) of a masked image model
       such as `ViTForMaskedImageModeling` (whose mean loss is rescaled to the step's count). Two processes with half
       a batch each, or two accumulated half batches, so make the update of one whole batch: the mean of per-batch
       means would weigh a batch with few masked items like one with many (with `average_tokens_across_devices=False`
       the counts stay per process: each process's mean, averaged). Where a launcher pads the last batch of an epoch
       with repeated examples to share it evenly, the repeats lose their labels and count for nothing;
-    - each objective's unweighted loss (`mlm_loss`, `mim_loss`, `wpa_loss` of the model's output, when computed)
+    - each objective's unweighted loss (`mlm_loss`, `mim_loss`, `wpa_loss`, `page_contrast_loss` of the model's
+      output, when computed)
       is logged as `loss_mlm` ... next to `loss`: in training, the mean over each step's items, averaged over the
       logging interval; in evaluation (`eval_loss_mlm` ...), the mean of the per-batch means;
     - a collator with seeded masks (`set_batch_index`: [`DataCollatorForLayoutLMv3PreTraining`],
