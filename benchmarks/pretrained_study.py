@@ -36,6 +36,7 @@ rerun continues where an interrupted one stopped and results can be committed as
    compare harness's verdict rule. Arguments after `--` go to every fine-tuning run (a learning rate, say).
 
 Results go under `--out` (`<task>/headline.{json,md,png}`, `<task>/variants.*`, `learnability-*.json`).
+`--summaries headline` runs only the headline summaries, so that every task's headline comes before any variant.
 
     python benchmarks/pretrained_study.py --jobs 2 --out benchmarks/results/pretrained-study-cpu
     python benchmarks/pretrained_study.py --stages funsd --out ... -- --learning_rate 3e-4
@@ -56,6 +57,7 @@ import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("pretrain", "learnability", "funsd", "sroie", "funsd_re", "rvlcdip")
+SUMMARIES = ("headline", "variants")
 HEADLINE = ["layoutlmv3-random", "layoutlmv3", "aetnet"]
 VARIANTS = [
     *HEADLINE,
@@ -121,6 +123,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pretrain_epochs", type=int, default=4, help="epochs of the pretrain stage")
     parser.add_argument("--out", type=Path, required=True, help="folder of the results")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (compare.py --jobs)")
+    parser.add_argument(
+        "--summaries",
+        default=",".join(SUMMARIES),
+        help=f"the task stages' summaries, comma-separated, among {list(SUMMARIES)} (headline only: every task's "
+        "headline before any variant)",
+    )
     args = parser.parse_args(own)
     args.finetune_args = finetune_args
     fixed = sorted({arg.split("=", 1)[0] for arg in finetune_args} & {"--dataset_dir", *WEIGHT_FLAGS})
@@ -130,6 +138,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.stages) - set(STAGES))
     if unknown or not args.stages:
         parser.error(f"--stages: unknown {unknown or 'none given'}; choose among {list(STAGES)}")
+    args.summaries = [summary for summary in args.summaries.split(",") if summary]
+    unknown = sorted(set(args.summaries) - set(SUMMARIES))
+    if unknown or not args.summaries:
+        parser.error(f"--summaries: unknown {unknown or 'none given'}; choose among {list(SUMMARIES)}")
     if not args.data.is_dir():
         parser.error(f"--data {args.data}: no such folder")
     return args
@@ -205,10 +217,13 @@ def task_arguments(args: argparse.Namespace, task: str) -> list[str]:
 
 
 def run_task(args: argparse.Namespace, task: str) -> None:
-    """The headline and the variants summaries of `task`, sharing one folder of runs (so shared runs run once)."""
+    """The headline and the variants summaries of `task` (those of `--summaries`), sharing one folder of runs (so
+    shared runs run once)."""
     seeds = TASK_ARGUMENTS[task][1]
     script_args = task_arguments(args, task)
-    for summary, variants, count in (("headline", HEADLINE, seeds), ("variants", VARIANTS, 3)):
+    plans = {"headline": (HEADLINE, seeds), "variants": (VARIANTS, 3)}
+    for summary in args.summaries:
+        variants, count = plans[summary]
         compare.main(
             [
                 "--task",

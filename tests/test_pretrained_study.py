@@ -68,10 +68,31 @@ def test_stages_skip_what_is_finished_and_need_a_complete_pretraining(tmp_path, 
     pretrained_study.main([*argv, "--stages", "pretrain,learnability"])
 
 
+@pytest.mark.parametrize("summaries", ["headline", "headline,variants"])
+def test_summaries_choose_what_a_task_stage_runs(summaries, tmp_path, monkeypatch):
+    folder = tmp_path / "pt"
+    for name in pretrained_study.COMPONENT_FOLDERS:
+        (folder / name).mkdir(parents=True)
+        (folder / name / "all_results.json").write_text("{}")
+    calls = []
+    monkeypatch.setattr(pretrained_study.compare, "main", calls.append)
+    argv = ["--out", str(tmp_path / "out"), "--pretrained", str(folder), "--stages", "funsd_re,sroie"]
+    pretrained_study.main([*argv, "--summaries", summaries])
+    planned = [(argv[argv.index("--task") + 1], argv[argv.index("--summary") + 1]) for argv in calls]
+    expected = [(task, summary) for task in ("funsd_re", "sroie") for summary in summaries.split(",")]
+    assert planned == expected
+    headline = calls[0]
+    assert headline[headline.index("--variants") + 1] == ",".join(pretrained_study.HEADLINE)
+    assert headline[headline.index("--seeds") + 1] == "1,2,3"  # funsd_re's headline: 3 seeds
+
+
 def test_unknown_stage_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         pretrained_study.parse_args(["--out", str(tmp_path), "--stages", "funsd,pretraining"])
     assert "--stages: unknown ['pretraining']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pretrained_study.parse_args(["--out", str(tmp_path), "--summaries", "headline,ablation"])
+    assert "--summaries: unknown ['ablation']" in capsys.readouterr().err
 
 
 def test_arguments_after_the_separator_reach_every_run_and_weights_stay_the_protocols(tmp_path, capsys):
