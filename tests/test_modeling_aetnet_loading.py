@@ -130,7 +130,7 @@ def test_remote_code_loads_without_the_package(tester, tmp_path):
         with torch.no_grad():
             logits = model(**io["inputs"]).logits
         assert type(model).__name__ == "AETNetForTokenClassification", type(model)
-        assert (logits - io["expected"]).abs().max().item() == 0.0
+        torch.testing.assert_close(logits, io["expected"])  # to float rounding: two processes may schedule a matmul differently
         assert not any(p.requires_grad for p in model.aetnet.vision_model_m.parameters())
         print("REMOTE-OK")
         """

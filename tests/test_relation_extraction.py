@@ -225,7 +225,7 @@ def test_save_reload_and_remote_code(tester, tmp_path):
             scores = model(**io["inputs"]).scores
         assert type(model).__name__ == "AETNetForRelationExtraction", type(model)
         assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
-        assert (scores - io["expected"]).abs().max().item() == 0.0
+        torch.testing.assert_close(scores, io["expected"])  # to float rounding: two processes may schedule a matmul differently
         print("REMOTE-OK")
         """
     )
