@@ -105,6 +105,7 @@ logger = logging.getLogger(__name__)
 PLOT_TITLES = {
     "layoutlmv3": "LayoutLMv3 pre-training losses (MLM, MIM, WPA)",
     "vit": "ViT pre-training losses (SimMIM, page contrast)",
+    "simmim": "ViT pre-training loss (SimMIM alone)",
     "roberta": "RoBERTa pre-training loss (MLM)",
 }
 
@@ -336,7 +337,9 @@ def main():
             curves = plot_loss_curves(
                 trainer.state.log_history,
                 os.path.join(training_args.output_dir, "loss_curves.png"),
-                title=PLOT_TITLES[component],
+                title=PLOT_TITLES[
+                    "simmim" if component == "vit" and not model_args.page_contrast_weight else component
+                ],
                 levels=levels,
             )
             if curves:
