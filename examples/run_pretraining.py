@@ -163,19 +163,18 @@ def corpus_words(items, dataset, texts, ocr_cache, pdf_dpi: float):
 
 def component_model(component: str, model_args, configs):
     """The model of `component`: from its checkpoint (continued pre-training) or new, of the `--model_size` preset."""
+    overrides = {}
     if component == "layoutlmv3":
         start, model_class, config = model_args.layout_model, LayoutLMv3ForPreTraining, configs.layout
     elif component == "vit" and model_args.page_contrast_weight == 0:
         start, model_class, config = model_args.vision_model, ViTForMaskedImageModeling, configs.vision
     elif component == "vit":
-        settings = {"page_contrast_weight": model_args.page_contrast_weight}
-        if model_args.vision_model:  # the checkpoint's own ViT, with the page contrast's settings
-            return ViTForPagePreTraining.from_pretrained(model_args.vision_model, **settings), [model_args.vision_model]
-        start, model_class = None, ViTForPagePreTraining
-        config = ViTPagePreTrainingConfig.from_vit_config(configs.vision, **settings)
+        overrides = {"page_contrast_weight": model_args.page_contrast_weight}  # also over a checkpoint's own
+        start, model_class = model_args.vision_model, ViTForPagePreTraining
+        config = ViTPagePreTrainingConfig.from_vit_config(configs.vision, **overrides)
     else:
         start, model_class, config = model_args.text_model, RobertaForMaskedLM, configs.text
-    return (model_class.from_pretrained(start), [start]) if start else (model_class(config), [])
+    return (model_class.from_pretrained(start, **overrides), [start]) if start else (model_class(config), [])
 
 
 def component_collator(component: str, model, tokenizer, data_args, seed: int):

@@ -22,6 +22,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import LayoutLMv3Config
 
 from ..configuration_aetnet import SPATIAL_BIAS_INITS
+from .config_fields import own_fields
 from .masking import MIM_TARGETS
 
 
@@ -92,10 +93,7 @@ class LayoutLMv3PreTrainingConfig(LayoutLMv3Config):
     def from_layout_config(cls, layout_config: LayoutLMv3Config, **kwargs) -> LayoutLMv3PreTrainingConfig:
         """The pre-training config of an existing LayoutLMv3 config (e.g. a preset's `layout_config`), `kwargs` being
         this class's own fields."""
-        values = layout_config.to_dict()
-        for key in ("model_type", "transformers_version", "architectures"):
-            values.pop(key, None)
-        return cls(**{**values, **kwargs})
+        return cls(**{**own_fields(layout_config), **kwargs})
 
 
 __all__ = ["LayoutLMv3PreTrainingConfig"]

@@ -21,6 +21,8 @@ from typing import ClassVar
 from huggingface_hub.dataclasses import strict
 from transformers import ViTConfig
 
+from .config_fields import own_fields
+
 
 @strict
 class ViTPagePreTrainingConfig(ViTConfig):
@@ -68,10 +70,7 @@ class ViTPagePreTrainingConfig(ViTConfig):
     def from_vit_config(cls, vit_config: ViTConfig, **kwargs) -> ViTPagePreTrainingConfig:
         """The page pre-training config of an existing ViT config (e.g. a preset's `vision_config`), `kwargs` being
         this class's own fields or ViT fields to change."""
-        values = vit_config.to_dict()
-        for key in ("model_type", "transformers_version", "architectures"):
-            values.pop(key, None)
-        return cls(**{**values, **kwargs})
+        return cls(**{**own_fields(vit_config), **kwargs})
 
 
 __all__ = ["ViTPagePreTrainingConfig"]

@@ -119,13 +119,13 @@ class ViTForPagePreTraining(ViTForMaskedImageModeling):
         # The masked pass's [CLS] state as `ViTModel` returns it (its last layer, then its final layer norm).
         masked_page = self.vit.layernorm(masked.hidden_states[-1][:, 0])
         whole_page = self.vit(pixel_values).last_hidden_state[:, 0]
-        rows = bool_masked_pos.bool().any(dim=1)
+        mask = bool_masked_pos.bool()
+        rows = mask.any(dim=1)
         logits, item_losses = self._page_contrast(masked_page[rows], whole_page[rows])
-        items = self.count_objective_items({"pixel_values": pixel_values, "bool_masked_pos": bool_masked_pos})
         num_items = dict(num_items_per_objective or {})
-        mim_loss = masked.loss * _share(items["mim"], num_items.get("mim"))
+        mim_loss = masked.loss * _share(mask.sum(), num_items.get("mim"))
         page_loss = item_losses.mean() if item_losses.numel() else logits.sum() * 0.0
-        page_loss = page_loss * _share(items["page_contrast"], num_items.get("page_contrast"))
+        page_loss = page_loss * _share(rows.sum(), num_items.get("page_contrast"))
         return ViTForPagePreTrainingOutput(
             loss=self.config.mim_weight * mim_loss + self.config.page_contrast_weight * page_loss,
             mim_loss=mim_loss,

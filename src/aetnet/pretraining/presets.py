@@ -24,6 +24,7 @@ from typing import NamedTuple
 from transformers import RobertaConfig, RobertaForMaskedLM, ViTConfig, ViTForMaskedImageModeling
 
 from ..configuration_aetnet import AETNetConfig
+from .config_fields import own_fields
 from .configuration_layoutlmv3_pretraining import LayoutLMv3PreTrainingConfig
 from .modeling_layoutlmv3_pretraining import LayoutLMv3ForPreTraining
 
@@ -55,8 +56,8 @@ def pretraining_configs(
     """
     config = AETNetConfig.from_preset(preset, vocab_size=vocab_size, max_length=max_length)
     layout = LayoutLMv3PreTrainingConfig.from_layout_config(config.layout_config, **layout_kwargs)
-    vision = ViTConfig(**{**_fields(config.vision_config), "encoder_stride": config.vision_config.patch_size})
-    text = RobertaConfig(**_fields(config.text_config))
+    vision = ViTConfig(**{**own_fields(config.vision_config), "encoder_stride": config.vision_config.patch_size})
+    text = RobertaConfig(**own_fields(config.text_config))
     return PreTrainingConfigs(layout, vision, text)
 
 
@@ -71,14 +72,6 @@ def build_pretraining_models(
         ViTForMaskedImageModeling(configs.vision),
         RobertaForMaskedLM(configs.text),
     )
-
-
-def _fields(config) -> dict:
-    """A sub-config's own fields, without what `to_dict` adds about its class and version."""
-    values = config.to_dict()
-    for key in ("model_type", "transformers_version", "architectures"):
-        values.pop(key, None)
-    return values
 
 
 __all__ = ["PreTrainingConfigs", "PreTrainingModels", "build_pretraining_models", "pretraining_configs"]
