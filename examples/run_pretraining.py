@@ -101,12 +101,12 @@ require_version("datasets>=3", "pip install 'aetnet[examples]'")
 
 logger = logging.getLogger(__name__)
 
-# The title of each component's loss-curve plot.
+# The title of the loss-curve plot of each model class that `component_model` builds.
 PLOT_TITLES = {
-    "layoutlmv3": "LayoutLMv3 pre-training losses (MLM, MIM, WPA)",
-    "vit": "ViT pre-training losses (SimMIM, page contrast)",
-    "simmim": "ViT pre-training loss (SimMIM alone)",
-    "roberta": "RoBERTa pre-training loss (MLM)",
+    LayoutLMv3ForPreTraining: "LayoutLMv3 pre-training losses (MLM, MIM, WPA)",
+    ViTForPagePreTraining: "ViT pre-training losses (SimMIM, page contrast)",
+    ViTForMaskedImageModeling: "ViT pre-training loss (SimMIM alone)",
+    RobertaForMaskedLM: "RoBERTa pre-training loss (MLM)",
 }
 
 
@@ -336,9 +336,7 @@ def main():
             curves = plot_loss_curves(
                 trainer.state.log_history,
                 os.path.join(training_args.output_dir, "loss_curves.png"),
-                title=PLOT_TITLES[
-                    "simmim" if component == "vit" and not model_args.page_contrast_weight else component
-                ],
+                title=PLOT_TITLES[type(model)],
                 levels=levels,
             )
             if curves:

@@ -119,11 +119,10 @@ class ViTForPagePreTraining(ViTForMaskedImageModeling):
         # The masked pass's [CLS] state as `ViTModel` returns it (its last layer, then its final layer norm).
         masked_page = self.vit.layernorm(masked.hidden_states[-1][:, 0])
         whole_page = self.vit(pixel_values).last_hidden_state[:, 0]
-        mask = bool_masked_pos.bool()
-        rows = mask.any(dim=1)
+        rows = _contrasted_pages(bool_masked_pos)
         logits, item_losses = self._page_contrast(masked_page[rows], whole_page[rows])
         num_items = dict(num_items_per_objective or {})
-        mim_loss = masked.loss * _share(mask.sum(), num_items.get("mim"))
+        mim_loss = masked.loss * _share(bool_masked_pos.sum(), num_items.get("mim"))
         page_loss = item_losses.mean() if item_losses.numel() else logits.sum() * 0.0
         page_loss = page_loss * _share(rows.sum(), num_items.get("page_contrast"))
         return ViTForPagePreTrainingOutput(
@@ -149,8 +148,8 @@ class ViTForPagePreTraining(ViTForMaskedImageModeling):
     @staticmethod
     def count_objective_items(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The masked patches (`"mim"`) and the pages with a masked patch (`"page_contrast"`) of `inputs`."""
-        mask = inputs["bool_masked_pos"].bool()
-        return {"mim": mask.sum(), "page_contrast": mask.any(dim=1).sum()}
+        bool_masked_pos = inputs["bool_masked_pos"]
+        return {"mim": bool_masked_pos.sum(), "page_contrast": _contrasted_pages(bool_masked_pos).sum()}
 
     @torch.no_grad()
     def chance_levels(
@@ -160,11 +159,17 @@ class ViTForPagePreTraining(ViTForMaskedImageModeling):
         The loss of a model that ignores the page: SimMIM's ([`simmim_chance_level`], the median pixel) and the page
         contrast's, `log(pages)` (the same similarity to every page of the batch). `log_frequencies` is unused.
         """
-        pages = int(batch["bool_masked_pos"].bool().any(dim=1).sum())
+        pages = int(_contrasted_pages(batch["bool_masked_pos"]).sum())
         return {
             "mim": simmim_chance_level(batch["pixel_values"], batch["bool_masked_pos"]),
             "page_contrast": math.log(pages) if pages else 0.0,
         }
+
+
+def _contrasted_pages(bool_masked_pos: torch.Tensor) -> torch.Tensor:
+    """The pages that take part in the page contrast: those with at least one masked patch (see the model's
+    docstring)."""
+    return bool_masked_pos.bool().any(dim=1)
 
 
 def _share(local: torch.Tensor, step: torch.Tensor | int | None) -> torch.Tensor | float:
