@@ -34,14 +34,15 @@ one thing each:
   task head start as in `aetnet` and `layoutlmv3`); every registered objective outside the defaults gets both;
 - `aetnet-gated`, `aetnet-add`, `aetnet-no-injection`: AETNet with `--fusion_injection gated` (zero-initialised gates,
   so that the model starts as its baseline; the default, so the same as `aetnet`), `add` (the paper's full-scale
-  addition) or `none` (the aligners are trained but never read by LayoutLMv3);
-- `aetnet-joint-clip`: AETNet with `--grad_clipping global`, the Trainer's clip of all gradients together instead
-  of the task's and the alignment side's each on their own;
-- from pre-trained encoders (`-- --layout_model ... --vision_model ... --text_model ...`), `layoutlmv3-random`: the
+  addition) or `none` (the aligners are trained but never read by LayoutLMv3); `aetnet-add-no-alignment`: `add`, the
+  four weights at 0 (`aetnet-add-no-alignment-random-aligners`: and random aligners); `aetnet-add-weights-0.1`: `add`,
+  the four weights at 0.1;
+- `aetnet-joint-clip`: `--grad_clipping global`, the Trainer's clip of all gradients together, not by part; from
+  pre-trained encoders (`-- --layout_model ... --vision_model ... --text_model ...`), `layoutlmv3-random`: the
   plain LayoutLMv3 baseline with random weights of the same sizes and the same tokenizer (`--random_encoders layout
   vision text`): what the pre-training buys; `aetnet-random-aligners`: AETNet on the pre-trained LayoutLMv3 with
   random aligners (`--random_encoders vision text`); `aetnet-centered`: `--feature_centering 0.9`; `aetnet-mean-pooled`:
-  `--image_feature_pooling mean`.
+  `--image_feature_pooling mean`; `ditc-x4`: DITC's weight at 4; `aetnet-no-distill`: `--distill_alpha 0`.
 
 The script writes, under `--out`: `runs/<variant>-seed<seed>/` (each run's output folder and `log.txt`),
 `summary.json` (every run's scores, times, hardware, loss history and the command), `summary.md` (mean and sample
@@ -92,6 +93,7 @@ TASKS = {
 OBJECTIVES = ALIGNMENT_OBJECTIVES
 EXTRA_OBJECTIVES = [name for name in registered_objectives() if name not in OBJECTIVES]
 VARIANTS_NO_ALIGNMENT = ["--loss_weights", ",".join(f"{name}=0" for name in OBJECTIVES)]
+ADD_NO_ALIGNMENT = ["--fusion_injection", "add", *VARIANTS_NO_ALIGNMENT]
 VARIANTS = {
     "aetnet": [],
     "layoutlmv3": ["--baseline", "layoutlmv3"],
@@ -99,31 +101,26 @@ VARIANTS = {
     "no-alignment": VARIANTS_NO_ALIGNMENT,
     "aetnet-gated": ["--fusion_injection", "gated"],
     "aetnet-add": ["--fusion_injection", "add"],
+    "aetnet-add-no-alignment": ADD_NO_ALIGNMENT,
+    "aetnet-add-no-alignment-random-aligners": [*ADD_NO_ALIGNMENT, "--random_encoders", "vision", "text"],
+    "aetnet-add-weights-0.1": ["--fusion_injection", "add", "--loss_weights", ",".join(f"{n}=0.1" for n in OBJECTIVES)],
     "aetnet-no-injection": ["--fusion_injection", "none"],
     "aetnet-joint-clip": ["--grad_clipping", "global"],
     "layoutlmv3-random": ["--baseline", "layoutlmv3", "--random_encoders", "layout", "vision", "text"],
     "aetnet-random-aligners": ["--random_encoders", "vision", "text"],
     "aetnet-centered": ["--feature_centering", "0.9"],
     "aetnet-mean-pooled": ["--image_feature_pooling", "mean"],
+    "ditc-x4": ["--loss_weights", "ditc=4"],
+    "aetnet-no-distill": ["--distill_alpha", "0"],
     **{f"+{name}": ["--alignment_objectives", *OBJECTIVES, name] for name in EXTRA_OBJECTIVES},
     **{
         f"{name}-only": ["--alignment_objectives", *OBJECTIVES, name, *VARIANTS_NO_ALIGNMENT]
         for name in EXTRA_OBJECTIVES
     },
 }
-# Arguments the script sets per run; giving them after `--` would make the runs differ in the wrong way.
-OWNED_ARGUMENTS = (
-    "--output_dir",
-    "--seed",
-    "--baseline",
-    "--loss_weights",
-    "--alignment_objectives",
-    "--fusion_injection",
-    "--grad_clipping",
-    "--random_encoders",
-    "--feature_centering",
-    "--image_feature_pooling",
-)
+# Arguments the script sets per run (the variants' options, the folder, the seed); after `--` they would make the runs
+# differ in the wrong way.
+OWNED_ARGUMENTS = ("--output_dir", "--seed", *sorted({a for args in VARIANTS.values() for a in args if a[:2] == "--"}))
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:

@@ -193,3 +193,21 @@ def test_bad_arguments_name_the_argument(argv, message, capsys):
     with pytest.raises(SystemExit):
         compare.parse_args(argv)
     assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("task", sorted(compare.TASKS))
+def test_every_variant_parses_in_every_task_script(task, monkeypatch, tmp_path):
+    from test_example_arguments import script_parser
+
+    parser = script_parser(compare.TASKS[task][0].stem, monkeypatch)
+
+    def training_arguments(variant: str):
+        argv = [*compare.VARIANTS[variant], "--dataset_dir", "x", "--output_dir", str(tmp_path)]
+        (parsed,) = [a for a in parser.parse_args_into_dataclasses(argv) if hasattr(a, "distill_alpha")]
+        return parsed
+
+    for variant in compare.VARIANTS:  # an option a script lacks exits the parser
+        training_arguments(variant)
+    assert training_arguments("aetnet-no-distill").distill_alpha == 0.0
+    assert training_arguments("ditc-x4").loss_weights == "ditc=4"
+    assert training_arguments("aetnet").distill_alpha is None

@@ -228,6 +228,20 @@ def test_add_injection_changes_the_fusion_input(tester):
     assert (injected - plain).abs().max().item() > 1e-3
 
 
+def test_fusion_gate_openings_say_how_far_the_aligners_enter(tester):
+    gated = AETNetForTokenClassification(tester.get_config())
+    assert gated.aetnet.fusion_gate_openings() == {"text": 0.0, "image": 0.0}  # the gates start closed
+    with torch.no_grad():
+        gated.aetnet.text_gate.fill_(-0.25)
+        gated.aetnet.image_gate[:2] = 0.5
+    openings = gated.aetnet.fusion_gate_openings()
+    assert openings["text"] == 0.25
+    assert openings["image"] == pytest.approx(1.0 / gated.aetnet.image_gate.numel())
+    for injection, opening in (("add", 1.0), ("none", 0.0)):
+        model = AETNetForTokenClassification(tester.get_config(fusion_injection=injection))
+        assert model.aetnet.fusion_gate_openings() == {"text": opening, "image": opening}
+
+
 def _fusion_model_and_call(tester):
     """A fusion model, its inputs and a call with aligned features of the right shapes (and a second set)."""
     layout = tester.get_config().layout_config

@@ -194,6 +194,18 @@ class AETNetModel(MomentumEncodersMixin, DocumentFeaturesMixin, AETNetPreTrained
         """Put `temp` back into its range in place (ALBEF's rule; `AETNetTrainer` runs it after every optimizer step)."""
         self.temp.clamp_(*TEMPERATURE_RANGE)
 
+    @torch.no_grad()
+    def fusion_gate_openings(self) -> dict[str, float]:
+        """
+        How far the aligners' features enter LayoutLMv3, per modality (`text`, `image`): the mean absolute value of
+        its fusion gate under `fusion_injection="gated"` (0.0 at initialisation), 1.0 under `"add"` (the paper's
+        full-scale sum), 0.0 under `"none"`. A fine-tuning whose gates stay near 0 has left LayoutLMv3 as it was.
+        """
+        injection = self.config.fusion_injection
+        if injection != "gated":
+            return dict.fromkeys(("text", "image"), 1.0 if injection == "add" else 0.0)
+        return {"text": self.text_gate.abs().mean().item(), "image": self.image_gate.abs().mean().item()}
+
     def _clamped_temperature(self) -> torch.Tensor:
         if self.training:
             # ALBEF clamps the parameter itself so that the optimizer state never runs away outside the range.
