@@ -32,11 +32,10 @@ one thing each:
   objective alone, as the four plus it with the four's weights at 0, so that the model and its initial weights are
   AETNet's (objectives draw their own weights apart from the global random stream, so every shared weight and the
   task head start as in `aetnet` and `layoutlmv3`); every registered objective outside the defaults gets both;
-- `aetnet-gated`, `aetnet-add`, `aetnet-no-injection`: AETNet with `--fusion_injection gated` (zero-initialised gates,
-  so that the model starts as its baseline; the default, so the same as `aetnet`), `add` (the paper's full-scale
-  addition) or `none` (the aligners are trained but never read by LayoutLMv3); `aetnet-add-no-alignment`: `add`, the
-  four weights at 0 (`aetnet-add-no-alignment-random-aligners`: and random aligners); `aetnet-add-weights-0.1`: `add`,
-  the four weights at 0.1;
+- `aetnet-gated`, `aetnet-add`, `aetnet-no-injection`: `--fusion_injection gated` (zero-initialised gates, so that the
+  model starts as its baseline; the default, so the same as `aetnet`), `add` (the paper's full-scale addition) or
+  `none` (the aligners are trained but never read by LayoutLMv3); `aetnet-add-no-alignment`, `aetnet-add-weights-0.1`:
+  `add`, the four weights at 0 or 0.1 (`aetnet-add-no-alignment-random-aligners`: at 0, from random aligners);
 - `aetnet-joint-clip`: `--grad_clipping global`, the Trainer's clip of all gradients together, not by part; from
   pre-trained encoders (`-- --layout_model ... --vision_model ... --text_model ...`), `layoutlmv3-random`: the
   plain LayoutLMv3 baseline with random weights of the same sizes and the same tokenizer (`--random_encoders layout
@@ -92,7 +91,14 @@ TASKS = {
 # The ablation switches off AETNet's default objectives one at a time, by their weight.
 OBJECTIVES = ALIGNMENT_OBJECTIVES
 EXTRA_OBJECTIVES = [name for name in registered_objectives() if name not in OBJECTIVES]
-VARIANTS_NO_ALIGNMENT = ["--loss_weights", ",".join(f"{name}=0" for name in OBJECTIVES)]
+
+
+def all_weights(weight: float) -> list[str]:
+    """The options that set every default objective's loss weight to `weight`."""
+    return ["--loss_weights", ",".join(f"{name}={weight:g}" for name in OBJECTIVES)]
+
+
+VARIANTS_NO_ALIGNMENT = all_weights(0)
 ADD_NO_ALIGNMENT = ["--fusion_injection", "add", *VARIANTS_NO_ALIGNMENT]
 VARIANTS = {
     "aetnet": [],
@@ -103,7 +109,7 @@ VARIANTS = {
     "aetnet-add": ["--fusion_injection", "add"],
     "aetnet-add-no-alignment": ADD_NO_ALIGNMENT,
     "aetnet-add-no-alignment-random-aligners": [*ADD_NO_ALIGNMENT, "--random_encoders", "vision", "text"],
-    "aetnet-add-weights-0.1": ["--fusion_injection", "add", "--loss_weights", ",".join(f"{n}=0.1" for n in OBJECTIVES)],
+    "aetnet-add-weights-0.1": ["--fusion_injection", "add", *all_weights(0.1)],
     "aetnet-no-injection": ["--fusion_injection", "none"],
     "aetnet-joint-clip": ["--grad_clipping", "global"],
     "layoutlmv3-random": ["--baseline", "layoutlmv3", "--random_encoders", "layout", "vision", "text"],
@@ -118,8 +124,7 @@ VARIANTS = {
         for name in EXTRA_OBJECTIVES
     },
 }
-# Arguments the script sets per run (the variants' options, the folder, the seed); after `--` they would make the runs
-# differ in the wrong way.
+# Set per run (the variants' options, the output folder, the seed); given after `--` they would skew the comparison.
 OWNED_ARGUMENTS = ("--output_dir", "--seed", *sorted({a for args in VARIANTS.values() for a in args if a[:2] == "--"}))
 
 

@@ -49,9 +49,10 @@ def gate_openings(folder: Path) -> list[dict]:
         match = RUN_NAME.match(run_dir.name)
         if not match or not (run_dir / "all_results.json").exists():
             continue
-        if AutoConfig.from_pretrained(run_dir).model_type != AETNetConfig.model_type:
+        config = AutoConfig.from_pretrained(run_dir)
+        if config.model_type != AETNetConfig.model_type:
             continue
-        openings = AutoModel.from_pretrained(run_dir).fusion_gate_openings()
+        openings = AutoModel.from_pretrained(run_dir, config=config).fusion_gate_openings()
         rows.append({"folder": folder.name, "variant": match["variant"], "seed": int(match["seed"]), **openings})
     return rows
 
@@ -85,8 +86,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = [row for folder in args.folders for row in gate_openings(folder)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(table(rows))
-    print(table(rows))
+    markdown = table(rows)
+    args.out.with_suffix(".md").write_text(markdown)
+    print(markdown)
     return rows
 
 
